@@ -8,6 +8,11 @@ real timm ``VisionTransformer`` models at CPU scale:
 ``pebench_vit_test_gap``      same, no cls token, average pooling + ``fc_norm`` (tests)
 ``pebench_vit_micro``         D=96, depth 4, 3 heads, patch 4 @ 32 px, cls token (demo)
 ============================  ==========================================================
+
+Video backbones (VideoMAE layout, :mod:`pebench.video`): ``pebench_videomae_base_patch16_224`` and
+``pebench_video_test``. They have no hub weights: ``weights`` must be a local VideoMAE checkpoint
+(official fine-tuning/pretraining layouts, converted by
+:func:`pebench.video.load_videomae_checkpoint`) or ``"random"``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ from timm.models import register_model  # noqa: E402
 from timm.models._builder import build_model_with_cfg  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn  # noqa: E402
+
+from pebench.video import (  # noqa: E402 - importing registers the video models with timm
+    CheckpointError,
+    is_video_model_name,
+    load_videomae_checkpoint,
+)
 
 RANDOM = "random"
 _SMALL: dict[str, dict[str, Any]] = {
@@ -97,6 +108,7 @@ class Backbone:
         mean: normalisation mean of the weights (from timm's pretrained config).
         std: normalisation std.
         image_size: native input size.
+        num_frames: clip length T for video backbones; ``None`` for image backbones.
     """
 
     model: nn.Module
@@ -105,6 +117,7 @@ class Backbone:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     image_size: int
+    num_frames: int | None = None
 
 
 def known_backbone(name: str) -> None:
@@ -148,6 +161,8 @@ def create_backbone(
     kwargs.setdefault("num_classes", 0)
     if weights == RANDOM:
         model, tag = timm.create_model(name, pretrained=False, **kwargs), RANDOM
+    elif is_video_model_name(name):
+        model, tag = _video_from_file(name, weights, kwargs), weights_tag(name, weights)
     elif weights is None:
         embedded = embedded_weights(name)
         if embedded is not None:
@@ -186,7 +201,30 @@ def create_backbone(
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         image_size=int(cfg["input_size"][-1]),
+        num_frames=getattr(model, "num_frames", None),
     )
+
+
+def _video_from_file(name: str, weights: str | None, kwargs: dict[str, Any]) -> nn.Module:
+    """A video backbone with a local VideoMAE checkpoint (see :mod:`pebench.video`)."""
+    path = Path(_video_weights_path(name, weights))
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        load_videomae_checkpoint(model, path)
+    except CheckpointError as err:
+        raise BackboneError(f"could not load weights file {path} into {name!r}: {err}") from err
+    return model
+
+
+def _video_weights_path(name: str, weights: str | None) -> str:
+    if weights is None:
+        raise BackboneError(
+            f"{name!r} has no hub weights: pass --weights PATH (a local VideoMAE checkpoint, "
+            "e.g. the official ViT-B Kinetics-400 pretraining file) or --weights random"
+        )
+    if not Path(weights).is_file():
+        raise BackboneError(f"weights file not found: {weights}")
+    return weights
 
 
 def weights_tag(name: str, weights: str | None) -> str:
@@ -200,6 +238,8 @@ def weights_tag(name: str, weights: str | None) -> str:
     """
     if weights == RANDOM:
         return RANDOM
+    if is_video_model_name(name):
+        weights = _video_weights_path(name, weights)
     if weights is None:
         embedded = embedded_weights(name)
         return f"embedded:{embedded[2]}@{embedded[1][:16]}" if embedded else f"hub:{name}"

@@ -21,6 +21,7 @@ from pebench.backbones import create_backbone
 from pebench.method import prepare
 from pebench.methods import build_method, get_method_class
 from pebench.metrics import checkpoint_bytes, flops_per_image
+from pebench.video import example_input
 
 
 @dataclass
@@ -104,7 +105,7 @@ def run_bench(
             merged_eval_images_per_s=None,
         )
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, 3, image_size, image_size, generator=g).to(dev)
+    x = example_input(models[names[0]], batch_size, image_size=image_size, generator=g).to(dev)
     y = torch.randint(0, num_classes, (batch_size,), generator=g).to(dev)
     samples: dict[str, dict[str, list[float]]] = {
         n: {"train": [], "eval": [], "merged": []} for n in names

@@ -1,8 +1,8 @@
 """The ``pebench`` command line.
 
-``pebench run | list | params | check | leaderboard``. Bad input (unknown names, bad ``--set``
-values, missing weights files, malformed result CSVs) prints one clear error and exits with 2,
-before anything is written.
+``pebench run | status | list | params | check | bench | pretrain | prepare | leaderboard``.
+Bad input (unknown names, bad ``--set`` values, missing weights files, bad executor options,
+malformed result CSVs) prints one clear error and exits with 2, before anything is written.
 """
 
 from __future__ import annotations
@@ -28,34 +28,82 @@ def _seeds(text: str) -> list[int]:
         ) from err
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    p = argparse.ArgumentParser(prog="pebench", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser("run", help="train and evaluate a method on tasks under a budget")
-    r.add_argument(
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    """The options that select a grid of runs (shared by ``run`` and ``status``)."""
+    p.add_argument(
         "--method", required=True, help="NAME[.PRESET], a comma-separated list, or 'all'"
     )
-    r.add_argument("--preset", help="method preset (alternative to NAME.PRESET)")
-    r.add_argument(
+    p.add_argument("--preset", help="method preset (alternative to NAME.PRESET)")
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         metavar="KEY=VALUE",
         help="override a method config field (repeatable)",
     )
-    r.add_argument("--tasks", default="demo", help="suite(s) and/or task(s), comma-separated")
-    r.add_argument("--budget", help="budget id (default: the suite's budget)")
-    r.add_argument("--backbone", help="timm model name (default: the budget's backbone)")
-    r.add_argument("--weights", help="local checkpoint PATH, or 'random' (default: hub weights)")
-    r.add_argument("--seeds", type=_seeds, help="final-run seeds, e.g. 0,1,2 (default: budget's)")
-    r.add_argument("--results", default="results", help="results folder (default: results)")
-    r.add_argument("--data-dir", help="root folder of the task data (real suites)")
+    p.add_argument("--tasks", default="demo", help="suite(s) and/or task(s), comma-separated")
+    p.add_argument("--budget", help="budget id (default: the suite's budget)")
+    p.add_argument("--backbone", help="timm model name (default: the budget's backbone)")
+    p.add_argument("--weights", help="local checkpoint PATH, or 'random' (default: hub weights)")
+    p.add_argument("--seeds", type=_seeds, help="final-run seeds, e.g. 0,1,2 (default: budget's)")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--data-dir", help="root folder of the task data (real suites)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="pebench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="train and evaluate a method on tasks under a budget")
+    _add_selection(r)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
+    r.add_argument(
+        "--nproc-per-run",
+        type=int,
+        default=1,
+        help="processes (GPUs) per run: > 1 runs each run with torch DDP launched by torchrun "
+        "(gloo on CPU, nccl on GPU); only rank 0 writes the row",
+    )
     r.add_argument("--timeout", type=float, help="seconds per run (default: the budget's)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    ex = r.add_argument_group("executor (where the runs execute)")
+    ex.add_argument("--executor", default="local", choices=["local", "slurm", "ray"])
+    ex.add_argument(
+        "--max-parallel",
+        type=int,
+        help="concurrent runs: local (default 1 on CPU, one per GPU), Slurm array parallelism, "
+        "or the size of a Ray started here (x --cpus-per-run CPUs)",
+    )
+    ex.add_argument("--partition", help="slurm: partition")
+    ex.add_argument("--time-min", type=int, help="slurm: minutes per job (default: timeout + 5)")
+    ex.add_argument("--gpus-per-job", type=int, help="slurm: GPUs per job (default 0)")
+    ex.add_argument("--cpus-per-job", type=int, help="slurm: CPUs per job (= torch threads)")
+    ex.add_argument("--log-dir", help="slurm: folder of job logs (default pebench-logs)")
+    ex.add_argument("--ray-address", help="ray: cluster address (default: start a local Ray)")
+    ex.add_argument("--cpus-per-run", type=float, help="ray: CPUs per run (default 1)")
+    ex.add_argument("--gpus-per-run", type=float, help="ray: GPUs per run (default 0)")
+
+    st = sub.add_parser("status", help="done / running / failed / missing runs of a sweep")
+    _add_selection(st)
+    st.add_argument("--json", action="store_true")
+
+    es = sub.add_parser(
+        "estimate", help="FLOPs and GPU hours of a sweep before running it (counted, not trained)"
+    )
+    es.add_argument("--method", required=True, help="NAME[.PRESET] or a comma-separated list")
+    es.add_argument("--tasks", default="vtab", help="suite(s) and/or task(s), comma-separated")
+    es.add_argument("--budget", help="budget id (default: the suite's budget)")
+    es.add_argument("--backbone", help="timm model name (default: the budget's backbone)")
+    es.add_argument(
+        "--tflops",
+        type=float,
+        default=150.0,
+        help="sustained TFLOP/s of your GPU for this workload (default 150: an assumption, "
+        "about 40%% of an H100's dense bf16 peak; measure yours)",
+    )
+    es.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("list", help="list methods, tasks, suites or budgets")
     ls.add_argument("what", choices=["methods", "tasks", "suites", "budgets"])
@@ -110,12 +158,12 @@ def _method_list(spec: str) -> list[str]:
     return [m.strip() for m in spec.split(",") if m.strip()]
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """``pebench run``: every method in ``--method`` (comma-separated, or ``all``)."""
+def _plan(args: argparse.Namespace, **kwargs: object) -> list:
+    """One validated sweep per method of ``--method`` (nothing runs or is written)."""
     from pebench.method import parse_overrides
-    from pebench.runner import config_summary, plan_sweep
+    from pebench.runner import plan_sweep
 
-    sweeps = [
+    return [
         plan_sweep(
             method,
             tasks=args.tasks,
@@ -127,17 +175,51 @@ def cmd_run(args: argparse.Namespace) -> int:
             preset=args.preset,
             results_dir=args.results,
             data_dir=args.data_dir,
-            device=args.device,
-            threads=args.threads,
-            progress=not args.quiet,
-            timeout_s=args.timeout,
+            **kwargs,
         )
         for method in _method_list(args.method)
-    ]  # every input is validated before the first run starts
-    rows = []
+    ]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``pebench run``: every method in ``--method`` (comma-separated, or ``all``)."""
+    from pebench.executors import ExecutorOptions, make_executor
+    from pebench.runner import config_summary, dispatch
+
+    opts = ExecutorOptions(
+        kind=args.executor,
+        max_parallel=args.max_parallel,
+        partition=args.partition,
+        time_min=args.time_min,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        log_dir=args.log_dir,
+        ray_address=args.ray_address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        device=args.device,
+    )
+    opts.validate()  # bad combinations and a missing engine, before anything is planned
+    if args.nproc_per_run < 1:
+        raise UserError(f"--nproc-per-run must be >= 1, got {args.nproc_per_run}")
+    sweeps = _plan(
+        args,
+        device=args.device,
+        threads=args.threads,
+        nproc=args.nproc_per_run,
+        progress=not args.quiet,
+        timeout_s=args.timeout,
+    )  # every input is validated before the first run starts
     for sweep in sweeps:
         print(f"pebench run {config_summary(sweep)}", file=sys.stderr)
-        rows += sweep.run()
+    with make_executor(opts) as executor:
+        if getattr(executor, "cluster", "slurm") != "slurm":
+            print(
+                f"pebench run: sbatch not found; submitit runs the jobs on its "
+                f"{executor.cluster!r} cluster",
+                file=sys.stderr,
+            )
+        rows = dispatch(sweeps, executor)
     for r in rows:
         if r["phase"] == "final":
             acc = f"test_top1={r['test_top1']:.4f}" if r["status"] == "ok" else ""
@@ -148,9 +230,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     bad = [r for r in rows if r["status"] != "ok"]
     for r in bad:
         first = r["error"].splitlines()[0] if r["error"] else ""
+        job = f" (job {r['job_id']}, log {r['log_path']})" if r["job_id"] else ""
         print(
             f"{r['method']} {r['task']} {r['phase']} trial={r['trial']} seed={r['seed']}: "
-            f"{r['status']}: {first}",
+            f"{r['status']}: {first}{job}",
             file=sys.stderr,
         )
     print(
@@ -159,6 +242,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0 if not bad else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``pebench status``: done / running / failed / missing runs of the selected grid."""
+    from pebench.status import format_table, summarize, sweep_states
+
+    summary = summarize(sweep_states(_plan(args, load_weights=False, progress=False)))
+    print(json.dumps(summary, indent=1) if args.json else format_table(summary))
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -234,6 +326,46 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(
                 f"{it['name']:<20} {it.get('title') or it.get('description', '')}\n{'':<20} {extra}"
             )
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """``pebench estimate``: images × counted FLOPs ÷ sustained throughput, per method."""
+    from pebench.budget import get_budget
+    from pebench.datasets import get_suite, resolve_tasks
+    from pebench.estimate import estimate
+    from pebench.methods import split_spec
+
+    if args.tflops <= 0:
+        raise UserError(f"--tflops must be positive, got {args.tflops}")
+    specs = resolve_tasks(args.tasks)
+    budget = get_budget(args.budget or get_suite(specs[0].suite).default_budget)
+    views = budget.video.views if budget.video else 1
+    out = []
+    for method in _method_list(args.method):
+        name, preset = split_spec(method)
+        e = estimate(
+            name, specs, budget, args.backbone, preset=preset or "default", test_views=views
+        )
+        row = {**e.as_dict(), "method": method, "tflops": args.tflops}
+        out.append({**row, "hours": e.hours(args.tflops)})
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(
+        f"budget {budget.id}: {len(specs)} task(s), {len(budget.trials())} trials + "
+        f"{len(budget.seeds)} seeds x {budget.epochs} epochs; at {args.tflops:g} TFLOP/s"
+    )
+    print(
+        f"{'method':<20} {'fwd GF':>8} {'step GF':>8} {'train imgs':>12} {'eval imgs':>11} "
+        f"{'PFLOP':>8} {'GPU h':>7}"
+    )
+    for o in out:
+        print(
+            f"{o['method']:<20} {o['forward_gflops']:>8.2f} {o['train_step_gflops']:>8.2f} "
+            f"{o['train_images']:>12,} {o['eval_images']:>11,} {o['pflops']:>8.1f} "
+            f"{o['hours']:>7.2f}"
+        )
     return 0
 
 
@@ -347,8 +479,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run,
+    "status": cmd_status,
     "list": cmd_list,
     "params": cmd_params,
+    "estimate": cmd_estimate,
     "check": cmd_check,
     "bench": cmd_bench,
     "pretrain": cmd_pretrain,
@@ -364,11 +498,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pebench.results import ResultsError
 
     user_errors: tuple[type[BaseException], ...] = (RegistryError, ResultsError, UserError)
-    if args.command in ("run", "params", "check"):
+    if args.command in ("run", "status", "params", "check", "estimate"):
         from pebench.backbones import BackboneError
         from pebench.method import MethodConfigError
 
         user_errors += (BackboneError, MethodConfigError)
+    if args.command in ("run", "status"):
+        from pebench.data import DataError
+        from pebench.datasets.formats import DatasetError
+
+        user_errors += (DataError, DatasetError)  # e.g. a cache never prepared: says how to
+    if args.command == "run":
+        from pebench.executors import ExecutorError
+
+        user_errors += (ExecutorError,)
     try:
         return COMMANDS[args.command](args)
     except user_errors as err:

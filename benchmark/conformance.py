@@ -3,7 +3,10 @@
 Each check is a plain function ``check(method_cls) -> None`` that raises ``AssertionError`` with
 a reason. ``tests/test_conformance.py`` parametrizes them by the registry (so a method is tested the
 moment it registers, entry-point ones included); ``pebench check NAME`` runs them for one method.
-Every check runs on a cls-token backbone and an average-pooling backbone without cls token.
+Every check runs on three tiny backbones (:data:`KINDS`): a cls-token ViT, an average-pooling ViT
+without cls token, and a video ViT in the VideoMAE layout (``pebench_video_test``: clips of 4
+frames, tubelets of 2, 32 space-time tokens, no cls token, mean pooling + ``fc_norm``). Inputs
+come from :func:`pebench.video.example_input`, so each backbone gets its own input shape.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from pebench.method import (
     prepare,
     tunable_state_dict,
 )
+from pebench.video import example_input, tiny_video
 from pebench.vit import NotAViTError, PetlBlock, PetlLinear, PetlModule, vit_dims
 
-KINDS = ("cls", "gap")
+#: test backbones: image ViT with cls token, image ViT with average pooling, video ViT
+KINDS = ("cls", "gap", "video")
 NUM_CLASSES = 5
 
 
@@ -52,9 +57,12 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 def plain_backbone(kind: str, img_size: int = 32) -> nn.Module:
-    """The same random tiny ViT every time (seeded), without head."""
+    """The same random tiny ViT (``kind`` in :data:`KINDS`) every time (seeded), without head."""
     with _seeded(1234):
-        return tiny_vit(kind, img_size=img_size).eval()
+        model = (
+            tiny_video(img_size=img_size) if kind == "video" else tiny_vit(kind, img_size=img_size)
+        )
+    return model.eval()
 
 
 def prepared(
@@ -72,6 +80,11 @@ def images(n: int = 4, img_size: int = 32, seed: int = 0) -> torch.Tensor:
     """Deterministic random images."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, img_size, img_size, generator=g)
+
+
+def inputs(model: nn.Module, n: int = 4, seed: int = 0) -> torch.Tensor:
+    """Deterministic random inputs shaped for ``model`` (images or clips)."""
+    return example_input(model, n, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -107,7 +120,7 @@ def check_timm_api(method_cls: type[Method]) -> None:
     """forward_features / forward_head(pre_logits) / reset_classifier keep working; keys kept."""
     for kind in KINDS:
         model, method = prepared(method_cls, kind)
-        x = images()
+        x = inputs(model)
         feats = model.forward_features(x)
         assert feats.ndim == 3 and feats.shape[0] == 4, f"{kind}: features {tuple(feats.shape)}"
         pre = model.forward_head(feats, pre_logits=True)
@@ -164,7 +177,7 @@ def check_identity_at_init(method_cls: type[Method]) -> None:
     for kind in KINDS:
         plain = plain_backbone(kind)
         model, _ = prepared(method_cls, kind)
-        x = images()
+        x = inputs(model)
         with torch.no_grad():
             ref = plain.forward_head(plain.forward_features(x), pre_logits=True)
             out = model.forward_head(model.forward_features(x), pre_logits=True)
@@ -183,7 +196,7 @@ def check_training_step(method_cls: type[Method]) -> None:
         got_grad = {n: False for n, p in model.named_parameters() if p.requires_grad}
         g = torch.Generator().manual_seed(3)
         for step in range(3):
-            x = torch.randn(6, 3, 32, 32, generator=g)
+            x = example_input(model, 6, generator=g)
             y = torch.randint(0, NUM_CLASSES, (6,), generator=g)
             loss = F.cross_entropy(model(x), y)
             assert torch.isfinite(loss), f"{kind}: loss not finite at step {step}"
@@ -210,7 +223,7 @@ def check_merge(method_cls: type[Method]) -> None:
     for kind in KINDS:
         model, method = prepared(method_cls, kind)
         perturb_trainable(model)
-        x = images()
+        x = inputs(model)
         with torch.no_grad():
             ref = model(x)
             merged = method.merge(copy.deepcopy(model)).eval()
@@ -237,7 +250,7 @@ def check_state_dict_roundtrip(method_cls: type[Method]) -> None:
         state = tunable_state_dict(model)
         fresh, _ = prepared(method_cls, kind)
         load_tunable_state_dict(fresh, state)
-        x = images()
+        x = inputs(model)
         with torch.no_grad():
             assert torch.equal(model(x), fresh(x)), f"{kind}: round trip changed outputs"
 
@@ -247,7 +260,7 @@ def check_dropout_modes(method_cls: type[Method]) -> None:
     for kind in KINDS:
         model, _ = prepared(method_cls, kind)
         perturb_trainable(model, scale=0.5)
-        x = images()
+        x = inputs(model)
         with torch.no_grad():
             assert torch.equal(model(x), model(x)), f"{kind}: eval mode not deterministic"
             drops = [
@@ -283,19 +296,19 @@ def check_per_sample_independence(method_cls: type[Method]) -> None:
     for kind in KINDS:
         model, _ = prepared(method_cls, kind)
         perturb_trainable(model)
-        x = images(4)
+        x = inputs(model, 4)
         y = x.clone()
-        y[1:] = images(3, seed=5)
+        y[1:] = inputs(model, 3, seed=5)
         with torch.no_grad():
             a, b = model(x)[0], model(y)[0]
         assert torch.allclose(a, b, atol=1e-5), f"{kind}: sample 0 depends on batch-mates"
 
 
 def check_token_counts(method_cls: type[Method]) -> None:
-    """Attach and run at a second token count (48 px: 36 patches instead of 16)."""
+    """Attach and run at a second token count (48 px: 36 patches per frame instead of 16)."""
     for kind in KINDS:
         model, _ = prepared(method_cls, kind, img_size=48)
-        assert model(images(2, img_size=48)).shape == (2, NUM_CLASSES)
+        assert model(inputs(model, 2)).shape == (2, NUM_CLASSES)
 
 
 def check_measurable(method_cls: type[Method]) -> None:

@@ -1,13 +1,24 @@
-"""Turn a task split into normalised tensors (the core owns data handling for every method)."""
+"""Turn a task split into batches of normalised tensors (the core owns data for every method).
+
+Splits are never copied whole into float memory: :class:`ImageArray` keeps the loader's uint8
+array (a memory map for prepared caches) and converts one batch at a time, so a 224-px SUN397 or
+dSprites test split streams from disk. Datasets that decode per example (video clips) go through
+a torch ``DataLoader`` with worker processes; both paths yield identical batches for a given
+order, whatever the number of workers.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
+from pebench.budget import Budget
 from pebench.datasets import TaskSpec, array_sha256
 
 
@@ -15,19 +26,91 @@ class DataError(ValueError):
     """Data that do not match their task spec; the message names task, split and what differs."""
 
 
+class ImageArray(Dataset):
+    """uint8 ``(N, H, W, 3)`` images served as normalised float ``(3, S, S)`` tensors.
+
+    Args:
+        images: the loader's array (may be a read-only memory map; never copied whole).
+        labels: int labels ``(N,)``.
+        image_size: output side; other sizes are resized (bicubic, clamped to [0, 1]).
+        mean: per-channel mean of the backbone's normalisation.
+        std: per-channel std of the backbone's normalisation.
+    """
+
+    views = 1
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        image_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> None:
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.image_size = image_size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.batch(torch.tensor([i]))
+        return x[0], int(y[0])
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels at ``idx`` (any order), converted and normalised."""
+        ii = idx.numpy()
+        x = torch.from_numpy(np.ascontiguousarray(self.images[ii])).permute(0, 3, 1, 2)
+        x = x.float().div_(255)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = torch.nn.functional.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False
+            ).clamp_(0, 1)
+        return x.sub_(self.mean).div_(self.std), torch.from_numpy(self.labels[ii])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing is random per epoch for still images (kept for a uniform interface)."""
+
+
 @dataclass
 class Split:
     """One loaded split.
 
     Attributes:
-        images: float tensor ``(N, 3, H, W)``, normalised with the backbone's mean/std.
+        data: the examples: an :class:`ImageArray`, or any torch ``Dataset`` whose items are
+            ``(tensor, label)`` and which has ``labels``, ``views`` and ``set_epoch``
+            (e.g. video clips; ``views > 1`` means each test item stacks its views).
         labels: int64 tensor ``(N,)``.
-        sha256: hash of the raw uint8 images and labels (first 16 hex digits).
+        sha256: hash of the split's raw data (first 16 hex digits).
     """
 
-    images: torch.Tensor
+    data: Any
     labels: torch.Tensor
     sha256: str
+
+    @property
+    def views(self) -> int:
+        """Views per example at evaluation (logits are averaged over them)."""
+        return int(getattr(self.data, "views", 1))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def batches(
+    split: Split, order: torch.Tensor, batch_size: int, workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` batches of ``split`` in ``order``, ``batch_size`` at a time."""
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if hasattr(split.data, "batch"):
+        for idx in chunks:
+            yield split.data.batch(idx)
+        return
+    loader = DataLoader(split.data, batch_sampler=[c.tolist() for c in chunks], num_workers=workers)
+    for x, y in loader:
+        yield x, torch.as_tensor(y, dtype=torch.int64)
 
 
 def load_split(
@@ -46,7 +129,7 @@ def load_split(
     """
     split = spec.splits[role]
     images, labels = spec.load_fn()(spec, split, data_dir, image_size)
-    images, labels = np.asarray(images), np.asarray(labels)
+    images, labels = np.asarray(images), np.asarray(labels)  # memory maps stay memory maps
     where = f"task {spec.name!r}, split {split!r}"
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise DataError(
@@ -64,11 +147,59 @@ def load_split(
     sha256 = array_sha256(images, labels)[:16]
     if subset is not None:
         images, labels = images[:subset], labels[:subset]
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
-    if x.shape[-1] != image_size or x.shape[-2] != image_size:
-        x = torch.nn.functional.interpolate(
-            x, size=(image_size, image_size), mode="bicubic", align_corners=False
-        ).clamp_(0, 1)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    return Split(x.sub_(m).div_(s), torch.from_numpy(labels.astype(np.int64)), sha256)
+    data = ImageArray(images, labels, image_size, mean, std)
+    return Split(data, torch.from_numpy(data.labels), sha256)
+
+
+def check_fits(spec: TaskSpec, budget: Budget) -> None:
+    """Refuse a budget made for the other modality (image vs video) than the task's.
+
+    Raises:
+        DataError: naming the task, its modality and the budget.
+    """
+    video_task = spec.modality == "video"
+    if video_task != (budget.video is not None):
+        kind = "video" if video_task else "image"
+        raise DataError(
+            f"task {spec.name!r} is a {kind} task but budget {budget.id!r} is "
+            f"{'an image' if video_task else 'a video'} budget; choose a {kind} budget "
+            f"(pebench list budgets)"
+        )
+
+
+def run_splits(
+    spec: TaskSpec,
+    phase: str,
+    budget: Budget,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    data_dir: str | Path | None,
+    seed: int,
+) -> tuple[Split, Split, int]:
+    """The training and evaluation splits of one run, and how many bad videos were skipped.
+
+    ``search`` runs train on ``train`` and score ``val``; ``final`` runs train on ``trainval``
+    and score ``test`` (the only place test data is read). Video runs draw training clips at
+    random (seeded by ``seed``, epoch and index); the test split gets the budget's multi-view
+    protocol, the validation split its single centre view (selection only needs a ranking, and
+    the views multiply its cost).
+
+    Raises:
+        DataError: a budget of the other modality, or data that fail their checks.
+    """
+    check_fits(spec, budget)
+    train_role, eval_role = ("train", "val") if phase == "search" else ("trainval", "test")
+    if budget.video is None:
+        load = dict(data_dir=data_dir, image_size=budget.image_size, mean=mean, std=std)
+        tr = load_split(spec, train_role, subset=budget.subset, **load)
+        return tr, load_split(spec, eval_role, subset=budget.subset, **load), 0
+    from pebench.datasets.video import video_split
+
+    views = budget.video
+    if eval_role == "val":
+        views = replace(views, test_segments=1, test_crops=1)
+    common = dict(mean=mean, std=std, seed=seed, skip_bad=budget.skip_bad)
+    tr = video_split(spec, train_role, data_dir, budget.video, train=True, **common)
+    ev = video_split(spec, eval_role, data_dir, views, train=False, **common)
+    splits = [Split(d, torch.from_numpy(d.labels), d.sha256[:16]) for d in (tr, ev)]
+    return splits[0], splits[1], int(tr.skipped + ev.skipped)

@@ -6,32 +6,94 @@ import datetime as dt
 import platform
 import resource
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import pebench
 from pebench.method import tunable_state_dict
+from pebench.video import example_input
+
+
+class _OneBucket:
+    """Stands in for FlopCounterMode's module tracker: totals only, no module hooks.
+
+    The tracker's hooks assert when a Parameter feeds a module directly during autograd (VPT's
+    prompts into a Dropout); a total needs no per-module attribution.
+    """
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self) -> _OneBucket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@contextmanager
+def count_flops() -> Iterator[FlopCounterMode]:
+    """Count matmul/conv FLOPs of what runs inside (``.get_total_flops()`` afterwards).
+
+    Attention runs on PyTorch's math backend while counting, so its two matmuls are counted on
+    every device: the fused CPU kernel has no FLOP formula and would silently count zero, which
+    made CPU and GPU figures differ. Numbers of the counted computation are unchanged.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _OneBucket()
+    with sdpa_kernel(SDPBackend.MATH), counter:
+        yield counter
+
+
+def step_flops(model: nn.Module, image_size: int) -> tuple[float, float]:
+    """``(eval forward, training step)`` FLOPs per input of a prepared model.
+
+    One input is an image ``(C, H, W)`` or one clip ``(C, T, H, W)`` on a video backbone (one
+    view), shaped by :func:`pebench.video.example_input` with ``H = W = image_size``. The
+    training step is forward + backward of a cross-entropy loss, so it costs what the method
+    really costs: no backward through the backbone for a linear probe, input gradients only
+    through a frozen backbone, input and weight gradients for full fine-tuning. Works on any
+    device, including ``meta`` (counting without memory or weights).
+    """
+    device = next(model.parameters()).device
+    x = example_input(model, 2, image_size=image_size).to(device)
+    y = torch.zeros(2, dtype=torch.long, device=device)
+    was_training = model.training
+    try:
+        model.train()
+        with count_flops() as train:
+            F.cross_entropy(model(x), y).backward()
+        model.eval()
+        with torch.no_grad(), count_flops() as fwd:
+            model(x)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return fwd.get_total_flops() / 2, train.get_total_flops() / 2
 
 
 @torch.no_grad()
 def flops_per_image(model: nn.Module, image_size: int, device: torch.device) -> float:
-    """Forward FLOPs of one image in eval mode, counted by ``torch.utils.flop_counter``."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """Forward FLOPs of one input in eval mode (see :func:`count_flops`).
 
+    One input is an image ``(C, H, W)``, or one clip ``(C, T, H, W)`` on a video backbone (FLOPs
+    per clip, one view); the shape comes from :func:`pebench.video.example_input`, with
+    ``H = W = image_size``.
+    """
     was_training = model.training
-    # FlopCounterMode's module tracker asserts on inputs that require grad but have no grad_fn
-    # (a prompt Parameter fed straight into a Dropout): count with gradients switched off.
-    flags = {p: p.requires_grad for p in model.parameters()}
-    model.eval().requires_grad_(False)
+    model.eval()
     try:
-        x = torch.zeros(2, 3, image_size, image_size, device=device)
-        with FlopCounterMode(display=False) as counter:
+        x = example_input(model, 2, image_size=image_size).to(device)
+        with count_flops() as counter:
             model(x)
     finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
         model.train(was_training)
     return counter.get_total_flops() / 2
 

@@ -20,7 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     p = subparsers.add_parser(
         "prepare",
-        help="decode a suite's images once into a checked cache (VTAB-1k, FGVC, few-shot)",
+        help="decode a suite's images once into a checked cache (VTAB-1k, FGVC, few-shot); "
+        "index and decode-check a video suite",
         description="Read a suite from the format you have, decode and resize every image once, "
         "and write uint8 arrays plus a manifest (sizes, labels, hashes). Afterwards pass the "
         "cache folder to `pebench run --data-dir`.",
@@ -30,11 +31,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--source",
-        required=True,
         choices=sorted(SOURCES),
-        help="noah: NOAH VTAB-1k folders; json: VPT FGVC json; coop: CoOp few-shot lists",
+        help="image suites (required there): noah: NOAH VTAB-1k folders; tfds: VTAB-1k from "
+        "tensorflow-datasets builders "
+        "(task_adaptation split strings and label rules; pip install 'pebench[tfds]'); "
+        "json: VPT FGVC json; coop: CoOp few-shot lists",
     )
-    p.add_argument("--data-dir", required=True, help="folder holding the raw task folders")
+    p.add_argument(
+        "--data-dir",
+        required=True,
+        help="folder holding the raw task folders (--source tfds: the TFDS data_dir)",
+    )
+    p.add_argument(
+        "--manual-dir",
+        help="--source tfds: TFDS manual_dir with the manually downloaded archives of "
+        "resisc45 / diabetic_retinopathy; those builders are then built there (no network)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="--source tfds: let TFDS download and build missing builders (uses the network; "
+        "by default missing TFDS data is an error)",
+    )
     p.add_argument(
         "--cache-dir",
         help="where the cache goes (default: $PEBENCH_CACHE or ~/.cache/pebench); "
@@ -42,26 +60,74 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--image-size", type=int, default=224, help="stored side length (224)")
     p.add_argument("--workers", type=int, help="decoding threads (default: min(8, cores))")
-    p.add_argument("--force", action="store_true", help="re-decode even an up-to-date cache")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="re-decode even an up-to-date cache; replaces a cache prepared from another source",
+    )
     p.add_argument(
         "--allow-overlap",
         action="store_true",
         help="record images shared by train and test instead of failing",
     )
     p.add_argument("--verify", action="store_true", help="afterwards, re-check every array hash")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="video: record undecodable videos in the manifest (a budget with skip_bad drops "
+        "them) instead of failing",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
+def _prepare_video(args: argparse.Namespace, specs: list) -> int:
+    """Index and decode-check video tasks; the manifest goes next to the videos."""
+    from pebench.datasets.video import prepare_video
+
+    reports = prepare_video(
+        specs,
+        args.data_dir,
+        skip_bad=args.skip_bad,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    if args.json:
+        out = [{**vars(r), "manifest": str(r.manifest)} for r in reports]
+        print(json.dumps({"tasks": out}, indent=1, default=str))
+    else:
+        for r in reports:
+            print(
+                f"{r.task:<24} {r.splits} skipped={len(r.skipped)} data_hash={r.data_hash} "
+                f"({r.seconds:.1f} s) -> {r.manifest}"
+            )
+        print(
+            f"run with: pebench run --tasks {args.tasks} --data-dir {args.data_dir}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Run ``pebench prepare``; returns the exit code (0 ok, 2 bad input or data)."""
+    from pebench.datasets import resolve_tasks
     from pebench.datasets.cache import default_cache_dir, prepare, verify
-    from pebench.datasets.formats import DatasetError
+    from pebench.datasets.formats import SOURCES, DatasetError
     from pebench.registry import RegistryError
 
     cache_dir = args.cache_dir or default_cache_dir()
     try:
+        specs = resolve_tasks(args.tasks)
+        video = [s for s in specs if s.modality == "video"]
+        if video:
+            if len(video) != len(specs):
+                raise DatasetError("prepare video and image tasks in separate commands")
+            return _prepare_video(args, video)
+        if args.source is None:
+            raise DatasetError(
+                f"--source is required for image suites ({', '.join(sorted(SOURCES))})"
+            )
         reports = prepare(
             args.tasks,
             args.source,
@@ -72,6 +138,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             allow_overlap=args.allow_overlap,
             workers=args.workers,
             progress=not args.quiet,
+            manual_dir=args.manual_dir,
+            download=args.download,
         )
         hashes = verify(args.tasks, cache_dir, args.image_size) if args.verify else {}
     except (DatasetError, RegistryError) as err:

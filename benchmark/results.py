@@ -41,6 +41,8 @@ SCHEMA: dict[str, str] = {
     "task_version": "str",
     "data_format": "str",
     "data_hash": "str",
+    "data_manifest": "str",
+    "data_skipped": "count",
     "budget": "str",
     "seed": "int",
     # metrics
@@ -68,15 +70,22 @@ SCHEMA: dict[str, str] = {
     "torch_version": "str",
     "timm_version": "str",
     "device": "str",
+    "executor": "str",
+    "job_id": "str",
+    "log_path": "str",
     # outcome
     "status": "str",
     "error": "str",
 }
 COLUMNS = list(SCHEMA)
+#: columns added after the first release: a file written before them still reads (as "")
+ADDED_COLUMNS = ("data_manifest", "data_skipped", "executor", "job_id", "log_path")
 PHASES = ("search", "final")
 STATUSES = ("ok", "diverged", "oom", "failed", "timeout")
 #: statuses that are final outcomes: a rerun of the same command skips them
 DONE_STATUSES = ("ok", "diverged")
+#: what makes two runs the same run. ``data_manifest`` (the prepared data's lineage, known before
+#: the run) identifies the data; ``data_hash`` (the arrays the run read) is recorded by the run.
 IDENTITY = (
     "phase",
     "trial",
@@ -89,7 +98,7 @@ IDENTITY = (
     "task",
     "task_version",
     "data_format",
-    "data_hash",
+    "data_manifest",
     "budget",
     "seed",
     "pebench_version",
@@ -190,9 +199,11 @@ def parse_row(raw: Mapping[str, str], source: str, line: int) -> dict[str, Any]:
     Raises:
         ResultsError: naming ``source``, the line and the offending column.
     """
-    if set(raw) != set(COLUMNS):
-        missing, extra = sorted(set(COLUMNS) - set(raw)), sorted(set(raw) - set(COLUMNS))
+    missing = sorted(set(COLUMNS) - set(raw) - set(ADDED_COLUMNS))
+    extra = sorted(set(raw) - set(COLUMNS))
+    if missing or extra:
         raise ResultsError(f"{source}: header mismatch: missing {missing}, unexpected {extra}")
+    raw = {**dict.fromkeys(ADDED_COLUMNS, ""), **raw}
     out: dict[str, Any] = {}
     for col, kind in SCHEMA.items():
         value = raw[col]

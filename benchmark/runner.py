@@ -2,22 +2,21 @@
 
 Each run executes in its own process (a ``forkserver`` child that has pebench preloaded), writes
 its own row file atomically, and exits. A crash, OOM kill or timeout of the child is recorded by
-the parent as a row with that status, and the sweep goes on. Rerunning the same command skips
+its worker as a row with that status, and the sweep goes on. Rerunning the same command skips
 runs whose row already exists with a final status (resume by ``run_id``).
 
-Sweep order per task: all search trials (train → val), then the selected trial's final runs
-(trainval → test) for every seed. Test data are loaded only by final runs.
+A sweep expands into :class:`RunSpec` s that :func:`dispatch` hands to an executor
+(:mod:`pebench.executors`: local processes, Slurm through submitit, or Ray). Per (method, task):
+all search trials (train → val), then the selected trial's final runs (trainval → test) for every
+seed, submitted once that task's search rows are recorded. Test data are loaded only by finals.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import os
-import signal
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,31 +26,18 @@ import pebench
 from pebench import results as R
 from pebench.backbones import RANDOM, create_backbone, known_backbone, weights_tag
 from pebench.budget import Budget, get_budget
-from pebench.datasets import TaskSpec, get_task, resolve_tasks
+from pebench.data import check_fits
+from pebench.datasets import TaskSpec, describe_data, get_task, resolve_tasks
 from pebench.methods import build_method, registry, split_spec
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a child process needs to execute one run (plain data, picklable)."""
-
-    method: str
-    preset: str
-    overrides: tuple[tuple[str, Any], ...]
-    backbone: str
-    weights: str | None
-    task: str
-    budget: str
-    seed: int
-    phase: str
-    trial: int
-    lr: float
-    weight_decay: float
-    data_dir: str | None = None
-    device: str = "auto"
-    threads: int | None = None
-    progress: bool = False
-    base_row: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+from pebench.worker import (
+    RunSpec,
+    classify,
+    marker_is_live,
+    marker_path,
+    read_marker,
+    record_lost,
+    run_one,
+)
 
 
 def _device(name: str):  # noqa: ANN202
@@ -67,7 +53,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     """Run one training + evaluation in this process and return its complete row."""
     import torch
 
-    from pebench.data import load_split
+    from pebench.data import run_splits
     from pebench.method import prepare
     from pebench.metrics import (
         checkpoint_bytes,
@@ -92,7 +78,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     t_start = time.perf_counter()
 
     torch.manual_seed(0)  # the same backbone for every method and seed (matters for random init)
-    bb = create_backbone(spec.backbone, spec.weights, image_size=budget.image_size)
+    frames = {"num_frames": budget.video.num_frames} if budget.video else {}
+    bb = create_backbone(spec.backbone, spec.weights, image_size=budget.image_size, **frames)
     method = build_method(spec.method, dict(spec.overrides), preset=spec.preset)
     torch.manual_seed(spec.seed)
     count = prepare(bb.model, method, task.num_classes)
@@ -100,22 +87,15 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     model = bb.model.to(device)
     row["flops_per_image"] = flops_per_image(model, budget.image_size, device)
 
-    train_role, eval_role = ("train", "val") if spec.phase == "search" else ("trainval", "test")
-    load = dict(
-        data_dir=spec.data_dir,
-        image_size=budget.image_size,
-        mean=bb.mean,
-        std=bb.std,
-        subset=budget.subset,
+    tr, ev, skipped = run_splits(
+        task, spec.phase, budget, bb.mean, bb.std, spec.data_dir, spec.seed
     )
-    tr = load_split(task, train_role, **load)
-    ev = load_split(task, eval_role, **load)
     row["data_hash"] = f"{tr.sha256}+{ev.sha256}"
+    row["data_skipped"] = skipped
     desc = f"{spec.method} {task.name} {spec.phase}"
     stats = train(
         model,
-        tr.images,
-        tr.labels,
+        tr,
         budget,
         spec.lr,
         spec.weight_decay,
@@ -124,7 +104,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         progress=spec.progress,
         desc=desc,
     )
-    acc, eval_ips = evaluate(model, ev.images, ev.labels, budget, device)
+    acc, eval_ips = evaluate(model, ev, budget, device)
     row["val_top1" if spec.phase == "search" else "test_top1"] = acc
     mem, kind = peak_memory(device)
     row.update(
@@ -142,66 +122,13 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     return row
 
 
-def classify(err: BaseException) -> str:
-    """Map an exception to a row status."""
-    from pebench.train import Diverged
-
-    if isinstance(err, Diverged):
-        return "diverged"
-    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
-        return "oom"
-    return "failed"
-
-
-def _child(spec: RunSpec, results_dir: str) -> None:
-    try:
-        row = execute(spec)
-    except BaseException as err:  # recorded, never lost
-        error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}"
-        row = dict(spec.base_row, status=classify(err), error=error[-2000:])
-    R.write_row(results_dir, row)
-
-
-# ----------------------------------------------------------------------------------- parent --
-def _context() -> mp.context.BaseContext:
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["pebench.runner", "pebench.train", "pebench.metrics"])
-    return ctx
-
-
-def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[str, Any]:
-    """Execute ``spec`` in a child process (unless finished) and return its row."""
-    rid = spec.base_row["run_id"]
-    if (done := R.finished(results_dir, rid)) is not None:
-        return done
-    R.run_path(results_dir, rid).unlink(missing_ok=True)  # an old failed row is redone
-    proc = _context().Process(target=_child, args=(spec, str(results_dir)), daemon=True)
-    proc.start()
-    timed_out = False
-    try:
-        proc.join(timeout_s)
-        timed_out = proc.is_alive()
-    finally:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    path = R.run_path(results_dir, rid)
-    if path.exists():
-        return R.read_csv(path)[0]
-    if timed_out:
-        status, error = "timeout", f"run exceeded {timeout_s:.0f} s and was killed"
-    elif proc.exitcode == -signal.SIGKILL:
-        status, error = "oom", "child process was killed by SIGKILL (out of memory?)"
-    else:
-        status, error = "failed", f"child process exited with code {proc.exitcode} and no row"
-    return R.read_csv(R.write_row(results_dir, dict(spec.base_row, status=status, error=error)))[0]
+# ------------------------------------------------------------------------------------ sweep --
+NO_TRIAL_OK = "no search trial finished with status ok"
 
 
 @dataclass
 class Sweep:
-    """The runs of one ``pebench run`` invocation, with its resolved inputs."""
+    """The runs of one method of a ``pebench run`` invocation, with its resolved inputs."""
 
     method: str
     preset: str
@@ -215,6 +142,7 @@ class Sweep:
     data_dir: str | None = None
     device: str = "auto"
     threads: int | None = None
+    nproc: int = 1
     progress: bool = True
     timeout_s: float | None = None
 
@@ -226,6 +154,16 @@ class Sweep:
             "method_reconstruction": bool(registry.get(self.method).reconstruction),
             "weights": weights_tag(self.backbone, self.weights),
         }
+        # the data lineage of every task (format and manifest hash), read once, before any run:
+        # a cache that was never prepared fails here, with the command that prepares it
+        self._data = {
+            t.name: describe_data(t, self.data_dir, self.budget.image_size) for t in self.tasks
+        }
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one run may take (``timeout_s`` or the budget's)."""
+        return self.timeout_s or self.budget.timeout_s
 
     def base_row(
         self, task: TaskSpec, phase: str, trial: int, lr: float, wd: float, seed: int
@@ -247,8 +185,9 @@ class Sweep:
             suite=task.suite,
             task_group=task.group,
             task_version=task.version,
-            data_format=task.data_format,
+            data_format=self._data[task.name][0],
             data_hash="",
+            data_manifest=self._data[task.name][1],
             budget=self.budget.id,
             seed=seed,
             pebench_version=pebench.__version__,
@@ -260,6 +199,9 @@ class Sweep:
             torch_version="",
             timm_version="",
             device="",
+            executor="local",
+            job_id="",
+            log_path="",
             status="failed",
             error="",
         )
@@ -286,51 +228,66 @@ class Sweep:
             threads=self.threads,
             progress=self.progress,
             base_row=row,
+            nproc=self.nproc,
         )
 
-    def run(self, on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-        """Execute the sweep; returns every row (search and final) in execution order."""
-        from tqdm.auto import tqdm
+    def search_specs(self, task: TaskSpec) -> list[RunSpec]:
+        """The search trials of ``task`` (train → val), in grid order."""
+        return [
+            self.spec(self.base_row(task, "search", i, lr, wd, self.budget.search_seed))
+            for i, (lr, wd) in enumerate(self.budget.trials())
+        ]
 
-        timeout = self.timeout_s or self.budget.timeout_s
-        trials = self.budget.trials()
-        total = len(self.tasks) * (len(trials) + len(self.seeds))
-        bar = tqdm(total=total, desc=f"{self.method} {self.budget.id}", disable=not self.progress)
-        rows: list[dict[str, Any]] = []
+    def final_specs(self, task: TaskSpec, search_rows: list[dict[str, Any]]) -> list[RunSpec]:
+        """The final runs of ``task`` (trainval → test, one per seed) given its search rows.
 
-        def record(row: dict[str, Any]) -> dict[str, Any]:
-            rows.append(row)
-            bar.update(1)
-            bar.set_postfix_str(f"{row['task']} {row['phase']} {row['status']}")
-            if on_row:
-                on_row(row)
-            return row
+        Without a search trial ``ok`` the finals are placeholders (``trial`` -1, NaN lr/wd) that
+        are never executed: :meth:`write_placeholders` records them as ``failed`` rows.
+        """
+        best = select_trial(search_rows)
+        out = []
+        for seed in self.seeds:
+            if best is None:
+                out.append(self.spec(self.base_row(task, "final", -1, math.nan, math.nan, seed)))
+                continue
+            lr, wd = best["lr"], best["weight_decay"]
+            base = self.base_row(task, "final", best["trial"], lr, wd, seed)
+            base["val_top1"] = best["val_top1"]
+            out.append(self.spec(base))
+        return out
 
-        for task in self.tasks:
-            search = []
-            for i, (lr, wd) in enumerate(trials):
-                base = self.base_row(task, "search", i, lr, wd, self.budget.search_seed)
-                search.append(record(run_one(self.spec(base), self.results_dir, timeout)))
-            best = select_trial(search)
-            for seed in self.seeds:
-                if best is None:
-                    lr, wd, trial = math.nan, math.nan, -1
-                else:
-                    lr, wd, trial = best["lr"], best["weight_decay"], best["trial"]
-                base = self.base_row(task, "final", trial, lr, wd, seed)
-                if best is None:
-                    base.update(status="failed", error="no search trial finished with status ok")
-                    if R.finished(self.results_dir, base["run_id"]) is None:
-                        R.write_row(self.results_dir, base)
-                    record(R.read_csv(R.run_path(self.results_dir, base["run_id"]))[0])
-                    continue
-                # a placeholder written while no trial had succeeded is obsolete now
-                stale = self.base_row(task, "final", -1, math.nan, math.nan, seed)["run_id"]
-                R.run_path(self.results_dir, stale).unlink(missing_ok=True)
-                base["val_top1"] = best["val_top1"]
-                record(run_one(self.spec(base), self.results_dir, timeout))
-        bar.close()
+    def write_placeholders(self, specs: list[RunSpec]) -> list[dict[str, Any]]:
+        """Record the finals of a task whose search had no ``ok`` trial; returns their rows."""
+        rows = []
+        for spec in specs:
+            base = dict(spec.base_row, status="failed", error=NO_TRIAL_OK)
+            if R.finished(self.results_dir, base["run_id"]) is None:
+                R.write_row(self.results_dir, base)
+            rows.append(R.read_csv(R.run_path(self.results_dir, base["run_id"]))[0])
         return rows
+
+    def drop_stale_placeholders(self, task: TaskSpec) -> None:
+        """Delete placeholder finals written while no trial had succeeded (obsolete now)."""
+        for seed in self.seeds:
+            stale = self.base_row(task, "final", -1, math.nan, math.nan, seed)["run_id"]
+            R.run_path(self.results_dir, stale).unlink(missing_ok=True)
+
+    def run(
+        self,
+        on_row: Callable[[dict[str, Any]], None] | None = None,
+        executor: Any = None,
+    ) -> list[dict[str, Any]]:
+        """Execute the sweep (locally, one run at a time, unless ``executor`` is given).
+
+        Returns every row (search and final) in grid order: per task, its trials, then its
+        finals by seed.
+        """
+        from pebench.executors import LocalExecutor
+
+        if executor is None:
+            with LocalExecutor() as local:
+                return dispatch([self], local, on_row)
+        return dispatch([self], executor, on_row)
 
 
 def select_trial(search_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -339,6 +296,144 @@ def select_trial(search_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not ok:
         return None
     return min(ok, key=lambda r: (-r["val_top1"], r["lr"], r["weight_decay"]))
+
+
+# --------------------------------------------------------------------------------- dispatch --
+@dataclass
+class _Cell:
+    """One (method, task) of a dispatch: its search trials, then its finals."""
+
+    sweep: Sweep
+    task: TaskSpec
+    search: list[RunSpec]
+    finals: list[RunSpec] | None = None
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def search_done(self) -> bool:
+        return all(s.base_row["run_id"] in self.rows for s in self.search)
+
+    def ordered_rows(self) -> list[dict[str, Any]]:
+        return [self.rows[s.base_row["run_id"]] for s in self.search + (self.finals or [])]
+
+
+def dispatch(
+    sweeps: list[Sweep],
+    executor: Any,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    poll_s: float = 2.0,
+) -> list[dict[str, Any]]:
+    """Run the grid of ``sweeps`` on ``executor``; returns every row in grid order.
+
+    Each (method, task) is a pipeline: its search trials are submitted at once (together with
+    every other task's, so an engine can batch them into one array job), and its finals are
+    submitted as soon as all of *its* search rows are recorded — no global barrier. Runs whose
+    row already has a final status are not resubmitted (resume), and a run whose live marker
+    names another worker (an earlier invocation's job still running) is waited for, not
+    duplicated: no two workers ever write the same row file.
+
+    Args:
+        sweeps: the planned sweeps (one per method), all validated.
+        executor: a :mod:`pebench.executors` executor (``submit``, ``wait``, ``result``).
+        on_row: called with each row as it is recorded (completion order).
+        poll_s: how often runs owned by another worker are checked.
+    """
+    from tqdm.auto import tqdm
+
+    cells = [_Cell(s, t, s.search_specs(t)) for s in sweeps for t in s.tasks]
+    total = sum(len(c.search) + len(c.sweep.seeds) for c in cells)
+    budgets = ",".join(dict.fromkeys(s.budget.id for s in sweeps))
+    progress = any(s.progress for s in sweeps)
+    bar = tqdm(total=total, desc=f"{executor.name} {budgets}", disable=not progress)
+    handles: list[Any] = []
+    owners: list[tuple[_Cell, RunSpec]] = []
+    foreign: list[tuple[_Cell, RunSpec]] = []
+    # run -> the cells waiting for its row: a run two cells share (``--method lora,lora``) is
+    # submitted once
+    waiting: dict[tuple[Path, str], list[_Cell]] = {}
+
+    def key(cell: _Cell, spec: RunSpec) -> tuple[Path, str]:
+        return cell.sweep.results_dir, spec.base_row["run_id"]
+
+    def record(cell: _Cell, row: dict[str, Any]) -> None:
+        for c in waiting.pop((cell.sweep.results_dir, row["run_id"]), [cell]):
+            c.rows[row["run_id"]] = row
+            bar.update(1)
+            bar.set_postfix_str(f"{row['method']} {row['task']} {row['phase']} {row['status']}")
+            if on_row:
+                on_row(row)
+
+    def submit(items: list[tuple[_Cell, RunSpec]]) -> None:
+        if items:
+            handles.extend(
+                executor.submit([(s, c.sweep.results_dir, c.sweep.timeout) for c, s in items])
+            )
+            owners.extend(items)
+
+    def launch(items: list[tuple[_Cell, RunSpec]]) -> None:
+        todo = []
+        for cell, spec in items:
+            if key(cell, spec) in waiting:
+                waiting[key(cell, spec)].append(cell)
+                continue
+            results, rid = key(cell, spec)
+            if (done := R.finished(results, rid)) is not None:
+                record(cell, done)
+                continue
+            waiting[key(cell, spec)] = [cell]
+            if (marker := read_marker(results, rid)) is not None and marker_is_live(marker):
+                foreign.append((cell, spec))
+            else:
+                todo.append((cell, spec))
+        submit(todo)
+
+    def advance() -> None:
+        ready = []
+        for cell in cells:
+            if cell.finals is not None or not cell.search_done():
+                continue
+            search_rows = [cell.rows[s.base_row["run_id"]] for s in cell.search]
+            cell.finals = cell.sweep.final_specs(cell.task, search_rows)
+            if cell.finals and cell.finals[0].trial == -1:
+                for row in cell.sweep.write_placeholders(cell.finals):
+                    record(cell, row)
+            else:
+                cell.sweep.drop_stale_placeholders(cell.task)
+                ready.extend((cell, s) for s in cell.finals)
+        launch(ready)
+
+    def check_foreign() -> None:
+        for item in list(foreign):
+            results, rid = key(*item)
+            marker = read_marker(results, rid)
+            if marker is not None and marker_is_live(marker):
+                continue
+            foreign.remove(item)
+            path = R.run_path(results, rid)
+            if marker is None and path.exists():  # the other worker finished it
+                record(item[0], R.read_csv(path)[0])
+            else:  # its worker is gone: run it here
+                submit([item])
+
+    try:
+        launch([(c, s) for c in cells for s in c.search])
+        advance()
+        while handles or foreign:
+            if handles:
+                done = executor.wait(handles, timeout=poll_s if foreign else None)
+            else:
+                done = []
+                time.sleep(poll_s)
+            for i in sorted(done, reverse=True):
+                cell, spec = owners.pop(i)
+                record(cell, executor.result(handles.pop(i), spec, cell.sweep.results_dir))
+            check_foreign()
+            advance()
+    except BaseException:
+        executor.cancel(handles)  # no orphan job may start a run after this sweep gave up
+        raise
+    finally:
+        bar.close()
+    return [row for cell in cells for row in cell.ordered_rows()]
 
 
 def plan_sweep(
@@ -351,9 +446,13 @@ def plan_sweep(
     overrides: dict[str, Any] | None = None,
     preset: str | None = None,
     results_dir: str | Path = "results",
+    load_weights: bool = True,
     **kwargs: Any,
 ) -> Sweep:
     """Resolve and validate every input before anything runs or is written.
+
+    ``load_weights=False`` skips loading the backbone once (``pebench status`` needs only the
+    run ids); a ``data_dir`` is made absolute, since workers may start elsewhere.
 
     Raises:
         pebench.registry.RegistryError: unknown method, task, suite or budget (with suggestions).
@@ -369,11 +468,15 @@ def plan_sweep(
 
     budget_id = budget or get_suite(task_specs[0].suite).default_budget
     b = get_budget(budget_id)
+    for spec in task_specs:
+        check_fits(spec, b)  # an image budget for a video task (or the reverse) is refused
     backbone = backbone or b.backbone
     known_backbone(backbone)
     weights_tag(backbone, weights)  # missing file -> error naming the path, before loading it
-    if weights != RANDOM:
+    if load_weights and weights != RANDOM:
         create_backbone(backbone, weights, image_size=b.image_size)  # fail fast, before any run
+    if kwargs.get("data_dir"):
+        kwargs["data_dir"] = os.path.abspath(kwargs["data_dir"])
     return Sweep(
         method=name,
         preset=preset,
@@ -406,4 +509,17 @@ def config_summary(sweep: Sweep) -> str:
     )
 
 
-__all__ = ["RunSpec", "Sweep", "execute", "plan_sweep", "run_one", "select_trial"]
+__all__ = [
+    "RunSpec",
+    "Sweep",
+    "classify",
+    "dispatch",
+    "execute",
+    "marker_is_live",
+    "marker_path",
+    "plan_sweep",
+    "read_marker",
+    "record_lost",
+    "run_one",
+    "select_trial",
+]

@@ -1,9 +1,18 @@
-"""The training and evaluation loop every method shares (the core owns optimizer and schedule)."""
+"""The training and evaluation loop every method shares (the core owns optimizer and schedule).
+
+Under ``torch.distributed`` (a process group of world size ``W > 1``, e.g. started by
+:mod:`pebench.ddp`), :func:`train` wraps the model in ``DistributedDataParallel`` itself and follows
+the same global batches as a single process: rank ``r`` trains on ``global_batch[r::W]`` of every
+global batch ``order[i : i + batch_size]``. :func:`evaluate` scores ``order[r::W]`` on each rank and
+sums the correct counts, so every rank returns the same accuracy. Without a process group both
+behave exactly as a single process.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -12,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pebench.budget import Budget
+from pebench.data import Split, batches
 
 
 class Diverged(RuntimeError):
@@ -25,6 +35,80 @@ class TrainStats:
     train_loss: float
     train_time_s: float
     train_images_per_s: float
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised ``torch.distributed`` group, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(value: float, op: str = "sum") -> float:
+    """``value`` summed (or maxed) over all ranks (float64 on CPU: gloo and nccl both take it)."""
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def _ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` wrapped in ``DistributedDataParallel`` (kept as is when it already is one).
+
+    ``find_unused_parameters`` stays off: every pebench method uses all of its trainable
+    parameters in each forward pass (an unused one makes DDP fail on the second step).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        return model
+    ids = None
+    if device.type == "cuda":
+        ids = [device.index if device.index is not None else torch.cuda.current_device()]
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _rank_batches(
+    split: Split, order: torch.Tensor, batch_size: int, workers: int, rank: int, size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """``(x, y, global batch size)`` per global batch ``order[i : i + batch_size]``.
+
+    With one process that is every batch of :func:`pebench.data.batches`. With ``size`` ranks,
+    rank ``rank`` gets ``global_batch[rank::size]``: the slice of a full global batch always has
+    ``len(range(rank, batch_size, size))`` examples, so chunking the concatenated slices by that
+    length gives exactly this rank's slices. A slice of the last global batch may be empty; it is
+    served as an empty batch so that every rank takes part in every step.
+
+    Raises:
+        ValueError: ``batch_size`` smaller than the world size.
+    """
+    if size == 1:
+        for xb, yb in batches(split, order, batch_size, workers):
+            yield xb, yb, len(yb)
+        return
+    if batch_size < size:
+        raise ValueError(
+            f"batch size {batch_size} is smaller than the world size {size}: "
+            f"use at most {batch_size} processes"
+        )
+    starts = range(0, len(order), batch_size)
+    local = torch.cat([order[i : i + batch_size][rank::size] for i in starts])
+    it = batches(split, local, len(range(rank, batch_size, size)), workers)
+    empty = None
+    for i in starts:
+        global_n = min(batch_size, len(order) - i)
+        if rank < global_n:
+            xb, yb = next(it)
+        else:
+            if empty is None:
+                x0 = split.data[0][0]
+                empty = x0.new_zeros((0, *x0.shape)), torch.zeros(0, dtype=torch.int64)
+            xb, yb = empty
+        yield xb, yb, global_n
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -64,8 +148,7 @@ def autocast(device: torch.device, budget: Budget):  # noqa: ANN201 - context ma
 
 def train(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    split: Split,
     budget: Budget,
     lr: float,
     weight_decay: float,
@@ -73,17 +156,36 @@ def train(
     device: torch.device,
     progress: bool = False,
     desc: str = "train",
+    workers: int = 0,
 ) -> TrainStats:
-    """Train the trainable parameters of ``model`` for ``budget.epochs`` epochs.
+    """Train the trainable parameters of ``model`` on ``split`` for ``budget.epochs`` epochs.
+
+    The example order of every epoch comes from a generator seeded with ``seed``; batches are
+    converted on the fly (see :func:`pebench.data.batches`), ``workers`` only changes speed.
+
+    Under ``torch.distributed`` with world size ``W > 1`` the model is wrapped in
+    ``DistributedDataParallel`` here (pass the plain model, or an already wrapped one) and each
+    rank takes its slice of every global batch (see :func:`_rank_batches`). DDP averages the
+    gradients over ranks, so each rank's loss is its **sum** over its ``n_r`` examples times
+    ``W / N`` (``N`` the global batch size): the average over ranks is then the mean over the
+    global batch, also for an unequal last batch (or an empty slice). Ranks ``r > 0`` reseed the
+    global RNG with ``seed * 1000 + r`` (dropout masks differ per rank). The reported loss is the
+    mean over all ranks' examples, the throughput counts global examples over the slowest rank's
+    time, and every rank returns the same stats.
 
     Raises:
-        Diverged: when the loss is not finite.
+        Diverged: when the loss (of the global batch, on every rank alike) is not finite.
+        ValueError: a world size larger than ``budget.batch_size``.
     """
     from tqdm.auto import tqdm
 
+    rank, size = world()
     model.to(device).train()
+    net = model if size == 1 else _ddp(model, device)
+    if rank > 0:  # dropout / drop-path masks of other ranks must not copy rank 0's
+        torch.manual_seed(seed * 1000 + rank)
     opt = make_optimizer(model, budget, lr, weight_decay)
-    n = len(labels)
+    n = len(split)
     steps_per_epoch = max(1, math.ceil(n / budget.batch_size))
     total = budget.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -92,20 +194,26 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     seen, elapsed, loss_sum, loss_n = 0, 0.0, 0.0, 0
-    bar = tqdm(range(budget.epochs), desc=desc, leave=False, disable=not progress)
+    bar = tqdm(range(budget.epochs), desc=desc, leave=False, disable=not progress or rank != 0)
     for epoch in bar:
+        split.data.set_epoch(epoch)
         order = torch.randperm(n, generator=gen)
         loss_sum, loss_n = 0.0, 0
-        for i in range(0, n, budget.batch_size):
-            idx = order[i : i + budget.batch_size]
-            x, y = images[idx].to(device, non_blocking=True), labels[idx].to(device)
+        for step, (xb, yb, global_n) in enumerate(
+            _rank_batches(split, order, budget.batch_size, workers, rank, size)
+        ):
+            x, y = xb.to(device, non_blocking=True), yb.to(device)
             t0 = time.perf_counter()
             with autocast(device, budget):
-                loss = F.cross_entropy(model(x), y)
-            if not torch.isfinite(loss):
-                raise Diverged(
-                    f"loss became {loss.item()} at epoch {epoch}, step {i // budget.batch_size}"
-                )
+                if size == 1:
+                    loss = F.cross_entropy(model(x), y)
+                    batch_loss = loss.item()
+                else:
+                    local_sum = F.cross_entropy(net(x), y, reduction="sum")
+                    loss = local_sum * (size / global_n)
+                    batch_loss = _all_reduce(local_sum.item()) / global_n
+            if not math.isfinite(batch_loss):
+                raise Diverged(f"loss became {batch_loss} at epoch {epoch}, step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if budget.grad_clip:
@@ -115,31 +223,50 @@ def train(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed += time.perf_counter() - t0
-            seen += len(idx)
-            loss_sum += loss.item() * len(idx)
-            loss_n += len(idx)
+            seen += global_n
+            loss_sum += batch_loss * global_n
+            loss_n += global_n
         bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}")
+    if size > 1:
+        elapsed = _all_reduce(elapsed, "max")
     return TrainStats(loss_sum / max(1, loss_n), elapsed, seen / elapsed if elapsed else 0.0)
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    split: Split,
     budget: Budget,
     device: torch.device,
+    workers: int = 0,
 ) -> tuple[float, float]:
-    """Top-1 accuracy (fraction) and images/s of ``model`` in eval mode."""
+    """Top-1 accuracy (fraction) and examples/s of ``model`` in eval mode.
+
+    Multi-view splits (video: temporal segments × spatial crops) give items of shape
+    ``(views, ...)``; the model sees every view and the **logits are averaged** over views
+    before the argmax. Throughput counts examples (clips), not views.
+
+    Under ``torch.distributed`` with world size ``W > 1`` rank ``r`` scores ``order[r::W]``; the
+    correct counts are summed over ranks (every rank returns the same accuracy) and the
+    throughput is all examples over the slowest rank's time.
+    """
+    rank, size = world()
     model.to(device).eval()
     correct, elapsed = 0, 0.0
-    for i in range(0, len(labels), budget.batch_size):
-        x = images[i : i + budget.batch_size].to(device)
+    order = torch.arange(len(split))[rank::size]
+    for xb, yb in batches(split, order, budget.batch_size, workers):
+        x = xb.to(device, non_blocking=True)
         t0 = time.perf_counter()
         with autocast(device, budget):
-            pred = model(x).argmax(dim=-1)
+            if split.views > 1:
+                logits = model(x.flatten(0, 1)).float().view(len(yb), split.views, -1).mean(1)
+            else:
+                logits = model(x)
+            pred = logits.argmax(dim=-1)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         elapsed += time.perf_counter() - t0
-        correct += int((pred.cpu() == labels[i : i + budget.batch_size]).sum())
-    return correct / len(labels), len(labels) / elapsed if elapsed else 0.0
+        correct += int((pred.cpu() == yb).sum())
+    if size > 1:
+        correct, elapsed = int(_all_reduce(correct)), _all_reduce(elapsed, "max")
+    return correct / len(split), len(split) / elapsed if elapsed else 0.0

@@ -50,7 +50,12 @@ class PetlModule(nn.Module):
 
 @dataclass(frozen=True)
 class Dims:
-    """Dimensions of a ViT backbone that parameter-count formulas need."""
+    """Dimensions of a ViT backbone that parameter-count formulas need.
+
+    Video backbones (:mod:`pebench.video`) have ``num_patches = num_frames / tubelet_size ·
+    (H/p)·(W/p)`` and a fixed (non-trainable) position table: ``learned_pos_embed=False``.
+    Image backbones have ``num_frames = tubelet_size = 1``.
+    """
 
     embed_dim: int
     depth: int
@@ -62,11 +67,19 @@ class Dims:
     num_classes: int
     patch_size: int
     in_chans: int
+    num_frames: int = 1
+    tubelet_size: int = 1
+    learned_pos_embed: bool = True
 
     @property
     def num_tokens(self) -> int:
         """Sequence length seen by the blocks (prefix tokens + patch tokens)."""
         return self.num_patches + self.num_prefix_tokens
+
+    @property
+    def patch_volume(self) -> int:
+        """Inputs per token of the patch embedding: ``in_chans · tubelet_size · patch_size²``."""
+        return self.in_chans * self.tubelet_size * self.patch_size**2
 
 
 def check_vit(model: nn.Module) -> VisionTransformer:
@@ -111,6 +124,9 @@ def vit_dims(model: nn.Module) -> Dims:
         num_classes=head.out_features if isinstance(head, nn.Linear) else 0,
         patch_size=patch[0] if isinstance(patch, tuple) else patch,
         in_chans=vit.patch_embed.proj.in_channels,
+        num_frames=getattr(vit.patch_embed, "num_frames", 1),
+        tubelet_size=getattr(vit.patch_embed, "tubelet_size", 1),
+        learned_pos_embed=isinstance(vit.pos_embed, nn.Parameter),
     )
 
 

@@ -51,6 +51,8 @@ class TaskSpec:
         aliases: other names other code bases use for this task.
         description: one line for ``pebench list tasks``.
         sizes: split name -> number of examples (checked on load).
+        modality: ``"image"`` (loader returns arrays, see :mod:`pebench.datasets.cache`) or
+            ``"video"`` (loader is :func:`pebench.datasets.video.video_split`, a torch Dataset).
     """
 
     name: str
@@ -64,6 +66,7 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()
     description: str = ""
     sizes: dict[str, int] = field(default_factory=dict)
+    modality: str = "image"
 
     def load_fn(self) -> Callable:
         """Import and return the loader function."""
@@ -119,7 +122,7 @@ def _ensure_builtin() -> None:
     global _BUILTIN_LOADED
     if not _BUILTIN_LOADED:
         _BUILTIN_LOADED = True
-        from pebench.datasets import demo, fewshot, fgvc, vtab  # noqa: F401 (register on import)
+        from pebench.datasets import demo, fewshot, fgvc, video, vtab  # noqa: F401 (registers)
 
 
 def suites() -> dict[str, Suite]:
@@ -185,3 +188,20 @@ def resolve_tasks(selector: str) -> list[TaskSpec]:
     if not out:
         raise RegistryError(f"no tasks selected by {selector!r}")
     return list({spec.name: spec for spec in out}.values())
+
+
+def describe_data(spec: TaskSpec, data_dir: str | None, image_size: int) -> tuple[str, str]:
+    """``(data_format, data_manifest)`` of the data a run of ``spec`` will read.
+
+    The loader's module may define ``describe(spec, data_dir, image_size)``: prepared caches
+    answer from their manifest (a task read from NOAH folders or from TFDS gives different
+    values, so the two lineages never mix), the demo suite hashes its generated splits.
+    Without it, the task's own format and an empty manifest hash are returned.
+
+    Raises:
+        Whatever the loader's ``describe`` raises for missing data (e.g. a cache that was never
+        prepared, with the command that prepares it).
+    """
+    module = importlib.import_module(spec.loader.partition(":")[0])
+    fn = getattr(module, "describe", None)
+    return fn(spec, data_dir, image_size) if fn else (spec.data_format, "")

@@ -1,8 +1,10 @@
 """Prepared caches: decode the source images once, store uint8 arrays, check them on every load.
 
-``pebench prepare`` (:func:`prepare`) reads a source format (:mod:`pebench.datasets.formats`),
-decodes every image once with PIL (RGB, **direct bicubic resize** to ``S × S``, as NOAH-format
-consumers do with ``Resize((S, S), bicubic)``), and writes one folder per dataset and image size::
+``pebench prepare`` (:func:`prepare`) reads a source format (:mod:`pebench.datasets.formats`,
+or TFDS builders through :mod:`pebench.datasets.tfds_source`), decodes every image once with
+PIL (RGB, **direct bicubic resize** to ``S × S``, as NOAH-format consumers do with
+``Resize((S, S), bicubic)``; TFDS images arrive decoded by TFDS and get the same PIL resize, so
+only the upstream pixels differ), and writes one folder per dataset and image size::
 
     <cache_dir>/<suite>/<dataset>/<S>px/
         manifest.json                  sizes, label stats, hashes, checks, provenance
@@ -13,7 +15,10 @@ consumers do with ``Resize((S, S), bicubic)``), and writes one folder per datase
 ``<dataset>`` is the second part of the task id (``vtab/cifar`` -> ``vtab/cifar``,
 ``fewshot/oxford_pets/shot16/seed0`` -> ``fewshot/oxford_pets``), so few-shot tasks of one dataset
 share its val and test arrays. A folder appears complete or not at all: it is written under a
-temporary name and renamed into place.
+temporary name and renamed into place. A folder holds one data format (``manifest.json``
+``data_format``): VTAB-1k can come from NOAH JPEGs (``noah-jpeg``) or TFDS (``tfds``), two
+lineages that give different numbers, so preparing a folder from the other format is refused
+unless ``force`` replaces it; :func:`describe` tells a runner which one a task reads.
 
 The tasks' loader (:func:`load`) reads this cache: the ``data_dir`` a runner passes to it (``pebench
 run --data-dir``) is the **cache** folder (``--cache-dir`` of ``pebench prepare``), not the raw
@@ -48,19 +53,28 @@ import numpy as np
 from pebench.datasets import ROLES, TaskSpec, array_sha256, get_task, resolve_tasks, tasks
 from pebench.datasets.formats import (
     SOURCES,
+    ArraySplit,
     DatasetError,
+    ImageError,
     SplitList,
+    array_image,
     coop_split,
     decode_image,
-    file_sha256,
     noah_split,
     vpt_splits,
 )
 
 SCHEMA = "pebench-cache-1"
 RESIZE = "PIL decode, convert('RGB'), direct resize to (S, S) with Image.BICUBIC"
+#: resize rule of sources delivering decoded arrays (TFDS); same PIL resize as :data:`RESIZE`
+RESIZE_ARRAYS = (
+    "source-decoded uint8 (H, W, 3) array, PIL Image.fromarray, direct resize to (S, S) "
+    "with Image.BICUBIC"
+)
 #: task name -> why identical images in train and test are inherent to the dataset
 KNOWN_OVERLAP: dict[str, str] = {}
+#: task name -> data formats it may also be prepared from besides ``spec.data_format``
+EXTRA_FORMATS: dict[str, tuple[str, ...]] = {}
 _CHUNK = 256
 _ALLOWED = "allow_overlap=True"
 _SIZE_DIR = re.compile(r"^(\d+)px$")
@@ -110,11 +124,22 @@ def _test(spec: TaskSpec) -> list[str]:
     return _role_parts(spec, ("test",))
 
 
+def data_formats(spec: TaskSpec) -> tuple[str, ...]:
+    """Data formats ``spec`` can be prepared from (its own first, then :data:`EXTRA_FORMATS`)."""
+    tasks()  # built-in suites fill EXTRA_FORMATS when they register
+    return (spec.data_format, *EXTRA_FORMATS.get(spec.name, ()))
+
+
+def _source_of(data_format: str) -> str:
+    return next((k for k, v in SOURCES.items() if v == data_format), data_format)
+
+
 def _prepare_command(spec: TaskSpec, cache_dir: Path, image_size: int) -> str:
-    source = next((k for k, v in SOURCES.items() if v == spec.data_format), spec.data_format)
+    others = [_source_of(f) for f in data_formats(spec)[1:]]
     return (
-        f"pebench prepare {spec.name} --source {source} --data-dir <raw data folder> "
-        f"--cache-dir {cache_dir} --image-size {image_size}"
+        f"pebench prepare {spec.name} --source {_source_of(spec.data_format)} --data-dir "
+        f"<raw data folder> --cache-dir {cache_dir} --image-size {image_size}"
+        + (f" (other sources: {', '.join(others)})" if others else "")
     )
 
 
@@ -165,19 +190,44 @@ def _resolve(suite_or_tasks: str | TaskSpec | Iterable[TaskSpec | str]) -> list[
     return [s if isinstance(s, TaskSpec) else get_task(s) for s in suite_or_tasks]
 
 
-def _read_lists(specs: list[TaskSpec], data_dir: Path, splits: list[str]) -> dict[str, SplitList]:
+Split = SplitList | ArraySplit
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How a source is read, besides its folder.
+
+    Attributes:
+        data_format: the format read (a value of :data:`~pebench.datasets.formats.SOURCES`).
+        manual_dir: TFDS ``manual_dir`` for builders needing manual downloads.
+        download: let TFDS download and build missing data (network).
+    """
+
+    data_format: str
+    manual_dir: Path | None = None
+    download: bool = False
+
+
+def _read_lists(
+    specs: list[TaskSpec], data_dir: Path, splits: list[str], opts: SourceOptions
+) -> tuple[dict[str, Split], dict[str, Any]]:
+    """The unit's splits and facts about the reader for the manifest's ``source`` entry."""
     spec = specs[0]
     dataset = spec.name.split("/")[1]
-    if spec.data_format == "noah-jpeg":
-        return {s: noah_split(data_dir, dataset, s) for s in splits}
-    if spec.data_format == "vpt-json":
-        return vpt_splits(data_dir, dataset, splits, spec.num_classes)
-    if spec.data_format == "coop-list":
-        return {s: coop_split(data_dir, dataset, s) for s in splits}
-    raise CacheError(f"task {spec.name!r}: no reader for data format {spec.data_format!r}")
+    if opts.data_format == "noah-jpeg":
+        return {s: noah_split(data_dir, dataset, s) for s in splits}, {}
+    if opts.data_format == "vpt-json":
+        return vpt_splits(data_dir, dataset, splits, spec.num_classes), {}
+    if opts.data_format == "coop-list":
+        return {s: coop_split(data_dir, dataset, s) for s in splits}, {}
+    if opts.data_format == "tfds":
+        from pebench.datasets import tfds_source
+
+        return tfds_source.read_splits(spec, data_dir, splits, opts.manual_dir, opts.download)
+    raise CacheError(f"task {spec.name!r}: no reader for data format {opts.data_format!r}")
 
 
-def _check_lists(specs: list[TaskSpec], lists: dict[str, SplitList]) -> None:
+def _check_lists(specs: list[TaskSpec], lists: dict[str, Split]) -> None:
     """Sizes, label range, class presence and k-shot counts, before anything is decoded."""
     for spec in specs:
         for role in ROLES:
@@ -189,7 +239,7 @@ def _check_lists(specs: list[TaskSpec], lists: dict[str, SplitList]) -> None:
                     i = int(bad[0])
                     raise CacheError(
                         f"task {spec.name!r}, split {comp!r}: label {int(sl.labels[i])} out of "
-                        f"range 0..{spec.num_classes - 1} ({sl.list_file} line {sl.lines[i]})"
+                        f"range 0..{spec.num_classes - 1} ({sl.where(i)})"
                     )
                 if (k := re.search(r"num_shot_(\d+)", comp)) and len(sl.labels):
                     counts = np.bincount(sl.labels, minlength=spec.num_classes)
@@ -197,11 +247,11 @@ def _check_lists(specs: list[TaskSpec], lists: dict[str, SplitList]) -> None:
                         c = int(np.flatnonzero(counts != int(k[1]))[0])
                         raise CacheError(
                             f"task {spec.name!r}, split {comp!r}: class {c} has {counts[c]} "
-                            f"images, a {k[1]}-shot list needs {k[1]} per class ({sl.list_file})"
+                            f"images, a {k[1]}-shot list needs {k[1]} per class ({sl.origin()})"
                         )
             n = sum(len(lists[c].labels) for c in components(split))
             if split in spec.sizes and n != spec.sizes[split]:
-                files = ", ".join(str(lists[c].list_file) for c in components(split))
+                files = ", ".join(lists[c].origin() for c in components(split))
                 notes = "; ".join(x for c in components(split) for x in lists[c].notes)
                 raise CacheError(
                     f"task {spec.name!r}, split {split!r}: {n} examples listed in {files}, "
@@ -217,10 +267,10 @@ def _check_lists(specs: list[TaskSpec], lists: dict[str, SplitList]) -> None:
 
 
 def _decode_split(
-    sl: SplitList, out_dir: Path, image_size: int, workers: int, progress: bool
+    sl: Split, out_dir: Path, image_size: int, workers: int, progress: bool
 ) -> tuple[np.ndarray, int]:
     """Decode a split into ``out_dir``; returns its digests and the number of decodes."""
-    n = len(sl.paths)
+    n = len(sl.labels)
     images = np.lib.format.open_memmap(
         out_dir / f"{sl.name}.images.npy",
         mode="w+",
@@ -228,6 +278,43 @@ def _decode_split(
         shape=(n, image_size, image_size, 3),
     )
     digests = np.zeros((n, 16), dtype=np.uint8)
+    if isinstance(sl, ArraySplit):
+        _resize_stream(sl, images, digests, image_size, progress)
+        todo = range(n)
+    else:
+        todo = _decode_files(sl, images, digests, image_size, workers, progress)
+    images.flush()
+    np.save(out_dir / f"{sl.name}.labels.npy", sl.labels.astype(np.int64))
+    np.save(out_dir / f"{sl.name}.digests.npy", digests)
+    del images
+    return digests, len(todo)
+
+
+def _resize_stream(
+    sl: ArraySplit, images: np.ndarray, digests: np.ndarray, image_size: int, progress: bool
+) -> None:
+    """Resize a source's decoded arrays in order; the stream must hold exactly the labelled ones."""
+    from tqdm.auto import tqdm
+
+    n, i = len(sl.labels), -1
+    for i, arr in enumerate(tqdm(sl.stream(), sl.name, n, leave=False, disable=not progress)):
+        if i >= n:
+            raise ImageError(f"{sl.origin()}: more than the {n} labelled images")
+        images[i], digest = array_image(arr, image_size, sl.where(i))
+        digests[i] = np.frombuffer(digest, dtype=np.uint8)
+    if i + 1 != n:
+        raise ImageError(f"{sl.origin()}: {i + 1} images, but {n} labels")
+
+
+def _decode_files(
+    sl: SplitList,
+    images: np.ndarray,
+    digests: np.ndarray,
+    image_size: int,
+    workers: int,
+    progress: bool,
+) -> list[int]:
+    """Decode listed files (each distinct path once, in threads); returns the decoded indices."""
     first: dict[Path, int] = {}
     todo = [i for i, p in enumerate(sl.paths) if first.setdefault(p, i) == i]
     from tqdm.auto import tqdm
@@ -238,7 +325,7 @@ def _decode_split(
         try:
             return (i, *decode_image(sl.paths[i], image_size))
         except DatasetError as err:
-            raise type(err)(f"{err} (listed in {sl.list_file} line {sl.lines[i]})") from err
+            raise type(err)(f"{err} (listed in {sl.where(i)})") from err
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for start in range(0, len(todo), 4 * _CHUNK):
@@ -250,30 +337,21 @@ def _decode_split(
     for i, p in enumerate(sl.paths):
         if first[p] != i:
             images[i], digests[i] = images[first[p]], digests[first[p]]
-    images.flush()
-    np.save(out_dir / f"{sl.name}.labels.npy", sl.labels.astype(np.int64))
-    np.save(out_dir / f"{sl.name}.digests.npy", digests)
-    del images
-    return digests, len(todo)
+    return todo
 
 
-def _split_entry(sl: SplitList, out_dir: Path, data_dir: Path, num_classes: int) -> dict:
+def _split_entry(sl: Split, out_dir: Path, data_dir: Path, num_classes: int) -> dict:
     images = np.load(out_dir / f"{sl.name}.images.npy", mmap_mode="r")
     labels = sl.labels.astype(np.int64)
-    try:
-        rel = str(sl.list_file.relative_to(data_dir))
-    except ValueError:
-        rel = str(sl.list_file)
     return {
         "size": len(labels),
         "shape": list(images.shape),
-        "list_file": rel,
-        "list_sha256": file_sha256(sl.list_file),
+        **sl.provenance(data_dir),
         "label_min": int(labels.min()) if len(labels) else None,
         "label_max": int(labels.max()) if len(labels) else None,
         "classes_present": int(len(np.unique(labels))),
         "class_counts": np.bincount(labels, minlength=num_classes).tolist(),
-        "unique_images": len(set(sl.paths)),
+        "unique_images": sl.unique_images(),
         "sha256": array_sha256(images, labels),
         "labels_sha256": _sha(labels),
         "digests_sha256": _sha(np.load(out_dir / f"{sl.name}.digests.npy")),
@@ -281,10 +359,10 @@ def _split_entry(sl: SplitList, out_dir: Path, data_dir: Path, num_classes: int)
     }
 
 
-def _task_entry(spec: TaskSpec) -> dict[str, Any]:
+def _task_entry(spec: TaskSpec, data_format: str) -> dict[str, Any]:
     return {
         "version": spec.version,
-        "data_format": spec.data_format,
+        "data_format": data_format,
         "num_classes": spec.num_classes,
         "splits": dict(sorted(spec.splits.items())),
         "sizes": dict(sorted(spec.sizes.items())),
@@ -299,19 +377,30 @@ def _read_manifest(path: Path) -> dict | None:
     return m if isinstance(m, dict) and m.get("schema") == SCHEMA else None
 
 
+def _stored_identity(entry: dict | None) -> str | None:
+    """The source identity a manifest split entry was written from (list or source hash)."""
+    if entry is None:
+        return None
+    return entry.get("list_sha256") or entry.get("source_sha256")
+
+
 def _up_to_date(
-    manifest: dict | None, specs: list[TaskSpec], lists: dict[str, SplitList], allow: bool
+    manifest: dict | None,
+    specs: list[TaskSpec],
+    lists: dict[str, Split],
+    allow: bool,
+    data_format: str,
 ) -> bool:
     if manifest is None:
         return False
     for name, sl in lists.items():
-        entry = manifest["splits"].get(name)
-        if entry is None or entry["list_sha256"] != file_sha256(sl.list_file):
+        if _stored_identity(manifest["splits"].get(name)) != sl.identity():
             return False
     recorded = manifest["tasks"]
     for s in specs:
         entry = recorded.get(s.name)
-        if entry is None or any(entry.get(k) != v for k, v in _task_entry(s).items()):
+        wanted = _task_entry(s, data_format)
+        if entry is None or any(entry.get(k) != v for k, v in wanted.items()):
             return False
         if entry["overlap"]["allowed"] == _ALLOWED and not allow:
             return False  # accepted with --allow-overlap before; check again without it
@@ -335,11 +424,25 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
+def _check_lineage(existing: dict | None, unit: str, final: Path, data_format: str) -> None:
+    """Refuse to mix a unit prepared from one data format with another (without ``--force``)."""
+    if existing is None or existing.get("data_format") == data_format:
+        return
+    have = existing.get("data_format")
+    raise CacheError(
+        f"{unit}: the cache {final} was prepared from data format {have!r} (--source "
+        f"{_source_of(have)}), not {data_format!r} (--source {_source_of(data_format)}); the two "
+        f"lineages give different numbers and are never mixed. Use another --cache-dir, or "
+        f"--force to replace the {have!r} cache"
+    )
+
+
 def _prepare_unit(
     specs: list[TaskSpec],
     data_dir: Path,
     cache_dir: Path,
     image_size: int,
+    opts: SourceOptions,
     force: bool,
     allow_overlap: bool,
     workers: int,
@@ -348,16 +451,20 @@ def _prepare_unit(
     t0 = time.perf_counter()
     unit = unit_name(specs[0])
     final = cache_path(cache_dir, specs[0], image_size)
-    old = None if force else _read_manifest(final)
-    if old is not None and old.get("resize") != RESIZE:
-        old = None  # decoded by another pipeline: nothing can be reused
+    fmt = opts.data_format
+    old = _read_manifest(final)
+    if not force:
+        _check_lineage(old, unit, final, fmt)
+    resize = RESIZE_ARRAYS if fmt == "tfds" else RESIZE
+    if force or (old is not None and old.get("resize") != resize):
+        old = None  # forced, or decoded by another pipeline: nothing can be reused
     wanted = list(dict.fromkeys(c for s in specs for c in _role_parts(s, ROLES)))
     if old is not None:  # keep splits and tasks prepared earlier (e.g. other few-shot seeds)
         wanted += [s for s in old["splits"] if s not in wanted]
-    lists = _read_lists(specs, data_dir, wanted)
+    lists, source_info = _read_lists(specs, data_dir, wanted, opts)
     _check_lists(specs, lists)
     sizes = {s: len(sl.labels) for s, sl in lists.items()}
-    if _up_to_date(old, specs, lists, allow_overlap):
+    if _up_to_date(old, specs, lists, allow_overlap, fmt):
         return UnitReport(unit, final, "up to date", sizes, 0, time.perf_counter() - t0)
 
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -367,7 +474,7 @@ def _prepare_unit(
         num_classes = max(s.num_classes for s in specs)
         for name, sl in lists.items():
             prev = (old or {}).get("splits", {}).get(name)
-            if prev is not None and prev["list_sha256"] == file_sha256(sl.list_file):
+            if prev is not None and _stored_identity(prev) == sl.identity():
                 for kind in ("images", "labels", "digests"):
                     _link(final / f"{name}.{kind}.npy", tmp / f"{name}.{kind}.npy")
                 digests[name] = np.load(tmp / f"{name}.digests.npy")
@@ -412,7 +519,8 @@ def _prepare_unit(
                     f"{', '.join(examples)}; fix the data, or record it with --allow-overlap"
                 )
             kept[spec.name] = {
-                **_task_entry(spec),
+                **_task_entry(spec, fmt),
+                **source_info.get("tasks", {}).get(spec.name, {}),
                 "splits_stored": _role_parts(spec, ROLES),
                 "overlap": {"count": count, "allowed": reason, "examples": examples},
             }
@@ -423,10 +531,11 @@ def _prepare_unit(
         manifest = {
             "schema": SCHEMA,
             "unit": unit,
-            "data_format": specs[0].data_format,
+            "data_format": fmt,
             "image_size": image_size,
-            "resize": RESIZE,
+            "resize": resize,
             "source_dir": str(data_dir.resolve()),
+            **({"source": source_info["reader"]} if "reader" in source_info else {}),
             "pebench_version": pebench.__version__,
             "pillow_version": pil_version,
             "numpy_version": np.__version__,
@@ -473,20 +582,29 @@ def prepare(
     allow_overlap: bool = False,
     workers: int | None = None,
     progress: bool = False,
+    manual_dir: str | Path | None = None,
+    download: bool = False,
 ) -> list[UnitReport]:
     """Decode a suite's (or some tasks') images once into a checked cache.
 
     Args:
         suite_or_tasks: a selector as for ``pebench run --tasks`` (``"vtab"``,
             ``"vtab:structured"``, ``"vtab/cifar,vtab/dtd"``), or task specs.
-        source: ``"noah"``, ``"json"`` or ``"coop"`` (must match the tasks' data format).
-        data_dir: root of the raw data (the folder holding the task/dataset folders).
+        source: ``"noah"``, ``"json"``, ``"coop"`` or ``"tfds"``; must be one of the tasks'
+            data formats (:func:`data_formats`: VTAB-1k reads ``noah`` or ``tfds``).
+        data_dir: root of the raw data (the folder holding the task/dataset folders; for
+            ``tfds`` the TFDS ``data_dir``).
         cache_dir: where the cache goes (default :func:`default_cache_dir`).
         image_size: side length of the stored images.
-        force: re-decode everything, even an up-to-date cache.
+        force: re-decode everything, even an up-to-date cache; replaces a cache prepared
+            from another data format (refused without it).
         allow_overlap: record images shared by train and test instead of failing.
         workers: decoding threads (default ``min(8, cpu count)``).
         progress: show progress bars.
+        manual_dir: ``tfds`` only: TFDS ``manual_dir`` holding manually downloaded archives
+            (resisc45, diabetic_retinopathy); missing builders that need one are then built
+            from it with ``download_and_prepare`` (no network).
+        download: ``tfds`` only: let TFDS download and build any missing builder (network).
 
     Returns:
         One :class:`UnitReport` per cache folder.
@@ -502,13 +620,18 @@ def prepare(
         raise CacheError(f"image size must be positive, got {image_size}")
     specs = _resolve(suite_or_tasks)
     for spec in specs:
-        if spec.data_format != SOURCES[source]:
-            want = [k for k, v in SOURCES.items() if v == spec.data_format]
+        if SOURCES[source] not in data_formats(spec):
+            have = data_formats(spec)
             raise CacheError(
-                f"task {spec.name!r} is read from data format {spec.data_format!r}"
-                + (f" (--source {want[0]})" if want else "")
-                + f", not --source {source} ({SOURCES[source]})"
+                f"task {spec.name!r} is read from data format {' or '.join(map(repr, have))} "
+                f"(--source {' or '.join(_source_of(f) for f in have)}), not --source {source} "
+                f"({SOURCES[source]})"
             )
+    if source != "tfds" and (manual_dir is not None or download):
+        raise CacheError("--manual-dir and --download only apply to --source tfds")
+    opts = SourceOptions(
+        SOURCES[source], Path(manual_dir) if manual_dir is not None else None, download
+    )
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise CacheError(f"--data-dir {data_dir} is not a folder")
@@ -519,7 +642,7 @@ def prepare(
     workers = workers or min(8, os.cpu_count() or 1)
     return [
         _prepare_unit(
-            group, data_dir, cache, int(image_size), force, allow_overlap, workers, progress
+            group, data_dir, cache, int(image_size), opts, force, allow_overlap, workers, progress
         )
         for group in units.values()
     ]
@@ -545,7 +668,13 @@ def read_manifest(cache_dir: str | Path, spec: TaskSpec, image_size: int) -> dic
             + f"). Run: {_prepare_command(spec, cache_dir, image_size)}"
         )
     entry = manifest["tasks"][spec.name]
-    for key, want in _task_entry(spec).items():
+    if entry.get("data_format") not in data_formats(spec):
+        raise CacheError(
+            f"task {spec.name!r}: cache {folder} has data format {entry.get('data_format')!r}, "
+            f"the task reads {' or '.join(map(repr, data_formats(spec)))}; re-run with --force: "
+            f"{_prepare_command(spec, cache_dir, image_size)}"
+        )
+    for key, want in _task_entry(spec, entry["data_format"]).items():
         if entry.get(key) != want:
             raise CacheError(
                 f"task {spec.name!r}: cache {folder} has {key} {entry.get(key)!r}, the task "
@@ -679,6 +808,26 @@ def manifest_hash(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def describe(spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> tuple[str, str]:
+    """What a run on ``spec`` reads: ``(data_format, manifest_hash)`` of its prepared cache.
+
+    ``data_format`` comes from the manifest (``"noah-jpeg"`` or ``"tfds"`` for VTAB-1k: the
+    two lineages are not comparable), ``manifest_hash`` is :func:`manifest_hash`.
+
+    Args:
+        spec: the task.
+        data_dir: the cache folder (``None``: :func:`default_cache_dir`), as for :func:`load`.
+        image_size: the prepared size.
+
+    Raises:
+        CacheMissingError: nothing prepared for this task and size (says what to run).
+        CacheError: the cache does not describe ``spec``.
+    """
+    cache = Path(data_dir) if data_dir is not None else default_cache_dir()
+    manifest = read_manifest(cache, spec, image_size)
+    return manifest["tasks"][spec.name]["data_format"], manifest_hash(cache, spec, image_size)
+
+
 def verify(
     suite_or_tasks: str | TaskSpec | Sequence[TaskSpec | str],
     cache_dir: str | Path | None = None,
@@ -697,10 +846,16 @@ __all__ = [
     "KNOWN_OVERLAP",
     "CacheError",
     "CacheMissingError",
+    "EXTRA_FORMATS",
+    "RESIZE",
+    "RESIZE_ARRAYS",
+    "SourceOptions",
     "UnitReport",
     "array_sha256",
     "cache_path",
+    "data_formats",
     "default_cache_dir",
+    "describe",
     "load",
     "manifest_hash",
     "prepare",

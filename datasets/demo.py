@@ -19,11 +19,12 @@ concatenated, 400) and ``test`` (400). Classes are balanced in every split.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from pebench.datasets import Suite, TaskSpec, register_suite
+from pebench.datasets import Suite, TaskSpec, array_sha256, register_suite
 
 GENERATOR_VERSION = "1"
 SIZES = {"train": 320, "val": 80, "test": 400}
@@ -158,6 +159,14 @@ def load(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Task loader (see :class:`pebench.datasets.TaskSpec`); ``data_dir`` is ignored."""
     return generate(spec.name.split("/", 1)[1], split, image_size)
+
+
+def describe(spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> tuple[str, str]:
+    """``(data_format, manifest hash)`` of a demo task: a hash over its generated splits."""
+    del data_dir  # generated, never read
+    name = spec.name.split("/", 1)[1]
+    digest = [array_sha256(*generate(name, s, image_size)) for s in ("train", "val", "test")]
+    return spec.data_format, hashlib.sha256(" ".join(digest).encode()).hexdigest()[:16]
 
 
 _SPECS = [

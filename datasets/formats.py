@@ -1,7 +1,9 @@
 """Readers for the image-list formats users actually have (no torch, PIL only when decoding).
 
-Three formats, each turned into :class:`SplitList` objects (image paths + labels + where every
-entry came from, so errors can name a file and line):
+Three list formats, each turned into :class:`SplitList` objects (image paths + labels + where
+every entry came from, so errors can name a file and line); sources that decode images
+themselves (TFDS, :mod:`pebench.datasets.tfds_source`) deliver :class:`ArraySplit` objects
+(labels + an image stream), resized by :func:`array_image` with the same rule:
 
 ``noah`` (data format ``"noah-jpeg"``, VTAB-1k as released by NOAH and reused by FacT, SSF...)
     ``<root>/<task folder>/{train800,val200,train800val200,test}.txt``; one line
@@ -31,9 +33,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +54,7 @@ class ImageError(DatasetError):
 
 
 #: ``--source`` name -> data format recorded on every result row
-SOURCES = {"noah": "noah-jpeg", "json": "vpt-json", "coop": "coop-list"}
+SOURCES = {"noah": "noah-jpeg", "json": "vpt-json", "coop": "coop-list", "tfds": "tfds"}
 
 
 @dataclass
@@ -73,6 +76,76 @@ class SplitList:
     labels: np.ndarray
     lines: list[int]
     notes: list[str] = field(default_factory=list)
+
+    def where(self, i: int) -> str:
+        """Where entry ``i`` comes from (file and line), for error messages."""
+        return f"{self.list_file} line {self.lines[i]}"
+
+    def origin(self) -> str:
+        """What lists the whole split, for error messages."""
+        return str(self.list_file)
+
+    def identity(self) -> str:
+        """Hash that changes when the listed split changes (the list file's SHA-256)."""
+        return file_sha256(self.list_file)
+
+    def provenance(self, data_dir: Path) -> dict[str, str]:
+        """Manifest fields naming the source: list file (relative to ``data_dir``) and hash."""
+        try:
+            rel = str(self.list_file.relative_to(data_dir))
+        except ValueError:
+            rel = str(self.list_file)
+        return {"list_file": rel, "list_sha256": self.identity()}
+
+    def unique_images(self) -> int:
+        """Number of distinct image files listed."""
+        return len(set(self.paths))
+
+
+@dataclass
+class ArraySplit:
+    """One split whose source delivers decoded images as arrays (TFDS), in split order.
+
+    Attributes:
+        name: stored split name (``"train800"``...).
+        labels: int64 labels, known before any image is decoded.
+        stream: returns an iterator over the split's images, uint8 ``(H, W, 3)``, in order.
+        source: facts recorded in the manifest (builder, version, split string...); with the
+            labels they make up :meth:`identity`.
+        origin_text: the whole split in words, for error messages.
+        example: ``i`` -> example ``i`` in words, for error messages.
+        notes: facts recorded in the cache manifest.
+    """
+
+    name: str
+    labels: np.ndarray
+    stream: Callable[[], Iterator[np.ndarray]]
+    source: dict[str, Any]
+    origin_text: str
+    example: Callable[[int], str]
+    notes: list[str] = field(default_factory=list)
+
+    def where(self, i: int) -> str:
+        """Example ``i`` in words."""
+        return self.example(i)
+
+    def origin(self) -> str:
+        """The split in words."""
+        return self.origin_text
+
+    def identity(self) -> str:
+        """SHA-256 over :attr:`source` and the labels."""
+        h = hashlib.sha256(json.dumps(self.source, sort_keys=True).encode())
+        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
+    def provenance(self, data_dir: Path) -> dict[str, Any]:
+        """Manifest fields naming the source: :attr:`source` and :meth:`identity`."""
+        return {"source": dict(self.source), "source_sha256": self.identity()}
+
+    def unique_images(self) -> int:
+        """Every example is its own record."""
+        return len(self.labels)
 
 
 def file_sha256(path: Path) -> str:
@@ -331,6 +404,31 @@ def decode_image(path: Path, image_size: int) -> tuple[np.ndarray, bytes]:
         raise ImageError(f"missing image {path}") from err
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageError(f"cannot decode image {path}: {err}") from err
+    return _digest_and_resize(rgb, image_size)
+
+
+def array_image(arr: np.ndarray, image_size: int, where: str) -> tuple[np.ndarray, bytes]:
+    """Resize an already decoded uint8 ``(H, W, 3)`` array exactly as :func:`decode_image` does.
+
+    Same digest formula and the same PIL bicubic direct resize, so two sources holding the same
+    pixels give the same cached arrays.
+
+    Raises:
+        ImageError: not a uint8 ``(H, W, 3)`` array (names ``where``).
+    """
+    from PIL import Image
+
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or 0 in arr.shape:
+        raise ImageError(
+            f"{where}: image is {arr.dtype} {list(arr.shape)}, expected uint8 (H, W, 3)"
+        )
+    return _digest_and_resize(Image.fromarray(np.ascontiguousarray(arr), "RGB"), image_size)
+
+
+def _digest_and_resize(rgb: Any, image_size: int) -> tuple[np.ndarray, bytes]:
+    from PIL import Image
+
     h = hashlib.blake2b(rgb.tobytes(), digest_size=16)
     h.update(np.array(rgb.size, dtype=np.int64).tobytes())
     if rgb.size != (image_size, image_size):
@@ -341,11 +439,13 @@ def decode_image(path: Path, image_size: int) -> tuple[np.ndarray, bytes]:
 __all__ = [
     "COOP_DATASETS",
     "SOURCES",
+    "ArraySplit",
     "VPT_DATASETS",
     "DatasetError",
     "FormatError",
     "ImageError",
     "SplitList",
+    "array_image",
     "coop_split",
     "decode_image",
     "file_sha256",

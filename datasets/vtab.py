@@ -12,15 +12,17 @@ Roles: train -> ``train800``, val -> ``val200``, trainval -> ``train800val200``,
 select one with ``vtab:structured``. The suite aggregates as VTAB does: the mean over the 19
 tasks and the mean of the three group means, both reported.
 
-Data format ``noah-jpeg``: NOAH's lossy JPEG copies give different numbers from TFDS tensors
-(CIFAR-100 especially, ``visinf/adapter_plus#3``); results from the two formats are not
-comparable and every row records which one it used.
+Two data formats: ``noah-jpeg`` (the tasks' own format) and ``tfds`` (``pebench prepare vtab
+--source tfds --data-dir <TFDS data_dir>``, task_adaptation's builders, split strings and label
+rules: :mod:`pebench.datasets.tfds_source`). NOAH's lossy JPEG copies give different numbers
+from TFDS tensors (CIFAR-100 especially, ``visinf/adapter_plus#3``); results from the two formats
+are not comparable, a cache folder holds one of them, and every row records which one it used.
 """
 
 from __future__ import annotations
 
 from pebench.datasets import Suite, TaskSpec, register_suite
-from pebench.datasets.cache import KNOWN_OVERLAP
+from pebench.datasets.cache import EXTRA_FORMATS, KNOWN_OVERLAP
 
 VERSION = "vtab-noah-1"
 
@@ -72,6 +74,9 @@ SPLITS = {"train": "train800", "val": "val200", "trainval": "train800val200", "t
 # some of them in both train and test. Recorded in the manifest, not an error.
 for _t in ("dsprites_loc", "dsprites_ori"):
     KNOWN_OVERLAP[f"vtab/{_t}"] = "dSprites: symmetric shapes render identical images"
+# every task can also be prepared from TFDS builders (pebench.datasets.tfds_source.TASKS)
+for _t in TASKS:
+    EXTRA_FORMATS[f"vtab/{_t}"] = ("tfds",)
 
 
 def _spec(folder: str) -> TaskSpec:

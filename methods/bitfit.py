@@ -5,7 +5,8 @@
 
     patch_embed.proj.b ─ blocks: norm1.β qkv.b proj.b norm2.β fc1.b fc2.b ─ norm.β (or fc_norm.β)
 
-Selected structurally: the ``bias`` of every Linear, Conv2d and LayerNorm outside the head.
+Selected structurally: the ``bias`` of every Linear, Conv2d/Conv3d and LayerNorm outside the head
+(video backbones embed tubelets with a Conv3d, whose bias is the patch-embedding bias).
 Count on ViT-B/16: 12·(2304+768+3072+768+768+768) + 768 + 768 = 102,912. Nothing to merge.
 """
 
@@ -16,7 +17,7 @@ from torch import nn
 from pebench.method import Caps, Method
 from pebench.vit import Dims, check_vit
 
-_WITH_BIAS = (nn.Linear, nn.Conv2d, nn.LayerNorm)
+_WITH_BIAS = (nn.Linear, nn.Conv2d, nn.Conv3d, nn.LayerNorm)
 
 
 class BitFit(Method):

@@ -4,6 +4,12 @@
 
 Needs its own lower learning rates in practice; pebench still gives it the same budget as every
 other method (see the budget table), which is the point of a fixed budget.
+
+Video backbones (:mod:`pebench.video`): the patch embedding is a Conv3d over tubelets
+(``D · C·t·p² + D``) and the position table is a fixed buffer, not a parameter, so it is not
+counted (ViT-B video, 8 frames: 86,236,416). The fused ``qkv.bias`` keeps its k slot, which VideoMAE
+does not have; it is trainable here, but its value never changes any output (a k bias shifts every
+logit of a query row equally, which the softmax cancels).
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ class Full(Method):
 
     def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
         d, h = dims.embed_dim, dims.mlp_hidden
-        patch = d * dims.in_chans * dims.patch_size**2 + d
-        tokens = (d if dims.has_cls_token else 0) + dims.num_tokens * d
+        patch = d * dims.patch_volume + d  # Conv2d, or Conv3d over tubelets for video
+        pos = dims.num_tokens * d if dims.learned_pos_embed else 0  # video: fixed table, no param
+        tokens = (d if dims.has_cls_token else 0) + pos
         block = (d * 3 * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d) + 4 * d
         return patch + tokens + dims.depth * block + 2 * d

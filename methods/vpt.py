@@ -13,7 +13,10 @@ With k prefix tokens (cls and/or register tokens; k = 0 for avg-pool backbones) 
 ``model.num_prefix_tokens`` grows by m, so timm's pooling skips the prompts (token pooling still
 reads index 0, the cls token) and they never reach the head.
 Init uniform(−v, v), v = √(6/(c·p·p + D)) (c input channels, p patch size: 0.0625 on ViT-B/16),
-for every prompt set. Prompt dropout (default 0.0) is applied to the prompts as they enter.
+for every prompt set. On video backbones (tubelets of t frames) the patch embedding's fan-in is
+c·t·p·p, so v = √(6/(c·t·p·p + D)) (VideoMAE ViT-B, t=2: 0.0510); prompts are inserted after the
+(absent) prefix tokens, i.e. before the N = T/t·h·w space-time tokens, and the mean pooling skips
+them as on image backbones. Prompt dropout (default 0.0) is applied to the prompts as they enter.
 Count: m·D (shallow), depth·m·D (deep); ViT-B/16, m=10: 7,680 / 92,160. Not mergeable (the
 sequence grows), not identity at init.
 
@@ -124,7 +127,7 @@ class VPTShallow(Method):
         if getattr(vit, "pool_include_prefix", False):
             raise ValueError("VPT: pool_include_prefix=True would pool over the prompt tokens")
         dims, c = vit_dims(vit), self.config
-        bound = math.sqrt(6.0 / (dims.in_chans * dims.patch_size**2 + dims.embed_dim))
+        bound = math.sqrt(6.0 / (dims.patch_volume + dims.embed_dim))
         k, like = vit.num_prefix_tokens, vit.patch_embed.proj.weight
         for i, blk in blocks(vit):
             if i > 0 and not self.deep:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pebench.conformance import CHECKS, run_checks
+from pebench.conformance import CHECKS, KINDS, plain_backbone, run_checks
 from pebench.methods import get_method_class, registry
 from pebench.methods.lora import LoRA, LoRADelta
 from pebench.vit import PetlModule, add_linear_delta, blocks, merge_linear, set_slot
@@ -126,6 +126,32 @@ class _IgnoresNonViT(LoRA):
         return model
 
 
+class _SquareGrid(PetlModule):
+    """Assumes the patch tokens form one square image grid (wrong for video token layouts)."""
+
+    def __init__(self, dim, num_prefix):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(dim))
+        self.num_prefix = num_prefix
+
+    def forward(self, x):
+        n = x.shape[1] - self.num_prefix
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"{n} patch tokens are not a square grid")
+        return x + self.w
+
+
+class _ImageOnlyMethod(LoRA):
+    def attach(self, model):
+        for _, blk in blocks(model):
+            set_slot(blk, "post", _SquareGrid(model.embed_dim, model.num_prefix_tokens))
+        return model
+
+    def expected_num_params(self, dims):
+        return dims.depth * dims.embed_dim
+
+
 @pytest.mark.parametrize(
     ("cls", "check"),
     [
@@ -137,6 +163,7 @@ class _IgnoresNonViT(LoRA):
         (_BatchMixingMethod, "per_sample_independence"),
         (_FixedLengthMethod, "token_counts"),
         (_IgnoresNonViT, "non_vit_fails"),
+        (_ImageOnlyMethod, "timm_api"),
     ],
 )
 def test_each_check_catches_its_bug(cls, check):
@@ -169,3 +196,13 @@ def test_lora_delta_matches_hand_computation_in_float64():
     assert math.isclose(
         delta.delta_weight()[:d].sub(2.0 * b["q"] @ a["q"]).abs().max().item(), 0.0, abs_tol=1e-12
     )
+
+
+def test_conformance_backbones_include_the_video_vit():
+    assert KINDS == ("cls", "gap", "video")
+    video = plain_backbone("video")
+    assert video.patch_embed.proj.kernel_size == (2, 8, 8)
+    assert video.patch_embed.num_patches == 32 and video.num_prefix_tokens == 0
+    # the image-only method passes on both image backbones (16 patches) and fails on video (32)
+    results = run_checks(_ImageOnlyMethod, only=["timm_api"])
+    assert "32 patch tokens are not a square grid" in results[0].detail

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pebench.data import DataError, load_split
+from pebench.data import DataError, ImageArray, Split, batches, load_split
 from pebench.datasets import TaskSpec, get_suite, get_task, resolve_tasks
 from pebench.datasets.demo import SIZES, generate
 from pebench.registry import RegistryError
@@ -42,10 +42,12 @@ def test_images_depend_on_the_label():
 def test_load_split_normalises_and_hashes():
     spec = get_task("demo/shapes")
     s = load_split(spec, "train", None, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    assert s.images.shape == (320, 3, 32, 32) and s.labels.dtype == torch.int64
-    assert -1.0 <= s.images.min() and s.images.max() <= 1.0
+    x, y = s.data.batch(torch.arange(len(s)))
+    assert x.shape == (320, 3, 32, 32) and s.labels.dtype == torch.int64
+    assert torch.equal(y, s.labels)
+    assert -1.0 <= x.min() and x.max() <= 1.0
     again = load_split(spec, "train", None, 48, (0.5,) * 3, (0.5,) * 3, subset=10)
-    assert again.images.shape == (10, 3, 48, 48)
+    assert len(again) == 10 and again.data.batch(torch.arange(10))[0].shape == (10, 3, 48, 48)
     assert len(s.sha256) == 16
 
 
@@ -76,3 +78,98 @@ def test_task_selection_and_suggestions():
     assert [t.name for t in resolve_tasks("demo/count,demo,demo/count")][0] == "demo/count"
     with pytest.raises(RegistryError, match="Did you mean 'demo/texture'"):
         resolve_tasks("demo/textur")
+
+
+def _reference(images, idx, mean, std):
+    x = images[idx].astype(np.float64).transpose(0, 3, 1, 2) / 255
+    return (x - np.array(mean).reshape(1, 3, 1, 1)) / np.array(std).reshape(1, 3, 1, 1)
+
+
+def test_image_array_streams_batches_from_a_memory_map(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.6, 0.7)
+    arr = ImageArray(np.asarray(mapped), np.arange(50) % 7, 16, mean, std)
+    assert np.shares_memory(arr.images, mapped)  # kept as the map, not copied to RAM
+    idx = torch.tensor([7, 3, 49, 0])
+    x, y = arr.batch(idx)
+    assert x.dtype == torch.float32 and y.tolist() == [0, 3, 0, 0]
+    np.testing.assert_allclose(x.numpy(), _reference(images, idx.numpy(), mean, std), atol=1e-6)
+    # resizing per batch gives what resizing the whole split gave
+    big = ImageArray(images, np.zeros(50), 24, mean, std)
+    whole = torch.nn.functional.interpolate(
+        torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, size=(24, 24), mode="bicubic"
+    ).clamp(0, 1)
+    want = (whole - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(big.batch(idx)[0], want[idx])
+
+
+class _PerItem(torch.utils.data.Dataset):
+    """A dataset without a vectorised ``batch``: goes through a DataLoader (like video)."""
+
+    views = 1
+
+    def __init__(self, arr):
+        self.arr, self.labels = arr, arr.labels
+
+    def __len__(self):
+        return len(self.arr)
+
+    def __getitem__(self, i):
+        return self.arr[i]
+
+    def set_epoch(self, epoch):
+        pass
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_path_yields_the_same_batches(workers):
+    images = np.random.default_rng(1).integers(0, 256, (21, 8, 8, 3), dtype=np.uint8)
+    arr = ImageArray(images, np.arange(21) % 5, 8, (0.5,) * 3, (0.25,) * 3)
+    direct = Split(arr, torch.from_numpy(arr.labels), "h")
+    per_item = Split(_PerItem(arr), torch.from_numpy(arr.labels), "h")
+    order = torch.randperm(21, generator=torch.Generator().manual_seed(3))
+    a = list(batches(direct, order, 4))
+    b = list(batches(per_item, order, 4, workers=workers))
+    assert [len(y) for _, y in a] == [4, 4, 4, 4, 4, 1]
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+class _Views(torch.utils.data.Dataset):
+    """Each item stacks 3 views; only their mean carries the label."""
+
+    views = 3
+
+    def __init__(self):
+        self.labels = np.array([0, 1, 1, 0])
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        y = int(self.labels[i])
+        # views 0 and 1 lean to the wrong class, view 2 strongly to y: only the mean is right
+        v = torch.zeros(3, 2)
+        v[:2, 1 - y] = 1.0
+        v[2, y] = 5.0
+        return v, y
+
+    def set_epoch(self, epoch):
+        pass
+
+
+def test_multi_view_evaluation_averages_logits():
+    from pebench.budget import get_budget
+    from pebench.train import evaluate
+
+    split = Split(_Views(), torch.tensor([0, 1, 1, 0]), "h")
+    acc, ips = evaluate(torch.nn.Identity(), split, get_budget("demo-smoke"), torch.device("cpu"))
+    assert acc == 1.0 and ips > 0
+    # the alternatives score 0: the first view alone, or a majority vote of per-view argmaxes
+    views = torch.stack([split.data[i][0] for i in range(4)])
+    assert (views[:, 0].argmax(-1) == split.labels).sum() == 0
+    votes = views.argmax(-1).mode(dim=1).values
+    assert (votes == split.labels).sum() == 0

@@ -63,6 +63,7 @@ def make_row(**over) -> dict:
         "task_version": TASKS[task].version if task in TASKS else "1",
         "data_format": "procedural",
         "data_hash": "abc",
+        "data_manifest": "m1",
         "budget": "b1",
         "seed": 0,
         "test_top1": 0.5,

@@ -118,6 +118,7 @@ def test_prepare_real_sizes_and_manifest(kitti):
     m = json.loads((folder / "manifest.json").read_text())
     assert (m["schema"], m["data_format"], m["image_size"]) == ("pebench-cache-1", "noah-jpeg", 16)
     assert m["pebench_version"] == __import__("pebench").__version__
+    assert "source" not in m and C.describe(spec, tmp / "cache", 16)[0] == "noah-jpeg"
     assert "BICUBIC" in m["resize"] and m["source_dir"] == str((tmp / "raw").resolve())
     for split, n in report.splits.items():
         e = m["splits"][split]
@@ -230,8 +231,14 @@ def test_prepare_is_atomic_and_keeps_the_old_cache(small):
 
 def test_label_class_and_source_errors(small):
     spec, raw, cache = small
-    with pytest.raises(CacheError, match=r"task 'vtab/kitti' is read from .*--source noah"):
+    with pytest.raises(
+        CacheError,
+        match=r"task 'vtab/kitti' is read from data format 'noah-jpeg' or 'tfds' \(--source noah "
+        r"or tfds\), not --source json \(vpt-json\)",
+    ):
         prepare([spec], "json", raw, cache, 8)
+    with pytest.raises(CacheError, match=r"--manual-dir and --download only apply to --source"):
+        prepare([spec], "noah", raw, cache, 8, manual_dir=raw)
     with pytest.raises(CacheError, match=r"unknown --source 'tfrecord'"):
         prepare([spec], "tfrecord", raw, cache, 8)
     with pytest.raises(CacheError, match=r"task 'vtab/kitti': 4 of 5 classes occur .*\[4\]"):

@@ -1,5 +1,6 @@
 """Result rows: schema, atomic writes, resume, validation errors that name file and line."""
 
+import csv
 import math
 
 import pytest
@@ -47,6 +48,30 @@ def test_run_id_is_stable_and_depends_on_identity():
     assert a["run_id"] == b["run_id"]  # metrics are not identity
     assert make_row(seed=1)["run_id"] != a["run_id"]
     assert len(a["run_id"]) == 16
+    # the data lineage is identity (a NOAH and a TFDS preparation are different runs) ...
+    assert make_row(data_manifest="m2")["run_id"] != make_row(data_manifest="m1")["run_id"]
+    assert make_row(data_format="tfds")["run_id"] != a["run_id"]
+    # ... where the executor and job that ran it are not
+    assert make_row(executor="ray", job_id="7")["run_id"] == a["run_id"]
+
+
+def test_rows_written_before_added_columns_still_read(tmp_path):
+    row = make_row(data_manifest="")
+    keep = [c for c in R.COLUMNS if c not in R.ADDED_COLUMNS]
+    path = tmp_path / "runs" / f"{row['run_id']}.csv"
+    path.parent.mkdir()
+    text = R.rows_to_csv([row]).splitlines()
+    header = text[0].split(",")
+    values = next(csv.reader([text[1]]))
+    old = dict(zip(header, values, strict=True))
+    path.write_text(",".join(keep) + "\n" + ",".join(old[c] for c in keep) + "\n")
+    (back,) = R.read_runs(tmp_path)
+    assert all(back[c] == ("" if R.SCHEMA[c] == "str" else None) for c in R.ADDED_COLUMNS)
+    assert back["test_top1"] == 0.5 and back["run_id"] == row["run_id"]
+    # but a file missing any other column is still refused
+    path.write_text(",".join(keep[1:]) + "\n" + ",".join(old[c] for c in keep[1:]) + "\n")
+    with pytest.raises(R.ResultsError, match="missing \\['run_id'\\]"):
+        R.read_runs(tmp_path)
 
 
 def test_write_read_roundtrip_and_no_temp_left(tmp_path):

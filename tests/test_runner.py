@@ -1,16 +1,19 @@
 """End-to-end runs at smoke scale: protocol, resume, determinism, failures, kills."""
 
+import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from pebench import results as R
 from pebench.runner import plan_sweep, select_trial
+from pebench.worker import marker_path, run_one
 
 pytestmark = pytest.mark.slow
 SMOKE = dict(tasks="demo/shapes", budget="demo-smoke", weights="random", progress=False)
@@ -136,3 +139,28 @@ def test_killed_sweep_leaves_no_partial_row_and_resumes(tmp_path):
     assert all(r["status"] == "ok" for r in rows)
     for name, data in first.items():  # nothing already written was lost or rewritten
         assert (tmp_path / "runs" / name).read_bytes() == data
+
+
+def test_run_held_by_another_live_worker_is_waited_for_not_run_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr("pebench.worker.CLAIM_POLL_S", 0.1)
+    sweep = plan_sweep("linear", results_dir=tmp_path, **SMOKE)
+    spec = sweep.search_specs(sweep.tasks[0])[0]
+    rid = spec.base_row["run_id"]
+    other = dict(run_id=rid, host="elsewhere", pid=1, started_at=time.time(), timeout_s=300)
+    marker_path(tmp_path, rid).parent.mkdir(parents=True)
+    marker_path(tmp_path, rid).write_text(json.dumps(other))
+    theirs = dict(spec.base_row, status="ok", job_id="theirs")
+
+    def other_worker_finishes():
+        time.sleep(0.5)
+        R.write_row(tmp_path, theirs)
+        marker_path(tmp_path, rid).unlink()
+
+    t = threading.Thread(target=other_worker_finishes)
+    t.start()
+    start = time.perf_counter()
+    row = run_one(spec, tmp_path, timeout_s=60)
+    t.join()
+    assert row["job_id"] == "theirs" and row["status"] == "ok"  # its row, not a second run
+    assert 0.4 < time.perf_counter() - start < 30
+    assert not marker_path(tmp_path, rid).exists()

@@ -1,0 +1,265 @@
+"""One run on several processes with torch DDP: the entry point ``torchrun`` launches.
+
+``python -m torch.distributed.run --standalone --nproc-per-node N -m pebench.ddp SPEC RESULTS``
+(see :func:`launch_command`) starts ``N`` ranks that each read the same :class:`RunSpec` (JSON, see
+:func:`write_spec`), join one process group (``nccl`` on CUDA, one GPU per ``LOCAL_RANK``; ``gloo``
+on CPU) and call :func:`pebench.runner.execute`; :mod:`pebench.train` sees the group and trains
+with ``DistributedDataParallel`` on the same global batches as a single process. Only rank 0
+writes the row (:func:`pebench.results.write_row`); its ``device`` says ``ddp Nx ...``.
+
+Failures: a rank that raises reports its error in the rendezvous store and waits (briefly) for
+rank 0, whose watcher thread writes the ``failed``/``oom``/``diverged`` row naming that rank and
+ends rank 0, which may be blocked in a collective. Collectives time out after
+``PEBENCH_DDP_TIMEOUT_S`` seconds (default :data:`DEFAULT_TIMEOUT_S`), so a hung rank fails the
+others instead of hanging them. A rank killed outright (SIGKILL) reports nothing: ``torchrun``
+then stops the others and the caller records the run as it does for any child without a row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pebench import results as R
+from pebench.worker import RunSpec, classify
+
+#: environment variable: seconds before a collective (or the rendezvous) gives up
+TIMEOUT_ENV = "PEBENCH_DDP_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 600.0
+#: environment variable naming a rank that raises before its run starts (tests the failure path)
+FAIL_RANK_ENV = "PEBENCH_DDP_FAIL_RANK"
+#: how long a failed rank waits for rank 0 to record its error before exiting
+ACK_WAIT_S = 60.0
+#: how often rank 0 looks for errors reported by other ranks
+POLL_S = 0.2
+_TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+# ------------------------------------------------------------------------------- spec JSON --
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples a :class:`RunSpec` holds (recursively)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def spec_to_json(spec: RunSpec) -> str:
+    """``spec`` as a JSON object with one key per :class:`RunSpec` field."""
+    return json.dumps(dataclasses.asdict(spec), sort_keys=True)
+
+
+def spec_from_json(text: str) -> RunSpec:
+    """The :class:`RunSpec` that :func:`spec_to_json` wrote.
+
+    Raises:
+        ValueError: not a JSON object, unknown keys, or missing required fields (all named).
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"run spec is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"run spec must be a JSON object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(RunSpec)}
+    if unknown := sorted(set(data) - set(fields)):
+        raise ValueError(f"run spec has unknown keys {unknown}; allowed: {sorted(fields)}")
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing := [k for k in required if k not in data]:
+        raise ValueError(f"run spec lacks required keys {missing}")
+    for key in ("overrides", "env"):
+        if key in data:
+            data[key] = _tuples(data[key])
+    return RunSpec(**data)
+
+
+def write_spec(spec: RunSpec, path: str | Path) -> Path:
+    """Write ``spec`` as JSON to ``path`` atomically; returns the path."""
+    path = Path(path)
+    R.atomic_write_text(path, spec_to_json(spec))
+    return path
+
+
+def read_spec(path: str | Path) -> RunSpec:
+    """The :class:`RunSpec` in the JSON file ``path`` (see :func:`spec_from_json`)."""
+    try:
+        return spec_from_json(Path(path).read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def launch_command(spec_path: str | Path, results_dir: str | Path, nproc: int) -> list[str]:
+    """The ``torchrun`` command that executes the run in ``spec_path`` on ``nproc`` processes.
+
+    Raises:
+        ValueError: ``nproc`` is not a positive integer.
+    """
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc must be a positive integer, got {nproc!r}")
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "pebench.ddp",
+        str(spec_path),
+        str(results_dir),
+    ]
+
+
+# --------------------------------------------------------------------------------- failures --
+def _error_text(err: BaseException, rank: int) -> str:
+    text = f"rank {rank}: {type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}"
+    return text[-2000:]
+
+
+class _RowOnce:
+    """Rank 0's single row: the first of main thread and watcher to write it wins."""
+
+    def __init__(self, results_dir: str, spec: RunSpec) -> None:
+        self.results_dir, self.spec = results_dir, spec
+        self.lock = threading.Lock()
+        self.written = False
+
+    def write(self, row: dict[str, Any]) -> bool:
+        with self.lock:
+            if self.written:
+                return False
+            R.write_row(self.results_dir, row)
+            self.written = True
+            return True
+
+    def failure(self, status: str, error: str) -> bool:
+        return self.write(dict(self.spec.base_row, status=status, error=error[-2000:]))
+
+
+def _peer_reports(store: Any, size: int) -> list[dict[str, Any]]:
+    """Errors other ranks put in the store, in rank order."""
+    out = []
+    for r in range(1, size):
+        if store.check([f"failed/{r}"]):
+            out.append(json.loads(store.get(f"failed/{r}").decode()))
+    return out
+
+
+def _watch_peers(store: Any, size: int, row: _RowOnce) -> None:
+    """Rank 0: write the first error another rank reports, then end this process.
+
+    Rank 0 may be blocked in a collective that the failed rank will never join.
+    """
+    while not row.written:
+        if int(store.add("failures", 0)) > 0:
+            first = _peer_reports(store, size)[0]
+            if row.failure(first["status"], first["error"]):
+                store.set("ack", "1")
+                sys.stderr.write(f"pebench.ddp: {first['error']}\n")
+                sys.stderr.flush()
+                os._exit(1)
+            return
+        time.sleep(POLL_S)
+
+
+# -------------------------------------------------------------------------------------- main --
+def _device_for(spec: RunSpec, local_rank: int) -> str:
+    """The device of this rank: ``cuda:LOCAL_RANK`` unless the spec asks for the CPU."""
+    import torch
+
+    if spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    torch.cuda.set_device(local_rank)
+    return f"cuda:{local_rank}"
+
+
+def _run(spec: RunSpec, results_dir: str, rank: int, size: int, local_rank: int) -> int:
+    import torch.distributed as dist
+
+    from pebench.runner import execute
+
+    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
+    row = _RowOnce(results_dir, spec)
+    store = None
+    try:
+        spec = dataclasses.replace(spec, device=_device_for(spec, local_rank))
+        backend = "gloo" if spec.device == "cpu" else "nccl"
+        dist.init_process_group(backend, rank=rank, world_size=size, timeout=timeout)
+        addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        store = dist.PrefixStore(
+            "pebench/ddp/", dist.TCPStore(addr, port, is_master=False, timeout=timeout)
+        )
+        if rank == 0:
+            args = (store, size, row)
+            threading.Thread(target=_watch_peers, args=args, daemon=True).start()
+        if os.environ.get(FAIL_RANK_ENV) == str(rank):
+            raise RuntimeError(f"failure injected on rank {rank} by {FAIL_RANK_ENV}")
+        result = execute(spec)
+        if rank == 0:
+            result["device"] = f"ddp {size}x {result['device']}"
+            row.write(result)
+    except BaseException as err:  # recorded by rank 0 (its own or, via the store, another's)
+        error = _error_text(err, rank)
+        if rank == 0:
+            peers = _peer_reports(store, size) if store is not None else []
+            error += "".join(f"\n{p['error']}" for p in peers)
+            row.failure(classify(err), error)
+            if store is not None:
+                store.set("ack", "1")
+        elif store is not None:
+            store.set(f"failed/{rank}", json.dumps({"status": classify(err), "error": error}))
+            store.add("failures", 1)
+            try:
+                store.wait(["ack"], timedelta(seconds=ACK_WAIT_S))
+            except Exception:  # noqa: BLE001 - rank 0 gone: torchrun ends the run
+                pass
+        sys.stderr.write(error + "\n")
+        return 1
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pebench.ddp SPEC_JSON RESULTS_DIR`` under ``torchrun``; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        sys.stderr.write("usage: python -m pebench.ddp SPEC_JSON RESULTS_DIR (under torchrun)\n")
+        return 2
+    if missing := [k for k in _TORCHRUN_ENV if k not in os.environ]:
+        sys.stderr.write(
+            f"pebench.ddp: environment lacks {missing}; start it with torchrun "
+            "(pebench.ddp.launch_command)\n"
+        )
+        return 2
+    spec = read_spec(args[0])
+    os.environ.update(dict(spec.env))  # e.g. CUDA_VISIBLE_DEVICES, before CUDA is initialised
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return _run(spec, args[1], rank, size, int(os.environ["LOCAL_RANK"]))
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "FAIL_RANK_ENV",
+    "TIMEOUT_ENV",
+    "launch_command",
+    "main",
+    "read_spec",
+    "spec_from_json",
+    "spec_to_json",
+    "write_spec",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

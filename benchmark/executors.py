@@ -1,0 +1,431 @@
+"""Executors: where the runs of a sweep execute (this machine, Slurm through submitit, or Ray).
+
+pebench never schedules jobs itself: :func:`pebench.runner.dispatch` expands the grid and hands
+batches of runs to an executor, which passes them to an existing engine — a thread pool of
+local worker processes, submitit (Slurm array jobs; its ``local`` cluster without Slurm), or Ray
+(one remote task per run with its CPU/GPU request). Every worker calls
+:func:`pebench.runner.run_one`, so timeouts, OOM kills and failures become rows exactly as in a
+local run, each run writes only its own row file, and the row records ``executor``, ``job_id``
+and ``log_path``.
+
+A job that dies without writing a row (killed, node failure) is recorded by the dispatcher as a
+``failed`` row with its job id and log path: ``pebench status`` shows it as failed, never as a
+silent gap, and a resubmitted sweep runs it again (``failed`` is not a final status).
+
+An executor has ``name``, ``submit(items) -> handles`` (one handle per ``(spec, results_dir,
+timeout_s)``), ``wait(handles, timeout) -> indices of finished handles``, ``result(handle, spec,
+results_dir) -> row``, ``cancel(handles)`` and ``close()``; it is a context manager.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import queue
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pebench.worker import RunSpec, record_lost, run_one
+
+EXECUTORS = ("local", "slurm", "ray")
+INSTALL_HINT = "pip install 'pebench[cluster]'"
+Item = tuple[RunSpec, Path, float]
+
+
+class ExecutorError(ValueError):
+    """Bad executor options or a missing engine; the message names the option and the fix."""
+
+
+def require(module: str, executor: str) -> Any:
+    """Import an optional engine, or raise :class:`ExecutorError` with the install hint."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ExecutorError(
+            f"--executor {executor} needs the {module!r} package, which is not installed "
+            f"({err}); install it with: {INSTALL_HINT}"
+        ) from err
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------------- worker --
+def _job_info(executor: str) -> tuple[str, str]:
+    """``(job_id, log_path)`` of the engine job this worker runs in."""
+    if executor == "slurm":
+        import submitit
+
+        env = submitit.JobEnvironment()
+        return str(env.job_id), str(env.paths.stderr)
+    if executor == "ray":
+        import ray
+
+        try:  # Ray redirects the worker's stderr to its log file
+            log = os.readlink("/proc/self/fd/2")
+        except OSError:
+            log = ""
+        return ray.get_runtime_context().get_task_id() or "", log
+    return "", ""
+
+
+def work(spec: RunSpec, results_dir: str, timeout_s: float, executor: str) -> dict[str, Any]:
+    """The body of one engine job: :func:`pebench.runner.run_one`, tagged with the job."""
+    job_id, log_path = _job_info(executor)
+    row = dict(spec.base_row, executor=executor, job_id=job_id, log_path=log_path)
+    return run_one(replace(spec, base_row=row), results_dir, timeout_s)
+
+
+def _for_worker(spec: RunSpec, threads: int | None, quiet: bool) -> RunSpec:
+    """A spec with its thread count filled in (unless set) and progress bars off if ``quiet``."""
+    return replace(spec, threads=spec.threads or threads, progress=spec.progress and not quiet)
+
+
+class _Base:
+    name = "base"
+
+    def __enter__(self) -> _Base:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the engine (nothing by default)."""
+
+    def _lost(
+        self, spec: RunSpec, results_dir: Path, err: BaseException, job: str, log: str
+    ) -> dict[str, Any]:
+        reason = f"{self.name} job {job or '?'} ended without a row: {type(err).__name__}: {err}"
+        if log:
+            reason += f" (log: {log})"
+        return record_lost(spec, results_dir, reason, self.name, job, log)
+
+
+# ------------------------------------------------------------------------------------ local --
+def visible_gpus(device: str = "auto") -> list[str]:
+    """The GPU ids local runs may be pinned to.
+
+    ``[]`` on CPU, and for any device but ``auto``/``cuda`` (``--device cuda:N`` picks its GPU).
+    """
+    if device not in ("auto", "cuda"):
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in env.split(",") if d.strip()] if env else []
+    return (ids or [str(i) for i in range(count)])[:count]
+
+
+class LocalExecutor(_Base):
+    """Runs on this machine: at most ``max_parallel`` worker threads, each driving one child.
+
+    Default parallelism: one run per GPU (each child pinned with ``CUDA_VISIBLE_DEVICES``), or
+    one run on CPU. Torch threads are divided among concurrent runs unless a spec sets its own.
+    """
+
+    name = "local"
+
+    def __init__(self, max_parallel: int | None = None, device: str = "auto") -> None:
+        gpus = visible_gpus(device)
+        self.max_parallel = max_parallel or max(1, len(gpus))
+        self._slots: queue.Queue[str | None] = queue.Queue()
+        for i in range(self.max_parallel):
+            self._slots.put(gpus[i % len(gpus)] if gpus else None)
+        many = self.max_parallel > 1
+        self._threads = max(1, _cpus() // self.max_parallel) if many else None
+        self._quiet = many
+        self._pool = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="pebench-run")
+
+    def _run(self, spec: RunSpec, results_dir: Path, timeout_s: float) -> dict[str, Any]:
+        gpu = self._slots.get()
+        try:
+            spec = _for_worker(spec, self._threads, self._quiet)
+            if gpu is not None:
+                spec = replace(spec, env=(*spec.env, ("CUDA_VISIBLE_DEVICES", gpu)))
+            return work(spec, str(results_dir), timeout_s, self.name)
+        finally:
+            self._slots.put(gpu)
+
+    def submit(self, items: list[Item]) -> list[Future]:
+        """One pool task per run."""
+        return [self._pool.submit(self._run, *item) for item in items]
+
+    def wait(self, handles: list[Future], timeout: float | None = None) -> list[int]:
+        """Indices of finished runs (blocks until one finishes or ``timeout``)."""
+        done, _ = futures_wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
+        return [i for i, h in enumerate(handles) if h in done]
+
+    def result(self, handle: Future, spec: RunSpec, results_dir: Path) -> dict[str, Any]:
+        """The run's row (a worker exception becomes a failure row)."""
+        try:
+            return handle.result()
+        except Exception as err:  # noqa: BLE001 - recorded as a row
+            return self._lost(spec, results_dir, err, "", "")
+
+    def cancel(self, handles: list[Future]) -> None:
+        """Drop runs that have not started."""
+        for h in handles:
+            h.cancel()
+
+    def close(self) -> None:
+        """Wait for started runs and stop the pool."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------------ slurm --
+class SlurmExecutor(_Base):
+    """Slurm through submitit: each :meth:`submit` is one array job (one task per run).
+
+    ``cluster`` is submitit's (``None``: Slurm when ``sbatch`` exists, else its local processes;
+    ``"local"`` in tests). ``time_min`` defaults to the longest run timeout plus 5 minutes.
+    """
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        log_dir: str | Path,
+        partition: str | None = None,
+        time_min: int | None = None,
+        gpus_per_job: int = 0,
+        cpus_per_job: int | None = None,
+        max_parallel: int | None = None,
+        cluster: str | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
+        submitit = require("submitit", self.name)
+        self.log_dir = Path(log_dir).absolute()
+        self._ex = submitit.AutoExecutor(folder=self.log_dir, cluster=cluster)
+        self.cluster = self._ex.cluster
+        params: dict[str, Any] = {"name": "pebench", "nodes": 1, "tasks_per_node": 1}
+        params["gpus_per_node"] = gpus_per_job
+        if cpus_per_job:
+            params["cpus_per_task"] = cpus_per_job
+        if partition:
+            params["slurm_partition"] = partition
+        if max_parallel:
+            params["slurm_array_parallelism"] = max_parallel
+        self._ex.update_parameters(**params)
+        self._time_min, self._threads, self._poll_s = time_min, cpus_per_job, poll_s
+
+    def submit(self, items: list[Item]) -> list[Any]:
+        """One array job for all ``items``."""
+        longest = max(t for _, _, t in items)
+        self._ex.update_parameters(timeout_min=self._time_min or math.ceil(longest / 60) + 5)
+        with self._ex.batch():
+            jobs = [
+                self._ex.submit(
+                    work, _for_worker(s, self._threads, True), str(r.absolute()), t, self.name
+                )
+                for s, r, t in items
+            ]
+        return jobs
+
+    def wait(self, handles: list[Any], timeout: float | None = None) -> list[int]:
+        """Indices of finished jobs (polls submitit, which rate-limits its Slurm queries)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            done = [i for i, job in enumerate(handles) if job.done()]
+            if done or (deadline is not None and time.monotonic() >= deadline):
+                return done
+            time.sleep(self._poll_s)
+
+    def result(self, handle: Any, spec: RunSpec, results_dir: Path) -> dict[str, Any]:
+        """The job's row, or a failure row naming the job and its log if it died."""
+        try:
+            return handle.result()
+        except Exception as err:  # noqa: BLE001 - killed, preempted, node failure
+            return self._lost(spec, results_dir, err, str(handle.job_id), str(handle.paths.stderr))
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Cancel jobs still queued or running."""
+        for job in handles:
+            if not job.done():
+                job.cancel(check=False)
+
+
+# -------------------------------------------------------------------------------------- ray --
+class RayExecutor(_Base):
+    """Ray: one remote task per run requesting ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs.
+
+    Connects to ``address`` (a running cluster, e.g. ``ray://head:10001`` or ``auto``), reuses an
+    initialised Ray, or starts a local one with ``num_cpus`` CPUs (default: all). Tasks are not
+    retried by Ray: a crashed worker becomes a failure row, rerun on resubmission.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_run: float = 1,
+        gpus_per_run: float = 0,
+        num_cpus: int | None = None,
+    ) -> None:
+        self._ray = ray = require("ray", self.name)
+        self._started = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(
+                    num_cpus=num_cpus or _cpus(),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    object_store_memory=100 * 1024**2,  # rows are tiny
+                )
+            self._started = True
+        self._remote = ray.remote(work).options(
+            num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0
+        )
+        self._threads = max(1, int(cpus_per_run))
+
+    def submit(self, items: list[Item]) -> list[Any]:
+        """One remote task per run."""
+        return [
+            self._remote.remote(
+                _for_worker(s, self._threads, True), str(r.absolute()), t, self.name
+            )
+            for s, r, t in items
+        ]
+
+    def wait(self, handles: list[Any], timeout: float | None = None) -> list[int]:
+        """Indices of finished tasks."""
+        ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = self._ray.wait(handles, num_returns=len(handles), timeout=0)
+        ids = {ref.hex() for ref in ready}
+        return [i for i, ref in enumerate(handles) if ref.hex() in ids]
+
+    def result(self, handle: Any, spec: RunSpec, results_dir: Path) -> dict[str, Any]:
+        """The task's row, or a failure row naming the task if its worker died."""
+        try:
+            return self._ray.get(handle)
+        except Exception as err:  # noqa: BLE001 - worker crash, node failure
+            return self._lost(spec, results_dir, err, handle.task_id().hex(), "")
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Cancel tasks still pending or running."""
+        for ref in handles:
+            self._ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        """Shut down the Ray instance this executor started."""
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+
+# ---------------------------------------------------------------------------------- options --
+_SLURM_ONLY = {
+    "partition": "--partition",
+    "time_min": "--time-min",
+    "gpus_per_job": "--gpus-per-job",
+    "cpus_per_job": "--cpus-per-job",
+    "log_dir": "--log-dir",
+}
+_RAY_ONLY = {
+    "ray_address": "--ray-address",
+    "cpus_per_run": "--cpus-per-run",
+    "gpus_per_run": "--gpus-per-run",
+}
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """What ``pebench run`` was asked for; ``None`` means not given."""
+
+    kind: str = "local"
+    max_parallel: int | None = None
+    partition: str | None = None
+    time_min: int | None = None
+    gpus_per_job: int | None = None
+    cpus_per_job: int | None = None
+    log_dir: str | None = None
+    ray_address: str | None = None
+    cpus_per_run: float | None = None
+    gpus_per_run: float | None = None
+    device: str = "auto"
+
+    def validate(self) -> None:
+        """Refuse bad values and combinations, and a missing engine, before anything runs.
+
+        Raises:
+            ExecutorError: naming the option, what is allowed, or the install command.
+        """
+        if self.kind not in EXECUTORS:
+            raise ExecutorError(f"--executor {self.kind!r} unknown; choose one of {EXECUTORS}")
+        for attr, flag in {**_SLURM_ONLY, **_RAY_ONLY}.items():
+            value = getattr(self, attr)
+            allowed = "slurm" if attr in _SLURM_ONLY else "ray"
+            if value is not None and self.kind != allowed:
+                raise ExecutorError(f"{flag} applies to --executor {allowed} only, not {self.kind}")
+            if isinstance(value, (int, float)) and value < 0:
+                raise ExecutorError(f"{flag} must be >= 0, got {value}")
+        for flag, value in (
+            ("--max-parallel", self.max_parallel),
+            ("--time-min", self.time_min),
+            ("--cpus-per-job", self.cpus_per_job),
+        ):
+            if value is not None and value < 1:
+                raise ExecutorError(f"{flag} must be >= 1, got {value}")
+        if self.cpus_per_run is not None and self.cpus_per_run <= 0:
+            raise ExecutorError(f"--cpus-per-run must be > 0, got {self.cpus_per_run}")
+        if self.kind == "ray" and self.ray_address and self.max_parallel is not None:
+            raise ExecutorError(
+                "--max-parallel sizes a Ray started here; with --ray-address the cluster's "
+                "resources and --cpus-per-run/--gpus-per-run decide the parallelism"
+            )
+        gpus = self.gpus_per_job or self.gpus_per_run or 0
+        if gpus and self.device == "cpu":
+            raise ExecutorError("--device cpu cannot be combined with a GPU request")
+        if self.kind == "slurm":
+            require("submitit", "slurm")
+        elif self.kind == "ray":
+            require("ray", "ray")
+
+
+def make_executor(opts: ExecutorOptions) -> LocalExecutor | SlurmExecutor | RayExecutor:
+    """The executor ``opts`` describes (validated first)."""
+    opts.validate()
+    if opts.kind == "slurm":
+        return SlurmExecutor(
+            log_dir=opts.log_dir or "pebench-logs",
+            partition=opts.partition,
+            time_min=opts.time_min,
+            gpus_per_job=opts.gpus_per_job or 0,
+            cpus_per_job=opts.cpus_per_job,
+            max_parallel=opts.max_parallel,
+        )
+    if opts.kind == "ray":
+        cpus = opts.cpus_per_run or 1
+        return RayExecutor(
+            address=opts.ray_address,
+            cpus_per_run=cpus,
+            gpus_per_run=opts.gpus_per_run or 0,
+            num_cpus=math.ceil(opts.max_parallel * cpus) if opts.max_parallel else None,
+        )
+    return LocalExecutor(max_parallel=opts.max_parallel, device=opts.device)
+
+
+__all__ = [
+    "EXECUTORS",
+    "INSTALL_HINT",
+    "ExecutorError",
+    "ExecutorOptions",
+    "LocalExecutor",
+    "RayExecutor",
+    "SlurmExecutor",
+    "make_executor",
+    "require",
+    "visible_gpus",
+    "work",
+]

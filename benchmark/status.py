@@ -1,0 +1,136 @@
+"""``pebench status``: done / running / failed / missing runs of a sweep, per method and suite.
+
+The grid is expanded exactly as :func:`pebench.runner.dispatch` expands it (same run ids): every
+search trial, and the finals of a task once all its search trials have a row (before that its
+finals cannot be named yet and count as missing). A run is
+
+- ``done``: its row has a final status (``ok``, ``diverged``);
+- ``running``: a live ``runs/<run_id>.running`` marker names its worker (a marker whose pid is
+  dead on this host, or older than the run's timeout plus a grace, is stale and ignored);
+- ``failed``: its row has another status (``failed``, ``oom``, ``timeout``; rerun on resubmission);
+- ``missing``: no row and no live marker.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pebench import results as R
+from pebench.runner import Sweep
+from pebench.worker import RunSpec, marker_is_live, read_marker
+
+STATES = ("done", "running", "failed", "missing")
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One run of the grid and its state (``run_id`` empty for finals not expandable yet)."""
+
+    run_id: str
+    method: str
+    suite: str
+    task: str
+    phase: str
+    trial: int | None
+    seed: int
+    state: str
+    status: str = ""
+    job_id: str = ""
+    log_path: str = ""
+    host: str = ""
+    error: str = ""
+
+
+def _label(sweep: Sweep) -> str:
+    return sweep.method if sweep.preset == "default" else f"{sweep.method}.{sweep.preset}"
+
+
+def _state(sweep: Sweep, spec: RunSpec) -> tuple[RunState, dict[str, Any] | None]:
+    rid = spec.base_row["run_id"]
+    try:
+        rows = R.read_csv(R.run_path(sweep.results_dir, rid))
+    except R.ResultsError:  # absent or unreadable: the run is redone
+        rows = []
+    row = rows[0] if len(rows) == 1 else None
+    marker = read_marker(sweep.results_dir, rid)
+    live = marker is not None and marker_is_live(marker)
+    if row is not None and row["status"] in R.DONE_STATUSES:
+        state = "done"
+    elif live:
+        state = "running"
+    else:
+        state = "failed" if row is not None else "missing"
+    src = marker if state == "running" else (row or {})
+    info = RunState(
+        run_id=rid,
+        method=_label(sweep),
+        suite=spec.base_row["suite"],
+        task=spec.task,
+        phase=spec.phase,
+        trial=spec.trial,
+        seed=spec.seed,
+        state=state,
+        status=row["status"] if row is not None else "",
+        job_id=str(src.get("job_id", "")),
+        log_path=str(src.get("log_path", "")),
+        host=str(marker.get("host", "")) if live and marker else "",
+        error=(row["error"].splitlines() or [""])[0] if row is not None else "",
+    )
+    return info, row
+
+
+def sweep_states(sweeps: list[Sweep]) -> list[RunState]:
+    """Every run of ``sweeps`` in grid order, with its state."""
+    out: list[RunState] = []
+    for sweep in sweeps:
+        for task in sweep.tasks:
+            states, rows = zip(*(_state(sweep, s) for s in sweep.search_specs(task)), strict=True)
+            out.extend(states)
+            if all(r is not None for r in rows):
+                out.extend(_state(sweep, s)[0] for s in sweep.final_specs(task, list(rows)))
+                continue
+            pending = dict(method=_label(sweep), suite=task.suite, task=task.name, phase="final")
+            for seed in sweep.seeds:  # not expandable before its search is recorded
+                out.append(RunState("", **pending, trial=None, seed=seed, state="missing"))
+    return out
+
+
+def summarize(states: list[RunState]) -> dict[str, Any]:
+    """Counts per (method, suite) and in total, plus the failed and running runs."""
+    groups: dict[tuple[str, str], Counter] = {}
+    for s in states:
+        groups.setdefault((s.method, s.suite), Counter())[s.state] += 1
+    total = Counter(s.state for s in states)
+
+    def counts(c: Counter) -> dict[str, int]:
+        return {k: c.get(k, 0) for k in STATES} | {"total": sum(c.values())}
+
+    return {
+        "groups": [{"method": m, "suite": su, **counts(c)} for (m, su), c in groups.items()],
+        "total": counts(total),
+        "complete": total.get("done", 0) == len(states),
+        "failed": [asdict(s) for s in states if s.state == "failed"],
+        "running": [asdict(s) for s in states if s.state == "running"],
+    }
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The summary as a plain-text table, then one line per failed run."""
+    cols = (*STATES, "total")
+    head = f"{'method':<20} {'suite':<10}" + "".join(f"{k:>9}" for k in cols)
+    lines = [head, "-" * len(head)]
+    for g in [*summary["groups"], {"method": "all", "suite": "", **summary["total"]}]:
+        lines.append(f"{g['method']:<20} {g['suite']:<10}" + "".join(f"{g[k]:>9}" for k in cols))
+    for f in summary["failed"]:
+        where = f" job {f['job_id']}" if f["job_id"] else ""
+        log = f" log {f['log_path']}" if f["log_path"] else ""
+        lines.append(
+            f"failed: {f['method']} {f['task']} {f['phase']} trial={f['trial']} seed={f['seed']} "
+            f"{f['status']}{where}{log}: {f['error']}"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["STATES", "RunState", "format_table", "summarize", "sweep_states"]

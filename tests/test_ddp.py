@@ -1,0 +1,285 @@
+"""Multi-process runs with torch DDP on CPU/gloo: same rows as one process, only rank 0 writes."""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pebench import results as R
+from pebench.backbones import tiny_vit
+from pebench.budget import get_budget
+from pebench.data import ImageArray, Split
+from pebench.datasets import get_task
+from pebench.ddp import (
+    FAIL_RANK_ENV,
+    launch_command,
+    read_spec,
+    spec_from_json,
+    spec_to_json,
+    write_spec,
+)
+from pebench.method import prepare
+from pebench.methods import build_method
+from pebench.runner import execute, plan_sweep
+from pebench.train import _rank_batches, train
+
+#: LoRA without its input dropout: one process and two ranks then see the same computation (with
+#: dropout, each rank draws its own masks, so numbers agree only statistically)
+NO_DROPOUT = {"dropout": 0.0}
+RUN_TIMEOUT_S = 120
+
+
+def _spec(tmp_path, method="lora", trial=1):
+    sweep = plan_sweep(
+        method,
+        tasks="demo/shapes",
+        budget="demo-smoke",
+        weights="random",
+        overrides=NO_DROPOUT,
+        device="cpu",
+        results_dir=tmp_path / "planned",
+        progress=False,
+    )
+    return sweep.search_specs(get_task("demo/shapes"))[trial]
+
+
+def _torchrun(spec, tmp_path, name, **env):
+    spec_path = write_spec(spec, tmp_path / f"{name}.json")
+    out = tmp_path / name
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", **env)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        launch_command(spec_path, out, 2),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    rows = sorted((out / "runs").glob("*.csv")) if (out / "runs").exists() else []
+    return proc, rows, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------ spec JSON --
+def test_spec_round_trips_through_json(tmp_path):
+    spec = replace(_spec(tmp_path), env=(("CUDA_VISIBLE_DEVICES", "0,1"),), threads=2)
+    back = read_spec(write_spec(spec, tmp_path / "spec.json"))
+    assert back == spec
+    assert spec_to_json(back) == spec_to_json(spec)  # base_row too (compare=False; NaN values)
+    assert back.base_row.keys() == spec.base_row.keys()
+    assert isinstance(back.overrides, tuple) and back.overrides == (("dropout", 0.0),)
+    assert back.env == (("CUDA_VISIBLE_DEVICES", "0,1"),)
+
+
+def test_bad_spec_json_names_the_bad_keys(tmp_path):
+    good = json.loads(spec_to_json(_spec(tmp_path)))
+    with pytest.raises(ValueError, match=r"unknown keys \['bogus'\]"):
+        spec_from_json(json.dumps(dict(good, bogus=2)))
+    del good["method"], good["seed"]
+    with pytest.raises(ValueError, match=r"lacks required keys \['method', 'seed'\]"):
+        spec_from_json(json.dumps(good))
+    with pytest.raises(ValueError, match="JSON object"):
+        spec_from_json("[1, 2]")
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(ValueError, match="bad.json: run spec is not valid JSON"):
+        read_spec(tmp_path / "bad.json")
+
+
+def test_launch_command():
+    cmd = launch_command("s.json", "res", 4)
+    assert cmd == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "4",
+        "-m",
+        "pebench.ddp",
+        "s.json",
+        "res",
+    ]
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="nproc must be a positive integer"):
+            launch_command("s.json", "res", bad)
+
+
+def test_main_outside_torchrun_says_how_to_start_it(tmp_path):
+    spec_path = write_spec(_spec(tmp_path), tmp_path / "s.json")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pebench.ddp", str(spec_path), str(tmp_path / "r")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "start it with torchrun" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------- batch slices --
+class _Images:
+    """Stand-in for an ImageArray batch source that records nothing but the indices."""
+
+    views = 1
+
+    def __init__(self, n):
+        self.labels = np.arange(n)
+
+    def __getitem__(self, i):
+        return torch.full((2,), float(i)), int(i)
+
+    def batch(self, idx):
+        return idx.float()[:, None].expand(-1, 2), idx.clone()
+
+
+@pytest.mark.parametrize(("n", "batch", "size"), [(9, 4, 2), (10, 4, 3), (64, 32, 2), (5, 5, 5)])
+def test_each_rank_gets_its_slice_of_every_global_batch(n, batch, size):
+    split = Split(_Images(n), torch.arange(n), "x")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    whole = [order[i : i + batch] for i in range(0, n, batch)]
+    per_rank = [list(_rank_batches(split, order, batch, 0, r, size)) for r in range(size)]
+    for r, got in enumerate(per_rank):
+        assert len(got) == len(whole)  # every rank takes part in every step
+        for (x, y, global_n), g in zip(got, whole, strict=True):
+            assert global_n == len(g)
+            assert y.tolist() == g[r::size].tolist()
+            assert x.shape == (len(g[r::size]), 2)
+    single = list(_rank_batches(split, order, batch, 0, 0, 1))
+    assert [y.tolist() for _, y, _ in single] == [g.tolist() for g in whole]
+
+
+def test_more_ranks_than_batch_size_is_refused():
+    split = Split(_Images(8), torch.arange(8), "x")
+    with pytest.raises(ValueError, match="batch size 2 is smaller than the world size 3"):
+        next(_rank_batches(split, torch.arange(8), 2, 0, 0, 3))
+
+
+# -------------------------------------------------------------- train() on uneven batches --
+#: 3 ranks, global batches of 4, 4, 2: slices of 2, 1, 1 examples, then 1, 1, 0 (rank 2 empty)
+N_UNEVEN, BATCH_UNEVEN, RANKS_UNEVEN = 10, 4, 3
+
+
+def _uneven_setup(n=N_UNEVEN):
+    torch.manual_seed(0)
+    model = tiny_vit("cls")
+    prepare(model, build_method("lora", NO_DROPOUT), 3)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, n)
+    data = ImageArray(images, labels, 32, (0.5,) * 3, (0.5,) * 3)
+    split = Split(data, torch.from_numpy(data.labels), "x")
+    budget = replace(get_budget("demo-smoke"), batch_size=BATCH_UNEVEN, epochs=2)
+    return model, split, budget
+
+
+def _uneven_rank(rank, init_file, out_file, n=N_UNEVEN, size=RANKS_UNEVEN):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
+    model, split, budget = _uneven_setup(n)
+    stats = train(model, split, budget, 1e-2, 1e-4, 0, torch.device("cpu"))
+    if rank == 0:
+        torch.save({"state": model.state_dict(), "stats": dataclasses.asdict(stats)}, out_file)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_train_like_one_process_on_uneven_batches(tmp_path):
+    import torch.multiprocessing as tmp
+
+    out = tmp_path / "rank0.pt"
+    tmp.spawn(_uneven_rank, args=(str(tmp_path / "init"), str(out)), nprocs=RANKS_UNEVEN, join=True)
+    model, split, budget = _uneven_setup()
+    stats = train(model, split, budget, 1e-2, 1e-4, 0, torch.device("cpu"))
+    got = torch.load(out)
+    trained = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert trained
+    # float reduction order leaves ~1e-6 after AdamW; a per-rank mean instead of the W/N-scaled
+    # sum moves parameters by ~5e-2 here
+    for k in trained:
+        assert torch.allclose(got["state"][k], model.state_dict()[k], rtol=0, atol=1e-5), k
+    assert got["stats"]["train_loss"] == pytest.approx(stats.train_loss, rel=1e-5)
+    # the rank's stats count the global batches: 2 epochs x 9 examples over its time
+    ips = got["stats"]["train_images_per_s"]
+    assert ips == pytest.approx(2 * N_UNEVEN / got["stats"]["train_time_s"])
+
+
+# ------------------------------------------------------------------------- whole runs --
+@pytest.mark.slow
+def test_two_process_run_writes_the_single_process_row_once(tmp_path):
+    spec = _spec(tmp_path)
+    single = R.read_csv(R.write_row(tmp_path / "single", execute(spec)))[0]
+    proc, rows, _ = _torchrun(spec, tmp_path, "ddp")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.stem for p in rows] == [spec.base_row["run_id"]]  # one row, by rank 0
+    row = R.read_csv(rows[0])[0]
+    assert row["status"] == "ok", row["error"]
+    assert {k: row[k] for k in R.IDENTITY} == {k: single[k] for k in R.IDENTITY}
+    assert row["run_id"] == single["run_id"] == R.run_id(row)
+    # equal-sized slices (2 x 16 of every 32-example batch): only the order of float reductions
+    # differs (gradient all-reduce, loss summed in float64), far below one test example
+    assert row["val_top1"] == single["val_top1"]
+    assert row["train_loss"] == pytest.approx(single["train_loss"], rel=1e-4)
+    assert row["device"].startswith("ddp 2x cpu:")
+    assert math.isfinite(row["train_images_per_s"]) and row["train_images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_a_crash_on_rank_1_gives_a_failure_row_without_hanging(tmp_path):
+    spec = _spec(tmp_path)
+    proc, rows, took = _torchrun(spec, tmp_path, "crash", **{FAIL_RANK_ENV: "1"})
+    assert proc.returncode != 0
+    assert took < RUN_TIMEOUT_S
+    assert [p.stem for p in rows] == [spec.base_row["run_id"]]
+    row = R.read_csv(rows[0])[0]
+    assert row["status"] == "failed"
+    assert row["error"].startswith("rank 1: RuntimeError: failure injected on rank 1")
+    assert math.isnan(row["val_top1"])
+
+
+@pytest.mark.slow
+def test_pebench_run_with_two_processes_per_run_gives_the_same_rows(tmp_path, monkeypatch):
+    """`pebench run --nproc-per-run 2`: the worker launches torchrun for every run."""
+    from pebench.cli import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    base = [
+        "run",
+        "--method",
+        "lora",
+        "--set",
+        "dropout=0",
+        "--tasks",
+        "demo/shapes",
+        "--budget",
+        "demo-smoke",
+        "--seeds",
+        "0",
+        "--weights",
+        "random",
+        "--quiet",
+        "--threads",
+        "1",
+    ]
+    assert main([*base, "--results", str(tmp_path / "one")]) == 0
+    assert main([*base, "--results", str(tmp_path / "two"), "--nproc-per-run", "2"]) == 0
+    one = {r["run_id"]: r for r in R.read_runs(tmp_path / "one")}
+    two = {r["run_id"]: r for r in R.read_runs(tmp_path / "two")}
+    assert set(one) == set(two) and len(one) == 3  # 2 search trials + 1 final, same ids
+    for rid, r in two.items():
+        assert r["status"] == "ok", r["error"]
+        assert r["device"].startswith("ddp 2x")
+        for col in ("val_top1", "test_top1"):
+            assert r[col] == one[rid][col] or (math.isnan(r[col]) and math.isnan(one[rid][col]))
+    assert not list((tmp_path / "two" / "runs").glob(".*"))  # no spec or marker left behind
