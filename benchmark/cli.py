@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
     r.add_argument(
+        "--data-workers",
+        type=int,
+        default=0,
+        help="DataLoader worker processes per run for datasets decoded per example (video); "
+        "changes speed only, never the numbers",
+    )
+    r.add_argument(
         "--nproc-per-run",
         type=int,
         default=1,
@@ -202,11 +209,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts.validate()  # bad combinations and a missing engine, before anything is planned
     if args.nproc_per_run < 1:
         raise UserError(f"--nproc-per-run must be >= 1, got {args.nproc_per_run}")
+    if args.data_workers < 0:
+        raise UserError(f"--data-workers must be >= 0, got {args.data_workers}")
     sweeps = _plan(
         args,
         device=args.device,
         threads=args.threads,
         nproc=args.nproc_per_run,
+        data_workers=args.data_workers,
         progress=not args.quiet,
         timeout_s=args.timeout,
     )  # every input is validated before the first run starts

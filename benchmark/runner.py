@@ -103,8 +103,9 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         device,
         progress=spec.progress,
         desc=desc,
+        workers=spec.data_workers,
     )
-    acc, eval_ips = evaluate(model, ev, budget, device)
+    acc, eval_ips = evaluate(model, ev, budget, device, workers=spec.data_workers)
     row["val_top1" if spec.phase == "search" else "test_top1"] = acc
     mem, kind = peak_memory(device)
     row.update(
@@ -143,6 +144,7 @@ class Sweep:
     device: str = "auto"
     threads: int | None = None
     nproc: int = 1
+    data_workers: int = 0
     progress: bool = True
     timeout_s: float | None = None
 
@@ -229,6 +231,7 @@ class Sweep:
             progress=self.progress,
             base_row=row,
             nproc=self.nproc,
+            data_workers=self.data_workers,
         )
 
     def search_specs(self, task: TaskSpec) -> list[RunSpec]:

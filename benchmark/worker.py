@@ -51,6 +51,8 @@ class RunSpec:
     env: tuple[tuple[str, str], ...] = ()
     #: processes of one run: > 1 launches ``torchrun`` with DDP (:mod:`pebench.ddp`)
     nproc: int = 1
+    #: DataLoader worker processes for per-example datasets (video decoding); speed only
+    data_workers: int = 0
 
 
 def classify(err: BaseException) -> str:
@@ -248,7 +250,9 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
     if spec.nproc > 1:
         proc: Any = _Torchrun(spec, results_dir)
     else:
-        proc = _context().Process(target=_child, args=(spec, str(results_dir)), daemon=True)
+        # not a daemon: a run may start DataLoader workers (video decoding); the child still
+        # dies with this worker (_die_with_parent) and is killed below on timeout
+        proc = _context().Process(target=_child, args=(spec, str(results_dir)), daemon=False)
     timed_out = False
     try:
         if (done := R.finished(results_dir, rid)) is not None:  # the other worker finished it
