@@ -159,11 +159,10 @@ def check_fits(spec: TaskSpec, budget: Budget) -> None:
     """
     video_task = spec.modality == "video"
     if video_task != (budget.video is not None):
-        kind = "video" if video_task else "image"
+        kind, other = ("a video", "an image") if video_task else ("an image", "a video")
         raise DataError(
-            f"task {spec.name!r} is a {kind} task but budget {budget.id!r} is "
-            f"{'an image' if video_task else 'a video'} budget; choose a {kind} budget "
-            f"(pebench list budgets)"
+            f"task {spec.name!r} is {kind} task but budget {budget.id!r} is {other} budget; "
+            f"choose {kind} budget (pebench list budgets)"
         )
 
 
