@@ -202,6 +202,16 @@ def describe_data(spec: TaskSpec, data_dir: str | None, image_size: int) -> tupl
         Whatever the loader's ``describe`` raises for missing data (e.g. a cache that was never
         prepared, with the command that prepares it).
     """
-    module = importlib.import_module(spec.loader.partition(":")[0])
-    fn = getattr(module, "describe", None)
+    fn = loader_hook(spec, "describe")
     return fn(spec, data_dir, image_size) if fn else (spec.data_format, "")
+
+
+def loader_hook(spec: TaskSpec, name: str) -> Callable | None:
+    """The optional function ``name`` of the module holding ``spec``'s loader, if it has one.
+
+    Hooks a loader module may define (all called as ``(spec, ..., data_dir, image_size)``):
+    ``describe`` (see :func:`describe_data`) and ``verified_sha256`` (the
+    :func:`array_sha256` of a split the loader has just checked, so callers need not hash it
+    again; ``None`` when it does not know).
+    """
+    return getattr(importlib.import_module(spec.loader.partition(":")[0]), name, None)

@@ -828,6 +828,20 @@ def describe(spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> tu
     return manifest["tasks"][spec.name]["data_format"], manifest_hash(cache, spec, image_size)
 
 
+def verified_sha256(
+    spec: TaskSpec, split: str, data_dir: str | Path | None, image_size: int
+) -> str | None:
+    """The :func:`array_sha256` of a stored split, as :func:`load` verified it (no re-read).
+
+    ``None`` for a split made of several stored parts (``"a+b"``), whose hash is not stored.
+    """
+    parts = components(split)
+    if len(parts) != 1:
+        return None
+    cache = Path(data_dir) if data_dir is not None else default_cache_dir()
+    return read_manifest(cache, spec, image_size)["splits"][parts[0]]["sha256"]
+
+
 def verify(
     suite_or_tasks: str | TaskSpec | Sequence[TaskSpec | str],
     cache_dir: str | Path | None = None,
@@ -861,5 +875,6 @@ __all__ = [
     "prepare",
     "read_manifest",
     "unit_name",
+    "verified_sha256",
     "verify",
 ]

@@ -19,6 +19,7 @@ concatenated, 400) and ``test`` (400). Classes are balanced in every split.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -161,12 +162,17 @@ def load(
     return generate(spec.name.split("/", 1)[1], split, image_size)
 
 
+@functools.cache
+def _manifest_hash(task: str, image_size: int) -> str:
+    """Hash over a demo task's generated splits (fixed by the code: computed once a process)."""
+    digest = [array_sha256(*generate(task, s, image_size)) for s in ("train", "val", "test")]
+    return hashlib.sha256(" ".join(digest).encode()).hexdigest()[:16]
+
+
 def describe(spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> tuple[str, str]:
     """``(data_format, manifest hash)`` of a demo task: a hash over its generated splits."""
     del data_dir  # generated, never read
-    name = spec.name.split("/", 1)[1]
-    digest = [array_sha256(*generate(name, s, image_size)) for s in ("train", "val", "test")]
-    return spec.data_format, hashlib.sha256(" ".join(digest).encode()).hexdigest()[:16]
+    return spec.data_format, _manifest_hash(spec.name.split("/", 1)[1], image_size)
 
 
 _SPECS = [
