@@ -69,6 +69,19 @@ class Cell:
     top1_text: str = ""  # as published (keeps its digits)
 
 
+def _number(value: str, col: str, where: str, hi: float, empty_ok: bool) -> float:
+    """``value`` as a float in ``[0, hi]`` (NaN for an allowed empty cell)."""
+    if value == "" and empty_ok:
+        return math.nan
+    try:
+        x = float(value)
+    except ValueError:
+        raise ReportedError(f"{where}, column {col!r}: {value!r} is not a number") from None
+    if not 0.0 <= x <= hi:
+        raise ReportedError(f"{where}, column {col!r}: {x} outside [0.0, {hi}]")
+    return x
+
+
 def read_reported(path: str | Path, tasks: Mapping[str, TaskSpec]) -> list[Cell]:
     """Read and check ``path``.
 
@@ -95,19 +108,6 @@ def read_reported(path: str | Path, tasks: Mapping[str, TaskSpec]) -> list[Cell]
         where = f"{path}, line {line}"
         if None in raw or any(v is None for v in raw.values()):
             raise ReportedError(f"{where}: expected {len(COLUMNS)} fields")
-
-        def number(col: str, lo: float, hi: float, empty_ok: bool, raw=raw, where=where) -> float:
-            value = raw[col].strip()
-            if value == "" and empty_ok:
-                return math.nan
-            try:
-                x = float(value)
-            except ValueError:
-                raise ReportedError(f"{where}, column {col!r}: {value!r} is not a number") from None
-            if not lo <= x <= hi:
-                raise ReportedError(f"{where}, column {col!r}: {x} outside [{lo}, {hi}]")
-            return x
-
         if raw["task"] not in tasks:
             raise ReportedError(f"{where}, column 'task': unknown task {raw['task']!r}")
         if raw["source_kind"] not in SOURCE_KINDS:
@@ -117,10 +117,10 @@ def read_reported(path: str | Path, tasks: Mapping[str, TaskSpec]) -> list[Cell]
         for col in ("table", "method", "source"):
             if not raw[col].strip():
                 raise ReportedError(f"{where}, column {col!r}: empty")
-        values = {c: raw[c].strip() for c in COLUMNS}
-        values["top1"] = number("top1", 0.0, 100.0, False)
-        values["top1_text"] = raw["top1"].strip()
-        values["params_m"] = number("params_m", 0.0, 1e6, True)
+        values: dict = {c: raw[c].strip() for c in COLUMNS}
+        values["top1_text"] = values["top1"]
+        values["top1"] = _number(values["top1"], "top1", where, 100.0, empty_ok=False)
+        values["params_m"] = _number(values["params_m"], "params_m", where, 1e6, empty_ok=True)
         key = (raw["table"], raw["method"], raw["task"])
         if key in seen:
             raise ReportedError(f"{where}: {key} already given on line {seen[key]}")
