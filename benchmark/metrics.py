@@ -70,13 +70,10 @@ def step_flops(model: nn.Module, image_size: int) -> tuple[float, float]:
         model.train()
         with count_flops() as train:
             F.cross_entropy(model(x), y).backward()
-        model.eval()
-        with torch.no_grad(), count_flops() as fwd:
-            model(x)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return fwd.get_total_flops() / 2, train.get_total_flops() / 2
+    return flops_per_image(model, image_size, device), train.get_total_flops() / 2
 
 
 @torch.no_grad()
