@@ -1,7 +1,7 @@
 """pebench: a benchmark suite for parameter-efficient transfer learning of Vision Transformers.
 
 Importing :mod:`pebench` is cheap: torch and timm are imported only by the modules that need
-them (``pebench.leaderboard`` never does).
+them (``pebench.report.leaderboard`` never does).
 """
 
 __version__ = "0.1.0"

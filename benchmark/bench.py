@@ -18,10 +18,10 @@ import torch
 from torch.nn import functional as F
 
 from pebench.backbones import create_backbone
+from pebench.backbones.videomae import example_input
 from pebench.method import prepare
 from pebench.methods import build_method, get_method_class
 from pebench.metrics import checkpoint_bytes, flops_per_image
-from pebench.video import example_input
 
 
 @dataclass

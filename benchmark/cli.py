@@ -12,11 +12,10 @@ import json
 import sys
 from collections.abc import Sequence
 
+from pebench import __version__
+from pebench.errors import PebenchError, UserError
+
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """An input error reported as ``pebench: error: ...`` with exit code 2."""
 
 
 def _seeds(text: str) -> list[int]:
@@ -53,6 +52,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="pebench", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"pebench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train and evaluate a method on tasks under a budget")
@@ -165,33 +165,32 @@ def _method_list(spec: str) -> list[str]:
     return [m.strip() for m in spec.split(",") if m.strip()]
 
 
-def _plan(args: argparse.Namespace, **kwargs: object) -> list:
+def _plan(args: argparse.Namespace, options: object = None, load_weights: bool = True) -> list:
     """One validated sweep per method of ``--method`` (nothing runs or is written)."""
     from pebench.method import parse_overrides
-    from pebench.runner import plan_sweep
+    from pebench.run import RunOptions
+    from pebench.sweep.plan import Selection, plan_sweeps
 
-    return [
-        plan_sweep(
-            method,
-            tasks=args.tasks,
-            budget=args.budget,
-            seeds=args.seeds,
-            backbone=args.backbone,
-            weights=args.weights,
-            overrides=parse_overrides(args.overrides),
-            preset=args.preset,
-            results_dir=args.results,
-            data_dir=args.data_dir,
-            **kwargs,
-        )
-        for method in _method_list(args.method)
-    ]
+    selection = Selection(
+        tasks=args.tasks,
+        budget=args.budget,
+        seeds=args.seeds,
+        backbone=args.backbone,
+        weights=args.weights,
+        overrides=parse_overrides(args.overrides),
+        preset=args.preset,
+        results_dir=args.results,
+    )
+    options = options or RunOptions(data_dir=args.data_dir, progress=False)
+    return plan_sweeps(_method_list(args.method), selection, options, load_weights)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``pebench run``: every method in ``--method`` (comma-separated, or ``all``)."""
-    from pebench.executors import ExecutorOptions, make_executor
-    from pebench.runner import config_summary, dispatch
+    from pebench.run import RunOptions
+    from pebench.sweep.dispatch import dispatch
+    from pebench.sweep.executors import ExecutorOptions, make_executor
+    from pebench.sweep.plan import config_summary
 
     opts = ExecutorOptions(
         kind=args.executor,
@@ -211,15 +210,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--nproc-per-run must be >= 1, got {args.nproc_per_run}")
     if args.data_workers < 0:
         raise UserError(f"--data-workers must be >= 0, got {args.data_workers}")
-    sweeps = _plan(
-        args,
+    options = RunOptions(
+        data_dir=args.data_dir,
         device=args.device,
         threads=args.threads,
         nproc=args.nproc_per_run,
         data_workers=args.data_workers,
         progress=not args.quiet,
         timeout_s=args.timeout,
-    )  # every input is validated before the first run starts
+    )
+    sweeps = _plan(args, options)  # every input is validated before the first run starts
     for sweep in sweeps:
         print(f"pebench run {config_summary(sweep)}", file=sys.stderr)
     with make_executor(opts) as executor:
@@ -256,9 +256,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``pebench status``: done / running / failed / missing runs of the selected grid."""
-    from pebench.status import format_table, summarize, sweep_states
+    from pebench.sweep.status import format_table, summarize, sweep_states
 
-    summary = summarize(sweep_states(_plan(args, load_weights=False, progress=False)))
+    summary = summarize(sweep_states(_plan(args, load_weights=False)))
     print(json.dumps(summary, indent=1) if args.json else format_table(summary))
     return 0
 
@@ -427,7 +427,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """``pebench leaderboard`` (pure pandas/matplotlib; never imports torch)."""
-    from pebench import leaderboard
+    from pebench.report import leaderboard
 
     if args.check:
         stale = leaderboard.is_stale(args.results, args.output)
@@ -504,27 +504,9 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pebench`` console script."""
     args = build_parser().parse_args(argv)
-    from pebench.registry import RegistryError
-    from pebench.results import ResultsError
-
-    user_errors: tuple[type[BaseException], ...] = (RegistryError, ResultsError, UserError)
-    if args.command in ("run", "status", "params", "check", "estimate"):
-        from pebench.backbones import BackboneError
-        from pebench.method import MethodConfigError
-
-        user_errors += (BackboneError, MethodConfigError)
-    if args.command in ("run", "status"):
-        from pebench.data import DataError
-        from pebench.datasets.formats import DatasetError
-
-        user_errors += (DataError, DatasetError)  # e.g. a cache never prepared: says how to
-    if args.command == "run":
-        from pebench.executors import ExecutorError
-
-        user_errors += (ExecutorError,)
     try:
         return COMMANDS[args.command](args)
-    except user_errors as err:
+    except PebenchError as err:
         print(f"pebench: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -6,7 +6,8 @@ moment it registers, entry-point ones included); ``pebench check NAME`` runs the
 Every check runs on three tiny backbones (:data:`KINDS`): a cls-token ViT, an average-pooling ViT
 without cls token, and a video ViT in the VideoMAE layout (``pebench_video_test``: clips of 4
 frames, tubelets of 2, 32 space-time tokens, no cls token, mean pooling + ``fc_norm``). Inputs
-come from :func:`pebench.video.example_input`, so each backbone gets its own input shape.
+come from :func:`pebench.backbones.videomae.example_input`, so each backbone gets its own input
+shape.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from pebench.backbones import tiny_vit
+from pebench.backbones.videomae import example_input, tiny_video
 from pebench.method import (
     Method,
     load_tunable_state_dict,
     prepare,
     tunable_state_dict,
 )
-from pebench.video import example_input, tiny_video
 from pebench.vit import NotAViTError, PetlBlock, PetlLinear, PetlModule, vit_dims
 
 #: test backbones: image ViT with cls token, image ViT with average pooling, video ViT

@@ -20,9 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from pebench.budget import Budget
 from pebench.datasets import TaskSpec, array_sha256, loader_hook
+from pebench.errors import PebenchError
 
 
-class DataError(ValueError):
+class DataError(PebenchError, ValueError):
     """Data that do not match their task spec; the message names task, split and what differs."""
 
 

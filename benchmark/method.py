@@ -18,10 +18,11 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 import torch
 from torch import nn
 
+from pebench.errors import PebenchError
 from pebench.vit import Dims, PetlModule, check_vit, vit_dims
 
 
-class MethodConfigError(ValueError):
+class MethodConfigError(PebenchError, ValueError):
     """A bad preset, ``--set`` key or value. The message names it and what is allowed."""
 
 

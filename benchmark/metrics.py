@@ -16,8 +16,8 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import pebench
+from pebench.backbones.videomae import example_input
 from pebench.method import tunable_state_dict
-from pebench.video import example_input
 
 
 class _OneBucket:
@@ -56,7 +56,8 @@ def step_flops(model: nn.Module, image_size: int) -> tuple[float, float]:
     """``(eval forward, training step)`` FLOPs per input of a prepared model.
 
     One input is an image ``(C, H, W)`` or one clip ``(C, T, H, W)`` on a video backbone (one
-    view), shaped by :func:`pebench.video.example_input` with ``H = W = image_size``. The
+    view), shaped by :func:`pebench.backbones.videomae.example_input` with
+    ``H = W = image_size``. The
     training step is forward + backward of a cross-entropy loss, so it costs what the method
     really costs: no backward through the backbone for a linear probe, input gradients only
     through a frozen backbone, input and weight gradients for full fine-tuning. Works on any
@@ -81,7 +82,7 @@ def flops_per_image(model: nn.Module, image_size: int, device: torch.device) -> 
     """Forward FLOPs of one input in eval mode (see :func:`count_flops`).
 
     One input is an image ``(C, H, W)``, or one clip ``(C, T, H, W)`` on a video backbone (FLOPs
-    per clip, one view); the shape comes from :func:`pebench.video.example_input`, with
+    per clip, one view); the shape comes from :func:`pebench.backbones.videomae.example_input`, with
     ``H = W = image_size``.
     """
     was_training = model.training

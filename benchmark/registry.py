@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Generic, TypeVar
 
+from pebench.errors import PebenchError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(PebenchError, KeyError):
     """Unknown or duplicate name. ``str()`` gives the full message (KeyError would quote it)."""
 
     def __str__(self) -> str:

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pebench.errors import PebenchError
+
 # name -> kind: "str", "int", "count" (int, or empty when a run failed before counting),
 # "float" (NaN allowed), "frac" (float in [0, 1] or NaN), "bool"
 SCHEMA: dict[str, str] = {
@@ -105,7 +107,7 @@ IDENTITY = (
 )
 
 
-class ResultsError(ValueError):
+class ResultsError(PebenchError, ValueError):
     """A malformed result file; the message names the file, the row and the column."""
 
 

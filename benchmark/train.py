@@ -1,11 +1,11 @@
 """The training and evaluation loop every method shares (the core owns optimizer and schedule).
 
 Under ``torch.distributed`` (a process group of world size ``W > 1``, e.g. started by
-:mod:`pebench.ddp`), :func:`train` wraps the model in ``DistributedDataParallel`` itself and follows
-the same global batches as a single process: rank ``r`` trains on ``global_batch[r::W]`` of every
-global batch ``order[i : i + batch_size]``. :func:`evaluate` scores ``order[r::W]`` on each rank and
-sums the correct counts, so every rank returns the same accuracy. Without a process group both
-behave exactly as a single process.
+:mod:`pebench.sweep.ddp`), :func:`train` wraps the model in ``DistributedDataParallel`` itself and
+follows the same global batches as a single process: rank ``r`` trains on ``global_batch[r::W]`` of
+every global batch ``order[i : i + batch_size]``. :func:`evaluate` scores ``order[r::W]`` on each
+rank and sums the correct counts, so every rank returns the same accuracy. Without a process group
+both behave exactly as a single process.
 """
 
 from __future__ import annotations

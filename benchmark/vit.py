@@ -52,8 +52,9 @@ class PetlModule(nn.Module):
 class Dims:
     """Dimensions of a ViT backbone that parameter-count formulas need.
 
-    Video backbones (:mod:`pebench.video`) have ``num_patches = num_frames / tubelet_size ·
-    (H/p)·(W/p)`` and a fixed (non-trainable) position table: ``learned_pos_embed=False``.
+    Video backbones (:mod:`pebench.backbones.videomae`) have
+    ``num_patches = num_frames / tubelet_size · (H/p)·(W/p)`` and a fixed (non-trainable)
+    position table: ``learned_pos_embed=False``.
     Image backbones have ``num_frames = tubelet_size = 1``.
     """
 

@@ -40,8 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from pebench.errors import PebenchError
 
-class DatasetError(ValueError):
+
+class DatasetError(PebenchError, ValueError):
     """Input data that cannot be read or do not match their task (message says where)."""
 
 

@@ -5,7 +5,7 @@
 Needs its own lower learning rates in practice; pebench still gives it the same budget as every
 other method (see the budget table), which is the point of a fixed budget.
 
-Video backbones (:mod:`pebench.video`): the patch embedding is a Conv3d over tubelets
+Video backbones (:mod:`pebench.backbones.videomae`): the patch embedding is a Conv3d over tubelets
 (``D · C·t·p² + D``) and the position table is a fixed buffer, not a parameter, so it is not
 counted (ViT-B video, 8 frames: 86,236,416). The fused ``qkv.bias`` keeps its k slot, which VideoMAE
 does not have; it is trainable here, but its value never changes any output (a k bias shifts every

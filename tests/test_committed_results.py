@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pebench import leaderboard
 from pebench import results as R
+from pebench.report import leaderboard
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "runs"

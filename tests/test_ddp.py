@@ -18,7 +18,10 @@ from pebench.backbones import tiny_vit
 from pebench.budget import get_budget
 from pebench.data import ImageArray, Split
 from pebench.datasets import get_task
-from pebench.ddp import (
+from pebench.method import prepare
+from pebench.methods import build_method
+from pebench.run import RunOptions, execute
+from pebench.sweep.ddp import (
     FAIL_RANK_ENV,
     launch_command,
     read_spec,
@@ -26,9 +29,7 @@ from pebench.ddp import (
     spec_to_json,
     write_spec,
 )
-from pebench.method import prepare
-from pebench.methods import build_method
-from pebench.runner import execute, plan_sweep
+from pebench.sweep.plan import plan_sweep
 from pebench.train import _rank_batches, train
 
 #: LoRA without its input dropout: one process and two ranks then see the same computation (with
@@ -44,9 +45,8 @@ def _spec(tmp_path, method="lora", trial=1):
         budget="demo-smoke",
         weights="random",
         overrides=NO_DROPOUT,
-        device="cpu",
+        options=RunOptions(device="cpu", progress=False),
         results_dir=tmp_path / "planned",
-        progress=False,
     )
     return sweep.search_specs(get_task("demo/shapes"))[trial]
 
@@ -69,21 +69,26 @@ def _torchrun(spec, tmp_path, name, **env):
 
 # ------------------------------------------------------------------------------ spec JSON --
 def test_spec_round_trips_through_json(tmp_path):
-    spec = replace(_spec(tmp_path), env=(("CUDA_VISIBLE_DEVICES", "0,1"),), threads=2)
+    spec = _spec(tmp_path)
+    env = (("CUDA_VISIBLE_DEVICES", "0,1"),)
+    spec = replace(spec, options=replace(spec.options, env=env, threads=2))
     back = read_spec(write_spec(spec, tmp_path / "spec.json"))
     assert back == spec
     assert spec_to_json(back) == spec_to_json(spec)  # base_row too (compare=False; NaN values)
     assert back.base_row.keys() == spec.base_row.keys()
     assert isinstance(back.overrides, tuple) and back.overrides == (("dropout", 0.0),)
-    assert back.env == (("CUDA_VISIBLE_DEVICES", "0,1"),)
+    assert back.options.env == (("CUDA_VISIBLE_DEVICES", "0,1"),) and back.options.threads == 2
+    assert back != replace(spec, base_row=_spec(tmp_path, trial=0).base_row)  # another run
 
 
 def test_bad_spec_json_names_the_bad_keys(tmp_path):
     good = json.loads(spec_to_json(_spec(tmp_path)))
     with pytest.raises(ValueError, match=r"unknown keys \['bogus'\]"):
         spec_from_json(json.dumps(dict(good, bogus=2)))
-    del good["method"], good["seed"]
-    with pytest.raises(ValueError, match=r"lacks required keys \['method', 'seed'\]"):
+    with pytest.raises(ValueError, match=r"options has unknown keys \['bogus'\]"):
+        spec_from_json(json.dumps(dict(good, options=dict(good["options"], bogus=1))))
+    del good["base_row"]
+    with pytest.raises(ValueError, match=r"lacks required keys \['base_row'\]"):
         spec_from_json(json.dumps(good))
     with pytest.raises(ValueError, match="JSON object"):
         spec_from_json("[1, 2]")
@@ -102,7 +107,7 @@ def test_launch_command():
         "--nproc-per-node",
         "4",
         "-m",
-        "pebench.ddp",
+        "pebench.sweep.ddp",
         "s.json",
         "res",
     ]
@@ -115,7 +120,7 @@ def test_main_outside_torchrun_says_how_to_start_it(tmp_path):
     spec_path = write_spec(_spec(tmp_path), tmp_path / "s.json")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR")}
     proc = subprocess.run(
-        [sys.executable, "-m", "pebench.ddp", str(spec_path), str(tmp_path / "r")],
+        [sys.executable, "-m", "pebench.sweep.ddp", str(spec_path), str(tmp_path / "r")],
         env=env,
         capture_output=True,
         text=True,

@@ -13,10 +13,12 @@ import pytest
 
 from pebench import results as R
 from pebench.cli import main
-from pebench.executors import LocalExecutor, RayExecutor, SlurmExecutor
-from pebench.runner import dispatch, plan_sweep
-from pebench.status import summarize, sweep_states
-from pebench.worker import read_marker
+from pebench.run import RunOptions
+from pebench.sweep.dispatch import dispatch
+from pebench.sweep.executors import LocalExecutor, RayExecutor, SlurmExecutor
+from pebench.sweep.markers import read_marker
+from pebench.sweep.plan import plan_sweep
+from pebench.sweep.status import summarize, sweep_states
 
 METHODS = ("linear", "lora")
 SWEEP = dict(
@@ -24,8 +26,8 @@ SWEEP = dict(
     budget="demo-smoke",
     weights="random",
     seeds=[0, 1],
-    threads=1,  # identical float reductions whatever the executor's CPU request
-    progress=False,
+    # identical float reductions whatever the executor's CPU request
+    options=RunOptions(threads=1, progress=False),
 )
 METRICS = ("test_top1", "val_top1", "train_loss", "params_method", "params_head")
 

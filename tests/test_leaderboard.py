@@ -1,4 +1,4 @@
-"""Tests of pebench.leaderboard: values, averaging conventions, failure handling, determinism.
+"""pebench.report.leaderboard: values, averaging conventions, failure handling, determinism.
 
 Suites are passed explicitly (``suites=``/``tasks=``) so the global registry is never mutated;
 the default path through the global registry is exercised in a subprocess.
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pebench import leaderboard as lb
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
+from pebench.report import leaderboard as lb
 
 SPLITS = {"train": "train", "val": "val", "trainval": "trainval", "test": "test"}
 
@@ -397,7 +397,7 @@ def test_default_registry_path_without_torch(tmp_path):
         f"""
         import sys
         from pebench.datasets import Suite, TaskSpec, register_suite
-        from pebench import leaderboard as lb, results
+        from pebench.report import leaderboard as lb, results
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import test_leaderboard as t
         register_suite(t.LB, t.LB_TASKS)

@@ -35,7 +35,8 @@ def test_wheel_has_only_the_pebench_package(tmp_path):
         assert not any(n.startswith(generic + "/") for n in names), generic
     assert "pebench/methods/lora.py" in names
     assert "pebench/datasets/demo.py" in names
-    assert "pebench/runner.py" in names
+    assert "pebench/run.py" in names
+    assert "pebench/sweep/dispatch.py" in names and "pebench/report/leaderboard.py" in names
 
 
 def test_import_names_resolve_into_the_repo_folders():

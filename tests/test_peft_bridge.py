@@ -263,7 +263,8 @@ def _wired() -> bool:
 
 @pytest.mark.slow
 def test_runner_smoke(tmp_path):
-    from pebench.runner import plan_sweep
+    from pebench.run import RunOptions
+    from pebench.sweep.plan import plan_sweep
 
     if not _wired():
         pytest.skip("methods/__init__.py does not resolve peft:* names yet")
@@ -275,7 +276,7 @@ def test_runner_smoke(tmp_path):
         weights="random",
         seeds=[0],
         results_dir=tmp_path,
-        progress=False,
+        options=RunOptions(progress=False),
     ).run()
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
     final = rows[-1]

@@ -442,7 +442,8 @@ def test_cli_prepare_json_report(kitti, capsys):
 # ------------------------------------------------------------------------ runner, e2e --
 @pytest.mark.slow
 def test_vtab_cifar_runs_end_to_end_from_a_prepared_cache(tmp_path):
-    from pebench.runner import plan_sweep
+    from pebench.run import RunOptions
+    from pebench.sweep.plan import plan_sweep
 
     raw, cache = tmp_path / "raw", tmp_path / "cache"
     # real sizes (800/200/1000/10,000); the test list reuses 500 files to keep this fast
@@ -456,8 +457,7 @@ def test_vtab_cifar_runs_end_to_end_from_a_prepared_cache(tmp_path):
         weights="random",
         seeds=[0],
         results_dir=tmp_path / "results",
-        data_dir=str(cache),
-        progress=False,
+        options=RunOptions(data_dir=str(cache), progress=False),
     ).run()
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"], [r["error"] for r in rows]
     m = json.loads((cache / "vtab/cifar/32px/manifest.json").read_text())

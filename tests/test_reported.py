@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pebench import datasets, leaderboard
-from pebench.reported import COLUMNS, ReportedError, read_reported, render_reported
+from pebench import datasets
+from pebench.report import leaderboard
+from pebench.report.reported import COLUMNS, ReportedError, read_reported, render_reported
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "results" / "reported.csv"

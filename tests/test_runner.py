@@ -12,20 +12,18 @@ import time
 import pytest
 
 from pebench import results as R
-from pebench.runner import plan_sweep, select_trial
-from pebench.worker import marker_path, run_one
+from pebench.sweep.markers import marker_path
+from pebench.run import RunOptions
+from pebench.sweep.plan import plan_sweep, select_trial
+from pebench.sweep.worker import run_one
 
 pytestmark = pytest.mark.slow
-SMOKE = dict(tasks="demo/shapes", budget="demo-smoke", weights="random", progress=False)
+SMOKE = dict(tasks="demo/shapes", budget="demo-smoke", weights="random")
 
 
-def _run(tmp, **kw):
-    args = dict(SMOKE, **kw)
-    return plan_sweep(
-        kw.pop("method", "lora"),
-        results_dir=tmp,
-        **{k: v for k, v in args.items() if k != "method"},
-    ).run()
+def _run(tmp, method="lora", timeout_s=None, **kw):
+    options = RunOptions(progress=False, timeout_s=timeout_s)
+    return plan_sweep(method, options, results_dir=tmp, **dict(SMOKE, **kw)).run()
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +140,7 @@ def test_killed_sweep_leaves_no_partial_row_and_resumes(tmp_path):
 
 
 def test_run_held_by_another_live_worker_is_waited_for_not_run_twice(tmp_path, monkeypatch):
-    monkeypatch.setattr("pebench.worker.CLAIM_POLL_S", 0.1)
+    monkeypatch.setattr("pebench.sweep.markers.CLAIM_POLL_S", 0.1)
     sweep = plan_sweep("linear", results_dir=tmp_path, **SMOKE)
     spec = sweep.search_specs(sweep.tasks[0])[0]
     rid = spec.base_row["run_id"]

@@ -11,9 +11,10 @@ import pytest
 
 from pebench import results as R
 from pebench.cli import main
-from pebench.runner import plan_sweep
-from pebench.status import summarize, sweep_states
-from pebench.worker import marker_path
+from pebench.run import RunOptions
+from pebench.sweep.markers import marker_path
+from pebench.sweep.plan import plan_sweep
+from pebench.sweep.status import summarize, sweep_states
 
 SEL = ["--tasks", "demo/shapes", "--budget", "demo-smoke", "--weights", "random", "--seeds", "0,1"]
 pytestmark = pytest.mark.slow
@@ -45,8 +46,9 @@ def swept(tmp_path_factory):
     results = tmp_path_factory.mktemp("status")
     sweeps = [plan_sweep(m, results_dir=results, **KW) for m in ("linear", "lora")]
     before = summarize(sweep_states(sweeps))
-    plan_sweep("linear", results_dir=results, progress=False, threads=1, **KW).run()
-    plan_sweep("lora", results_dir=results, progress=False, timeout_s=0.01, **KW).run()
+    plan_sweep("linear", RunOptions(progress=False, threads=1), results_dir=results, **KW).run()
+    opts = RunOptions(progress=False, timeout_s=0.01)
+    plan_sweep("lora", opts, results_dir=results, **KW).run()
     return results, before
 
 

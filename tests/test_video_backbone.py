@@ -10,18 +10,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from pebench.backbones import BackboneError, create_backbone, weights_tag
-from pebench.method import prepare
-from pebench.methods.convpass import Convpass
-from pebench.methods.full import Full
-from pebench.methods.padapter import PAdapter
-from pebench.metrics import flops_per_image
-from pebench.video import (
+from pebench.backbones.videomae import (
     VideoVisionTransformer,
     example_input,
     input_shape,
     sinusoid_table,
     tiny_video,
 )
+from pebench.method import prepare
+from pebench.methods.convpass import Convpass
+from pebench.methods.full import Full
+from pebench.methods.padapter import PAdapter
+from pebench.metrics import flops_per_image
 from pebench.vit import timm, vit_dims
 
 from reference import gelu, softmax

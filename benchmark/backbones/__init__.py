@@ -9,10 +9,11 @@ real timm ``VisionTransformer`` models at CPU scale:
 ``pebench_vit_micro``         D=96, depth 4, 3 heads, patch 4 @ 32 px, cls token (demo)
 ============================  ==========================================================
 
-Video backbones (VideoMAE layout, :mod:`pebench.video`): ``pebench_videomae_base_patch16_224`` and
-``pebench_video_test``. They have no hub weights: ``weights`` must be a local VideoMAE checkpoint
+Video backbones (VideoMAE layout, :mod:`pebench.backbones.videomae`):
+``pebench_videomae_base_patch16_224`` and ``pebench_video_test``. They have no hub weights:
+``weights`` must be a local VideoMAE checkpoint
 (official fine-tuning/pretraining layouts, converted by
-:func:`pebench.video.load_videomae_checkpoint`) or ``"random"``.
+:func:`pebench.backbones.videomae.load_videomae_checkpoint`) or ``"random"``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from pebench._compat import import_timm
+from pebench.errors import PebenchError
 
 timm = import_timm()
 from timm.models import register_model  # noqa: E402
@@ -35,7 +37,7 @@ from timm.models._builder import build_model_with_cfg  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn  # noqa: E402
 
-from pebench.video import (  # noqa: E402 - importing registers the video models with timm
+from pebench.backbones.videomae import (  # noqa: E402 - importing registers the video models with timm
     CheckpointError,
     is_video_model_name,
     load_videomae_checkpoint,
@@ -74,7 +76,7 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-class BackboneError(ValueError):
+class BackboneError(PebenchError, ValueError):
     """Unknown backbone, unreadable weights file, or weights that cannot be fetched."""
 
 
@@ -139,7 +141,11 @@ def sha256_file(path: str | Path) -> str:
 
 
 def create_backbone(
-    name: str, weights: str | None = None, image_size: int | None = None, **kwargs: Any
+    name: str,
+    weights: str | None = None,
+    image_size: int | None = None,
+    tag: str | None = None,
+    **kwargs: Any,
 ) -> Backbone:
     """Create a timm backbone without head.
 
@@ -150,6 +156,8 @@ def create_backbone(
             a local checkpoint (safetensors, ``.pth``/``.bin`` state dict or Google ``.npz``),
             loaded through timm's own pretrained-loading code; ``"random"`` = random init.
         image_size: input size (position embeddings are resampled by timm when loading).
+        tag: the :func:`weights_tag` of ``(name, weights)`` when the caller has it: the file is
+            then not hashed again (a sweep hashes each weights file once, when it is planned).
         **kwargs: passed to ``timm.create_model``.
 
     Raises:
@@ -162,11 +170,9 @@ def create_backbone(
     if weights == RANDOM:
         model, tag = timm.create_model(name, pretrained=False, **kwargs), RANDOM
     elif is_video_model_name(name):
-        model, tag = _video_from_file(name, weights, kwargs), weights_tag(name, weights)
+        model, tag = _video_from_file(name, weights, kwargs), tag or weights_tag(name, weights)
     elif weights is None:
-        embedded = embedded_weights(name)
-        if embedded is not None:
-            check_embedded(*embedded)
+        tag = tag or weights_tag(name, None)  # verifies an embedded checkpoint before loading it
         try:
             model = timm.create_model(name, pretrained=True, **kwargs)
         except BackboneError:
@@ -179,7 +185,6 @@ def create_backbone(
                 "Pass --weights PATH for a local checkpoint, or --weights random to run with "
                 "random init (results are then labelled random)."
             ) from err
-        tag = weights_tag(name, None)
     else:
         path = Path(weights)
         if not path.is_file():
@@ -192,7 +197,7 @@ def create_backbone(
             raise BackboneError(
                 f"could not load weights file {path} into {name!r}: {type(err).__name__}: {err}"
             ) from err
-        tag = weights_tag(name, weights)
+        tag = tag or weights_tag(name, weights)
     cfg = timm.data.resolve_data_config({}, model=model)
     return Backbone(
         model=model,
@@ -206,7 +211,7 @@ def create_backbone(
 
 
 def _video_from_file(name: str, weights: str | None, kwargs: dict[str, Any]) -> nn.Module:
-    """A video backbone with a local VideoMAE checkpoint (see :mod:`pebench.video`)."""
+    """A video backbone with a local VideoMAE checkpoint (see :mod:`pebench.backbones.videomae`)."""
     path = Path(_video_weights_path(name, weights))
     model = timm.create_model(name, pretrained=False, **kwargs)
     try:
@@ -231,10 +236,12 @@ def weights_tag(name: str, weights: str | None) -> str:
     """How weights are recorded on result rows (computed without building the model).
 
     ``random``; ``file:<sha256[:16]>`` for a local file; ``embedded:<tag>@<sha256[:16]>`` for a
-    checkpoint shipped with pebench; ``hub:<name>`` for Hugging Face hub weights.
+    checkpoint shipped with pebench (whose file is checked against that SHA-256); ``hub:<name>``
+    for Hugging Face hub weights.
 
     Raises:
-        BackboneError: a local file that does not exist or cannot be read (names the path).
+        BackboneError: a local file that does not exist or cannot be read, or an embedded
+            checkpoint missing or modified (names the path).
     """
     if weights == RANDOM:
         return RANDOM
@@ -242,7 +249,10 @@ def weights_tag(name: str, weights: str | None) -> str:
         weights = _video_weights_path(name, weights)
     if weights is None:
         embedded = embedded_weights(name)
-        return f"embedded:{embedded[2]}@{embedded[1][:16]}" if embedded else f"hub:{name}"
+        if embedded is None:
+            return f"hub:{name}"
+        check_embedded(*embedded)
+        return f"embedded:{embedded[2]}@{embedded[1][:16]}"
     path = Path(weights)
     if not path.is_file():
         raise BackboneError(f"weights file not found: {path}")

@@ -1,11 +1,11 @@
 """One run on several processes with torch DDP: the entry point ``torchrun`` launches.
 
-``python -m torch.distributed.run --standalone --nproc-per-node N -m pebench.ddp SPEC RESULTS``
-(see :func:`launch_command`) starts ``N`` ranks that each read the same :class:`RunSpec` (JSON, see
-:func:`write_spec`), join one process group (``nccl`` on CUDA, one GPU per ``LOCAL_RANK``; ``gloo``
-on CPU) and call :func:`pebench.runner.execute`; :mod:`pebench.train` sees the group and trains
-with ``DistributedDataParallel`` on the same global batches as a single process. Only rank 0
-writes the row (:func:`pebench.results.write_row`); its ``device`` says ``ddp Nx ...``.
+``python -m torch.distributed.run --standalone --nproc-per-node N -m pebench.sweep.ddp SPEC
+RESULTS`` (see :func:`launch_command`) starts ``N`` ranks that each read the same :class:`RunSpec`
+(JSON, see :func:`write_spec`), join one process group (``nccl`` on CUDA, one GPU per
+``LOCAL_RANK``; ``gloo`` on CPU) and call :func:`pebench.run.execute`; :mod:`pebench.train` sees the
+group and trains with ``DistributedDataParallel`` on the same global batches as a single process.
+Only rank 0 writes the row (:func:`pebench.results.write_row`); its ``device`` says ``ddp Nx ...``.
 
 Failures: a rank that raises reports its error in the rendezvous store and waits (briefly) for
 rank 0, whose watcher thread writes the ``failed``/``oom``/``diverged`` row naming that rank and
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pebench import results as R
-from pebench.worker import RunSpec, classify
+from pebench.run import RunOptions, RunSpec, classify
 
 #: environment variable: seconds before a collective (or the rendezvous) gives up
 TIMEOUT_ENV = "PEBENCH_DDP_TIMEOUT_S"
@@ -52,8 +52,25 @@ def _tuples(value: Any) -> Any:
 
 
 def spec_to_json(spec: RunSpec) -> str:
-    """``spec`` as a JSON object with one key per :class:`RunSpec` field."""
+    """``spec`` as a JSON object with one key per :class:`RunSpec` field (options nested)."""
     return json.dumps(dataclasses.asdict(spec), sort_keys=True)
+
+
+def _fields(cls: type, data: Any, what: str) -> dict[str, Any]:
+    """``data`` checked against the fields of dataclass ``cls`` (unknown and missing keys named)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(data) - set(fields)):
+        raise ValueError(f"{what} has unknown keys {unknown}; allowed: {sorted(fields)}")
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing := [k for k in required if k not in data]:
+        raise ValueError(f"{what} lacks required keys {missing}")
+    return dict(data)
 
 
 def spec_from_json(text: str) -> RunSpec:
@@ -66,21 +83,13 @@ def spec_from_json(text: str) -> RunSpec:
         data = json.loads(text)
     except ValueError as err:
         raise ValueError(f"run spec is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"run spec must be a JSON object, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(RunSpec)}
-    if unknown := sorted(set(data) - set(fields)):
-        raise ValueError(f"run spec has unknown keys {unknown}; allowed: {sorted(fields)}")
-    required = [
-        name
-        for name, f in fields.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing := [k for k in required if k not in data]:
-        raise ValueError(f"run spec lacks required keys {missing}")
-    for key in ("overrides", "env"):
-        if key in data:
-            data[key] = _tuples(data[key])
+    data = _fields(RunSpec, data, "run spec")
+    if "overrides" in data:
+        data["overrides"] = _tuples(data["overrides"])
+    if "options" in data:
+        opts = _fields(RunOptions, data["options"], "run spec options")
+        opts["env"] = _tuples(opts.get("env", ()))
+        data["options"] = RunOptions(**opts)
     return RunSpec(**data)
 
 
@@ -115,7 +124,7 @@ def launch_command(spec_path: str | Path, results_dir: str | Path, nproc: int) -
         "--nproc-per-node",
         str(nproc),
         "-m",
-        "pebench.ddp",
+        "pebench.sweep.ddp",
         str(spec_path),
         str(results_dir),
     ]
@@ -166,7 +175,7 @@ def _watch_peers(store: Any, size: int, row: _RowOnce) -> None:
             first = _peer_reports(store, size)[0]
             if row.failure(first["status"], first["error"]):
                 store.set("ack", "1")
-                sys.stderr.write(f"pebench.ddp: {first['error']}\n")
+                sys.stderr.write(f"pebench.sweep.ddp: {first['error']}\n")
                 sys.stderr.flush()
                 os._exit(1)
             return
@@ -178,7 +187,8 @@ def _device_for(spec: RunSpec, local_rank: int) -> str:
     """The device of this rank: ``cuda:LOCAL_RANK`` unless the spec asks for the CPU."""
     import torch
 
-    if spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available()):
+    device = spec.options.device
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return "cpu"
     torch.cuda.set_device(local_rank)
     return f"cuda:{local_rank}"
@@ -187,14 +197,15 @@ def _device_for(spec: RunSpec, local_rank: int) -> str:
 def _run(spec: RunSpec, results_dir: str, rank: int, size: int, local_rank: int) -> int:
     import torch.distributed as dist
 
-    from pebench.runner import execute
+    from pebench.run import execute
 
     timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
     row = _RowOnce(results_dir, spec)
     store = None
     try:
-        spec = dataclasses.replace(spec, device=_device_for(spec, local_rank))
-        backend = "gloo" if spec.device == "cpu" else "nccl"
+        device = _device_for(spec, local_rank)
+        spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, device=device))
+        backend = "gloo" if device == "cpu" else "nccl"
         dist.init_process_group(backend, rank=rank, world_size=size, timeout=timeout)
         addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
         store = dist.PrefixStore(
@@ -232,19 +243,23 @@ def _run(spec: RunSpec, results_dir: str, rank: int, size: int, local_rank: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pebench.ddp SPEC_JSON RESULTS_DIR`` under ``torchrun``; returns the exit code."""
+    """``python -m pebench.sweep.ddp SPEC_JSON RESULTS_DIR`` under ``torchrun``: the exit code."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        sys.stderr.write("usage: python -m pebench.ddp SPEC_JSON RESULTS_DIR (under torchrun)\n")
+        sys.stderr.write(
+            "usage: python -m pebench.sweep.ddp SPEC_JSON RESULTS_DIR (under torchrun)\n"
+        )
         return 2
     if missing := [k for k in _TORCHRUN_ENV if k not in os.environ]:
         sys.stderr.write(
-            f"pebench.ddp: environment lacks {missing}; start it with torchrun "
-            "(pebench.ddp.launch_command)\n"
+            f"pebench.sweep.ddp: environment lacks {missing}; start it with torchrun "
+            "(pebench.sweep.ddp.launch_command)\n"
         )
         return 2
     spec = read_spec(args[0])
-    os.environ.update(dict(spec.env))  # e.g. CUDA_VISIBLE_DEVICES, before CUDA is initialised
+    os.environ.update(
+        dict(spec.options.env)
+    )  # e.g. CUDA_VISIBLE_DEVICES, before CUDA is initialised
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     return _run(spec, args[1], rank, size, int(os.environ["LOCAL_RANK"]))
 

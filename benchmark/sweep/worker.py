@@ -10,60 +10,19 @@ torch import once, in the forkserver.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pebench import results as R
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a child process needs to execute one run (plain data, picklable)."""
-
-    method: str
-    preset: str
-    overrides: tuple[tuple[str, Any], ...]
-    backbone: str
-    weights: str | None
-    task: str
-    budget: str
-    seed: int
-    phase: str
-    trial: int
-    lr: float
-    weight_decay: float
-    data_dir: str | None = None
-    device: str = "auto"
-    threads: int | None = None
-    progress: bool = False
-    base_row: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    #: environment of the child, set before anything runs (e.g. ``CUDA_VISIBLE_DEVICES``)
-    env: tuple[tuple[str, str], ...] = ()
-    #: processes of one run: > 1 launches ``torchrun`` with DDP (:mod:`pebench.ddp`)
-    nproc: int = 1
-    #: DataLoader worker processes for per-example datasets (video decoding); speed only
-    data_workers: int = 0
-
-
-def classify(err: BaseException) -> str:
-    """Map an exception to a row status."""
-    from pebench.train import Diverged
-
-    if isinstance(err, Diverged):
-        return "diverged"
-    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
-        return "oom"
-    return "failed"
+from pebench.run import RunSpec, classify
+from pebench.sweep.markers import CLAIM_POLL_S, claim, marker_path, marker_text
 
 
 def _die_with_parent() -> None:
@@ -88,8 +47,10 @@ def _die_with_parent() -> None:
 
 def _child(spec: RunSpec, results_dir: str) -> None:
     _die_with_parent()
-    os.environ.update(dict(spec.env))  # e.g. CUDA_VISIBLE_DEVICES, before CUDA is initialised
-    from pebench.runner import execute  # preloaded in the forkserver
+    os.environ.update(
+        dict(spec.options.env)
+    )  # e.g. CUDA_VISIBLE_DEVICES, before CUDA is initialised
+    from pebench.run import execute  # preloaded in the forkserver
 
     try:
         row = execute(spec)
@@ -99,94 +60,12 @@ def _child(spec: RunSpec, results_dir: str) -> None:
     R.write_row(results_dir, row)
 
 
-# --------------------------------------------------------------------------- running markers --
-#: a marker older than the run's timeout plus this grace is stale even on another host
-MARKER_GRACE_S = 600.0
-#: how often a worker checks a run that another worker holds
-CLAIM_POLL_S = 2.0
-
-
-def marker_path(results_dir: str | Path, rid: str) -> Path:
-    """``<results>/runs/<run_id>.running``: exists while a worker executes run ``rid``."""
-    return Path(results_dir) / "runs" / f"{rid}.running"
-
-
-def read_marker(results_dir: str | Path, rid: str) -> dict[str, Any] | None:
-    """The marker of run ``rid`` (job id, host, pid, start time...), or ``None``."""
-    try:
-        return json.loads(marker_path(results_dir, rid).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def marker_is_live(marker: dict[str, Any], now: float | None = None) -> bool:
-    """Whether a marker may belong to a run still in progress.
-
-    Stale: its worker pid is dead on this host, or it is older than the run's timeout plus
-    :data:`MARKER_GRACE_S` (a worker on another host that vanished without cleaning up).
-    """
-    now = time.time() if now is None else now
-    age = now - float(marker.get("started_at", 0))
-    if age > float(marker.get("timeout_s", 0)) + MARKER_GRACE_S:
-        return False
-    if marker.get("host") == socket.gethostname():
-        try:
-            os.kill(int(marker["pid"]), 0)
-        except ProcessLookupError:
-            return False
-        except (PermissionError, KeyError, ValueError):
-            return True
-    return True
-
-
-def _marker_text(spec: RunSpec, timeout_s: float, child: int | None) -> str:
-    info = {
-        "run_id": spec.base_row["run_id"],
-        "executor": spec.base_row.get("executor", ""),
-        "job_id": spec.base_row.get("job_id", ""),
-        "log_path": spec.base_row.get("log_path", ""),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "child_pid": child,
-        "started_at": time.time(),
-        "timeout_s": timeout_s,
-    }
-    return json.dumps(info)
-
-
-def _claim(results_dir: str | Path, spec: RunSpec, timeout_s: float) -> dict[str, Any] | None:
-    """Create the run's marker exclusively; returns another live worker's marker instead.
-
-    The marker appears complete or not at all (written aside, then hard-linked, which fails if
-    it exists). A stale marker, or one of this process, is replaced.
-    """
-    path = marker_path(results_dir, spec.base_row["run_id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(_marker_text(spec, timeout_s, None), encoding="utf-8")
-    try:
-        os.link(tmp, path)
-        return None
-    except FileExistsError:
-        other = read_marker(results_dir, spec.base_row["run_id"])
-        mine = other is not None and (other.get("host"), other.get("pid")) == (
-            socket.gethostname(),
-            os.getpid(),
-        )
-        if other is not None and not mine and marker_is_live(other):
-            return other
-        os.replace(tmp, path)
-        return None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ----------------------------------------------------------------------------------- worker --
 def _context() -> mp.context.BaseContext:
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["pebench.runner", "pebench.train", "pebench.metrics"])
+        ctx.set_forkserver_preload(["pebench.run", "pebench.train", "pebench.metrics"])
     return ctx
 
 
@@ -203,11 +82,11 @@ class _Torchrun:
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> None:
-        from pebench.ddp import launch_command, write_spec
+        from pebench.sweep.ddp import launch_command, write_spec
 
         write_spec(self.spec, self.path)
-        cmd = launch_command(self.path, self.results_dir, self.spec.nproc)
-        env = {**os.environ, **dict(self.spec.env)}
+        cmd = launch_command(self.path, self.results_dir, self.spec.options.nproc)
+        env = {**os.environ, **dict(self.spec.options.env)}
         self.popen = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     @property
@@ -245,9 +124,9 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
     rid = spec.base_row["run_id"]
     if (done := R.finished(results_dir, rid)) is not None:
         return done
-    while _claim(results_dir, spec, timeout_s) is not None:  # another worker runs it: wait
+    while claim(results_dir, spec, timeout_s) is not None:  # another worker runs it: wait
         time.sleep(CLAIM_POLL_S)
-    if spec.nproc > 1:
+    if spec.options.nproc > 1:
         proc: Any = _Torchrun(spec, results_dir)
     else:
         # not a daemon: a run may start DataLoader workers (video decoding); the child still
@@ -259,7 +138,7 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
             return done
         R.run_path(results_dir, rid).unlink(missing_ok=True)  # an old failed row is redone
         proc.start()
-        R.atomic_write_text(marker_path(results_dir, rid), _marker_text(spec, timeout_s, proc.pid))
+        R.atomic_write_text(marker_path(results_dir, rid), marker_text(spec, timeout_s, proc.pid))
         proc.join(timeout_s)
         timed_out = proc.is_alive()
     finally:
@@ -303,14 +182,4 @@ def record_lost(
     return R.read_csv(R.write_row(results_dir, row))[0]
 
 
-__all__ = [
-    "CLAIM_POLL_S",
-    "MARKER_GRACE_S",
-    "RunSpec",
-    "classify",
-    "marker_is_live",
-    "marker_path",
-    "read_marker",
-    "record_lost",
-    "run_one",
-]
+__all__ = ["record_lost", "run_one"]

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from pebench._compat import import_timm
+from pebench.errors import PebenchError
 
 timm = import_timm()
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
@@ -345,7 +346,7 @@ def example_input(
 
 
 # ------------------------------------------------------------------------------ checkpoints --
-class CheckpointError(ValueError):
+class CheckpointError(PebenchError, ValueError):
     """A checkpoint that is not in a VideoMAE layout pebench can convert (names the keys)."""
 
 

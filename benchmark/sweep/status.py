@@ -1,7 +1,7 @@
 """``pebench status``: done / running / failed / missing runs of a sweep, per method and suite.
 
-The grid is expanded exactly as :func:`pebench.runner.dispatch` expands it (same run ids): every
-search trial, and the finals of a task once all its search trials have a row (before that its
+The grid is expanded exactly as :func:`pebench.sweep.dispatch.dispatch` expands it (same run ids):
+every search trial, and the finals of a task once all its search trials have a row (before that its
 finals cannot be named yet and count as missing). A run is
 
 - ``done``: its row has a final status (``ok``, ``diverged``);
@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pebench import results as R
-from pebench.runner import Sweep
-from pebench.worker import RunSpec, marker_is_live, read_marker
+from pebench.run import RunSpec
+from pebench.sweep.markers import marker_is_live, read_marker
+from pebench.sweep.plan import Sweep
 
 STATES = ("done", "running", "failed", "missing")
 

@@ -1,11 +1,11 @@
 """Executors: where the runs of a sweep execute (this machine, Slurm through submitit, or Ray).
 
-pebench never schedules jobs itself: :func:`pebench.runner.dispatch` expands the grid and hands
-batches of runs to an executor, which passes them to an existing engine — a thread pool of
-local worker processes, submitit (Slurm array jobs; its ``local`` cluster without Slurm), or Ray
-(one remote task per run with its CPU/GPU request). Every worker calls
-:func:`pebench.runner.run_one`, so timeouts, OOM kills and failures become rows exactly as in a
-local run, each run writes only its own row file, and the row records ``executor``, ``job_id``
+pebench never schedules jobs itself: :func:`pebench.sweep.dispatch.dispatch` expands the grid
+and hands batches of runs to an executor, which passes them to an existing engine — a thread pool
+of local worker processes, submitit (Slurm array jobs; its ``local`` cluster without Slurm), or
+Ray (one remote task per run with its CPU/GPU request). Every worker calls
+:func:`pebench.sweep.worker.run_one`, so timeouts, OOM kills and failures become rows exactly as
+in a local run, each run writes only its own row file, and the row records ``executor``, ``job_id``
 and ``log_path``.
 
 A job that dies without writing a row (killed, node failure) is recorded by the dispatcher as a
@@ -30,14 +30,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pebench.worker import RunSpec, record_lost, run_one
+from pebench.errors import PebenchError
+from pebench.run import RunSpec
+from pebench.sweep.worker import record_lost, run_one
 
 EXECUTORS = ("local", "slurm", "ray")
 INSTALL_HINT = "pip install 'pebench[cluster]'"
 Item = tuple[RunSpec, Path, float]
 
 
-class ExecutorError(ValueError):
+class ExecutorError(PebenchError, ValueError):
     """Bad executor options or a missing engine; the message names the option and the fix."""
 
 
@@ -76,7 +78,7 @@ def _job_info(executor: str) -> tuple[str, str]:
 
 
 def work(spec: RunSpec, results_dir: str, timeout_s: float, executor: str) -> dict[str, Any]:
-    """The body of one engine job: :func:`pebench.runner.run_one`, tagged with the job."""
+    """The body of one engine job: :func:`pebench.sweep.worker.run_one`, tagged with the job."""
     job_id, log_path = _job_info(executor)
     row = dict(spec.base_row, executor=executor, job_id=job_id, log_path=log_path)
     return run_one(replace(spec, base_row=row), results_dir, timeout_s)
@@ -84,7 +86,10 @@ def work(spec: RunSpec, results_dir: str, timeout_s: float, executor: str) -> di
 
 def _for_worker(spec: RunSpec, threads: int | None, quiet: bool) -> RunSpec:
     """A spec with its thread count filled in (unless set) and progress bars off if ``quiet``."""
-    return replace(spec, threads=spec.threads or threads, progress=spec.progress and not quiet)
+    o = spec.options
+    return replace(
+        spec, options=replace(o, threads=o.threads or threads, progress=o.progress and not quiet)
+    )
 
 
 class _Base:
@@ -149,7 +154,8 @@ class LocalExecutor(_Base):
         try:
             spec = _for_worker(spec, self._threads, self._quiet)
             if gpu is not None:
-                spec = replace(spec, env=(*spec.env, ("CUDA_VISIBLE_DEVICES", gpu)))
+                env = (*spec.options.env, ("CUDA_VISIBLE_DEVICES", gpu))
+                spec = replace(spec, options=replace(spec.options, env=env))
             return work(spec, str(results_dir), timeout_s, self.name)
         finally:
             self._slots.put(gpu)

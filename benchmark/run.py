@@ -1,0 +1,181 @@
+"""One run, one home: its spec, its options, how an exception becomes a status, and ``execute``.
+
+A run is (method + config, backbone + weights, task, budget, seed, phase, trial) → one result row.
+Its identity lives in one place, the row the planner builds (:attr:`RunSpec.base_row`, whose
+``run_id`` hashes it); how it executes (device, threads, data workers, processes, timeout) lives
+in one frozen :class:`RunOptions` built once by the CLI and carried unchanged to the run.
+
+Importing this module needs no torch: workers and engines unpickle a :class:`RunSpec` cheaply,
+and :func:`execute` imports the training stack when it runs. Everything that schedules runs
+(:mod:`pebench.sweep`) imports this module, never the reverse.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+#: the row keys a spec reads its identity from (the planner's base row holds every one)
+_IDENTITY_KEYS = (
+    "method", "preset", "backbone", "task", "budget", "seed", "phase", "trial", "lr",
+    "weight_decay", "run_id",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How runs execute, never what they compute (so none of it is in the run identity).
+
+    Built once by the CLI (or a test) and carried to every run of a sweep. Adding an option is one
+    field here, one CLI argument and the line that uses it.
+
+    Attributes:
+        data_dir: prepared cache (image suites) or raw data folder (video); absolute.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch threads per run (``None``: torch's default).
+        nproc: processes per run; > 1 launches ``torchrun`` with DDP (:mod:`pebench.sweep.ddp`).
+        data_workers: DataLoader worker processes for per-example datasets (video decoding).
+        progress: show progress bars.
+        timeout_s: seconds one run may take (``None``: the budget's).
+        env: environment of the run's process, set before anything runs
+            (e.g. ``CUDA_VISIBLE_DEVICES`` from the local executor).
+    """
+
+    data_dir: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+    nproc: int = 1
+    data_workers: int = 0
+    progress: bool = True
+    timeout_s: float | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class RunSpec:
+    """Everything a process needs to execute one run (plain data, picklable).
+
+    Attributes:
+        base_row: the run's identity and static metadata, exactly what a failure row records
+            (built by :meth:`pebench.sweep.plan.Sweep.base_row`; ``run_id`` hashes its identity).
+        overrides: the ``--set`` overrides the method is built with (its preset is in the row).
+        weights: the weights as given (a path, ``random`` or ``None``); the row holds its tag.
+        options: how the run executes.
+    """
+
+    base_row: dict[str, Any]
+    overrides: tuple[tuple[str, Any], ...] = ()
+    weights: str | None = None
+    options: RunOptions = RunOptions()
+
+    def _key(self) -> tuple[Any, ...]:
+        return self.base_row.get("run_id"), self.overrides, self.weights, self.options
+
+    def __eq__(self, other: object) -> bool:
+        """Same run (``run_id``), built and executed the same way."""
+        return isinstance(other, RunSpec) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __getattr__(self, name: str) -> Any:
+        """Identity fields (``method``, ``task``, ``seed``, ``lr`` ...) read from the row."""
+        if name in _IDENTITY_KEYS:
+            return self.base_row[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def classify(err: BaseException) -> str:
+    """Map an exception raised by a run to its row status."""
+    from pebench.train import Diverged
+
+    if isinstance(err, Diverged):
+        return "diverged"
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return "oom"
+    return "failed"
+
+
+def _device(name: str):  # noqa: ANN202
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def execute(spec: RunSpec) -> dict[str, Any]:
+    """Run one training + evaluation in this process and return its complete row."""
+    import torch
+
+    from pebench.backbones import create_backbone
+    from pebench.budget import get_budget
+    from pebench.data import run_splits
+    from pebench.datasets import get_task
+    from pebench.method import prepare
+    from pebench.methods import build_method
+    from pebench.metrics import (
+        checkpoint_bytes,
+        flops_per_image,
+        peak_memory,
+        provenance,
+        reset_peak_memory,
+    )
+    from pebench.train import evaluate, train
+
+    opts = spec.options
+    device = _device(opts.device)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    reset_peak_memory(device)
+    budget = get_budget(spec.budget)
+    task = get_task(spec.task)
+    row = dict(spec.base_row)
+    row.update(provenance(device))
+    t_start = time.perf_counter()
+
+    torch.manual_seed(0)  # the same backbone for every method and seed (matters for random init)
+    frames = {"num_frames": budget.video.num_frames} if budget.video else {}
+    bb = create_backbone(
+        spec.backbone, spec.weights, image_size=budget.image_size, tag=row["weights"], **frames
+    )
+    method = build_method(spec.method, dict(spec.overrides), preset=spec.preset)
+    torch.manual_seed(spec.seed)
+    count = prepare(bb.model, method, task.num_classes)
+    row.update(count.as_dict())
+    model = bb.model.to(device)
+    row["flops_per_image"] = flops_per_image(model, budget.image_size, device)
+
+    tr, ev, skipped = run_splits(
+        task, spec.phase, budget, bb.mean, bb.std, opts.data_dir, spec.seed
+    )
+    row["data_hash"] = f"{tr.sha256}+{ev.sha256}"
+    row["data_skipped"] = skipped
+    stats = train(
+        model, tr, budget, spec.lr, spec.weight_decay, spec.seed, device,
+        progress=opts.progress, desc=f"{spec.method} {task.name} {spec.phase}",
+        workers=opts.data_workers,
+    )  # fmt: skip
+    acc, eval_ips = evaluate(model, ev, budget, device, workers=opts.data_workers)
+    row["val_top1" if spec.phase == "search" else "test_top1"] = acc
+    mem, kind = peak_memory(device)
+    row.update(
+        train_loss=stats.train_loss,
+        train_time_s=stats.train_time_s,
+        train_images_per_s=stats.train_images_per_s,
+        eval_images_per_s=eval_ips,
+        peak_mem_bytes=mem,
+        peak_mem_kind=kind,
+        checkpoint_bytes=float(checkpoint_bytes(model)),
+        wall_time_s=time.perf_counter() - t_start,
+        status="ok",
+        error="",
+    )
+    return row
+
+
+__all__ = ["RunOptions", "RunSpec", "classify", "execute"]

@@ -1,0 +1,204 @@
+"""Dispatch: hand the runs of planned sweeps to an executor, each (method, task) as a pipeline.
+
+Each (method, task) is a :class:`Cell`: its search trials are submitted at once (together with
+every other task's, so an engine can batch them into one array job), and its finals as soon as all
+of *its* search rows are recorded — no global barrier. Runs whose row already has a final status
+are not resubmitted (resume), and a run whose live marker names another worker (an earlier
+invocation's job still running) is waited for, not duplicated: no two workers ever write the same
+row file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pebench import results as R
+from pebench.datasets import TaskSpec
+from pebench.run import RunSpec
+from pebench.sweep.markers import marker_is_live, read_marker
+from pebench.sweep.plan import Sweep
+
+Row = dict[str, Any]
+Key = tuple[Path, str]
+
+
+@dataclass
+class Cell:
+    """One (method, task) of a dispatch: its search trials, then its finals."""
+
+    sweep: Sweep
+    task: TaskSpec
+    search: list[RunSpec]
+    finals: list[RunSpec] | None = None
+    rows: dict[str, Row] = field(default_factory=dict)
+
+    def search_done(self) -> bool:
+        """Whether every search trial has a recorded row."""
+        return all(s.run_id in self.rows for s in self.search)
+
+    def ordered_rows(self) -> list[Row]:
+        """Its rows in grid order: trials, then finals by seed."""
+        return [self.rows[s.run_id] for s in self.search + (self.finals or [])]
+
+    def key(self, spec: RunSpec) -> Key:
+        """Where ``spec``'s row lives: (results folder, run id)."""
+        return self.sweep.results_dir, spec.run_id
+
+
+class Dispatcher:
+    """The state of one dispatch: submitted runs, runs another worker holds, who waits for what.
+
+    Args:
+        sweeps: the planned sweeps (one per method), all validated.
+        executor: a :mod:`pebench.sweep.executors` executor (``submit``, ``wait``, ``result``,
+            ``cancel``).
+        on_row: called with each row as it is recorded (completion order).
+        poll_s: how often runs owned by another worker are checked.
+    """
+
+    def __init__(
+        self,
+        sweeps: list[Sweep],
+        executor: Any,
+        on_row: Callable[[Row], None] | None = None,
+        poll_s: float = 2.0,
+    ) -> None:
+        self.executor, self.on_row, self.poll_s = executor, on_row, poll_s
+        self.cells = [Cell(s, t, s.search_specs(t)) for s in sweeps for t in s.tasks]
+        self.handles: list[Any] = []  # executor handles, parallel to ``owners``
+        self.owners: list[tuple[Cell, RunSpec]] = []
+        self.foreign: list[tuple[Cell, RunSpec]] = []  # runs a live marker of another worker holds
+        # run -> the cells waiting for its row: a run two cells share (``--method lora,lora``)
+        # is submitted once
+        self.waiting: dict[Key, list[Cell]] = {}
+        self.bar: Any = None
+
+    @property
+    def total(self) -> int:
+        """Runs of the whole grid (search trials and finals)."""
+        return sum(len(c.search) + len(c.sweep.seeds) for c in self.cells)
+
+    # ------------------------------------------------------------------------------- steps --
+    def record(self, cell: Cell, row: Row) -> None:
+        """Give ``row`` to every cell waiting for it."""
+        for c in self.waiting.pop((cell.sweep.results_dir, row["run_id"]), [cell]):
+            c.rows[row["run_id"]] = row
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix_str(
+                    f"{row['method']} {row['task']} {row['phase']} {row['status']}"
+                )
+            if self.on_row:
+                self.on_row(row)
+
+    def submit(self, items: list[tuple[Cell, RunSpec]]) -> None:
+        """Hand runs to the executor."""
+        if items:
+            jobs = [(s, c.sweep.results_dir, c.sweep.timeout) for c, s in items]
+            self.handles.extend(self.executor.submit(jobs))
+            self.owners.extend(items)
+
+    def launch(self, items: list[tuple[Cell, RunSpec]]) -> None:
+        """Record finished runs, wait for runs other workers hold, submit the rest."""
+        todo = []
+        for cell, spec in items:
+            key = cell.key(spec)
+            if key in self.waiting:
+                self.waiting[key].append(cell)
+                continue
+            if (done := R.finished(*key)) is not None:
+                self.record(cell, done)
+                continue
+            self.waiting[key] = [cell]
+            if (marker := read_marker(*key)) is not None and marker_is_live(marker):
+                self.foreign.append((cell, spec))
+            else:
+                todo.append((cell, spec))
+        self.submit(todo)
+
+    def advance(self) -> None:
+        """Launch the finals of every cell whose search is complete."""
+        ready = []
+        for cell in self.cells:
+            if cell.finals is not None or not cell.search_done():
+                continue
+            search_rows = [cell.rows[s.run_id] for s in cell.search]
+            cell.finals = cell.sweep.final_specs(cell.task, search_rows)
+            if cell.finals and cell.finals[0].trial == -1:
+                for row in cell.sweep.write_placeholders(cell.finals):
+                    self.record(cell, row)
+            else:
+                cell.sweep.drop_stale_placeholders(cell.task)
+                ready.extend((cell, s) for s in cell.finals)
+        self.launch(ready)
+
+    def check_foreign(self) -> None:
+        """Take over runs whose other worker is gone; record those it finished."""
+        for item in list(self.foreign):
+            key = item[0].key(item[1])
+            marker = read_marker(*key)
+            if marker is not None and marker_is_live(marker):
+                continue
+            self.foreign.remove(item)
+            path = R.run_path(*key)
+            if marker is None and path.exists():  # the other worker finished it
+                self.record(item[0], R.read_csv(path)[0])
+            else:  # its worker is gone: run it here
+                self.submit([item])
+
+    def collect(self) -> None:
+        """Wait for submitted runs (or one poll interval) and record what finished."""
+        if self.handles:
+            timeout = self.poll_s if self.foreign else None
+            done = self.executor.wait(self.handles, timeout=timeout)
+        else:
+            done = []
+            time.sleep(self.poll_s)
+        for i in sorted(done, reverse=True):
+            cell, spec = self.owners.pop(i)
+            row = self.executor.result(self.handles.pop(i), spec, cell.sweep.results_dir)
+            self.record(cell, row)
+
+    # --------------------------------------------------------------------------------- run --
+    def run(self, progress: bool = True) -> list[Row]:
+        """Run the whole grid; returns every row in grid order."""
+        from tqdm.auto import tqdm
+
+        budgets = ",".join(dict.fromkeys(c.sweep.budget.id for c in self.cells))
+        self.bar = tqdm(
+            total=self.total, desc=f"{self.executor.name} {budgets}", disable=not progress
+        )
+        try:
+            self.launch([(c, s) for c in self.cells for s in c.search])
+            self.advance()
+            while self.handles or self.foreign:
+                self.collect()
+                self.check_foreign()
+                self.advance()
+        except BaseException:
+            self.executor.cancel(self.handles)  # no orphan job may start a run after this
+            raise
+        finally:
+            self.bar.close()
+        return [row for cell in self.cells for row in cell.ordered_rows()]
+
+
+def dispatch(
+    sweeps: list[Sweep],
+    executor: Any,
+    on_row: Callable[[Row], None] | None = None,
+    poll_s: float = 2.0,
+) -> list[Row]:
+    """Run the grid of ``sweeps`` on ``executor``; returns every row in grid order.
+
+    See :class:`Dispatcher` for the arguments.
+    """
+    progress = any(s.options.progress for s in sweeps)
+    return Dispatcher(sweeps, executor, on_row, poll_s).run(progress)
+
+
+__all__ = ["Cell", "Dispatcher", "dispatch"]

@@ -1,0 +1,304 @@
+"""Planning: a ``pebench run`` selection → validated :class:`Sweep` s whose runs have fixed ids.
+
+Every input is resolved and checked here, before anything runs or is written: method name,
+preset and ``--set`` values, tasks, budget (and that it fits the tasks' modality), backbone,
+weights file and data lineage. The weights of each (backbone, weights) pair are hashed and loaded
+once per planning, however many methods the sweep has; runs are handed the tag and never hash the
+file again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pebench
+from pebench import results as R
+from pebench.budget import Budget, get_budget
+from pebench.datasets import TaskSpec, describe_data, get_suite, resolve_tasks
+from pebench.methods import build_method, registry, split_spec
+from pebench.run import RunOptions, RunSpec
+
+#: the error of a placeholder final: its task's search had no ``ok`` trial
+NO_TRIAL_OK = "no search trial finished with status ok"
+
+
+@dataclass
+class Sweep:
+    """The runs of one method of a ``pebench run`` invocation, with its resolved inputs.
+
+    Attributes:
+        method: registered method name.
+        preset: the method preset.
+        overrides: ``--set`` overrides of the method config.
+        budget: the budget every run trains under.
+        tasks: the tasks, in order.
+        seeds: final-run seeds.
+        backbone: timm name.
+        weights: weights as given (path, ``random`` or ``None``).
+        results_dir: where rows are written.
+        options: how runs execute (not part of any run's identity).
+        static: metadata of every row computed once per sweep (method config and origin, the
+            weights tag) by :func:`plan_sweeps`.
+        data: task name -> (data format, manifest hash), read once, before any run.
+    """
+
+    method: str
+    preset: str
+    overrides: dict[str, Any]
+    budget: Budget
+    tasks: list[TaskSpec]
+    seeds: tuple[int, ...]
+    backbone: str
+    weights: str | None
+    results_dir: Path
+    options: RunOptions = RunOptions()  # noqa: RUF009 - frozen, so safely shared
+    static: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one run may take (the options' timeout, or the budget's)."""
+        return self.options.timeout_s or self.budget.timeout_s
+
+    def base_row(
+        self, task: TaskSpec, phase: str, trial: int, lr: float, wd: float, seed: int
+    ) -> dict[str, Any]:
+        """Identity and static metadata of one run (what a failure row still records)."""
+        row: dict[str, Any] = {
+            k: math.nan for k, kind in R.SCHEMA.items() if kind in ("float", "frac")
+        }
+        row.update(
+            phase=phase,
+            trial=trial,
+            lr=lr,
+            weight_decay=wd,
+            method=self.method,
+            preset=self.preset,
+            **self.static,
+            backbone=self.backbone,
+            task=task.name,
+            suite=task.suite,
+            task_group=task.group,
+            task_version=task.version,
+            data_format=self.data[task.name][0],
+            data_hash="",
+            data_manifest=self.data[task.name][1],
+            budget=self.budget.id,
+            seed=seed,
+            pebench_version=pebench.__version__,
+            peak_mem_kind="",
+            created_at="",
+            git_sha="",
+            git_dirty=False,
+            python_version="",
+            torch_version="",
+            timm_version="",
+            device="",
+            executor="local",
+            job_id="",
+            log_path="",
+            status="failed",
+            error="",
+        )
+        row["run_id"] = R.run_id(row)
+        return row
+
+    def spec(self, row: dict[str, Any]) -> RunSpec:
+        """The run of ``row`` as a process executes it."""
+        overrides = tuple(sorted(self.overrides.items()))
+        return RunSpec(row, overrides=overrides, weights=self.weights, options=self.options)
+
+    def search_specs(self, task: TaskSpec) -> list[RunSpec]:
+        """The search trials of ``task`` (train → val), in grid order."""
+        return [
+            self.spec(self.base_row(task, "search", i, lr, wd, self.budget.search_seed))
+            for i, (lr, wd) in enumerate(self.budget.trials())
+        ]
+
+    def final_specs(self, task: TaskSpec, search_rows: list[dict[str, Any]]) -> list[RunSpec]:
+        """The final runs of ``task`` (trainval → test, one per seed) given its search rows.
+
+        Without a search trial ``ok`` the finals are placeholders (``trial`` -1, NaN lr/wd) that
+        are never executed: :meth:`write_placeholders` records them as ``failed`` rows.
+        """
+        best = select_trial(search_rows)
+        out = []
+        for seed in self.seeds:
+            if best is None:
+                out.append(self.spec(self.base_row(task, "final", -1, math.nan, math.nan, seed)))
+                continue
+            lr, wd = best["lr"], best["weight_decay"]
+            base = self.base_row(task, "final", best["trial"], lr, wd, seed)
+            base["val_top1"] = best["val_top1"]
+            out.append(self.spec(base))
+        return out
+
+    def write_placeholders(self, specs: list[RunSpec]) -> list[dict[str, Any]]:
+        """Record the finals of a task whose search had no ``ok`` trial; returns their rows."""
+        rows = []
+        for spec in specs:
+            base = dict(spec.base_row, status="failed", error=NO_TRIAL_OK)
+            if R.finished(self.results_dir, base["run_id"]) is None:
+                R.write_row(self.results_dir, base)
+            rows.append(R.read_csv(R.run_path(self.results_dir, base["run_id"]))[0])
+        return rows
+
+    def drop_stale_placeholders(self, task: TaskSpec) -> None:
+        """Delete placeholder finals written while no trial had succeeded (obsolete now)."""
+        for seed in self.seeds:
+            stale = self.base_row(task, "final", -1, math.nan, math.nan, seed)["run_id"]
+            R.run_path(self.results_dir, stale).unlink(missing_ok=True)
+
+    def run(self, executor: Any = None) -> list[dict[str, Any]]:
+        """Execute the sweep (locally, one run at a time, unless ``executor`` is given).
+
+        Returns every row (search and final) in grid order: per task, its trials, then its
+        finals by seed.
+        """
+        from pebench.sweep.dispatch import dispatch
+        from pebench.sweep.executors import LocalExecutor
+
+        if executor is None:
+            with LocalExecutor() as local:
+                return dispatch([self], local)
+        return dispatch([self], executor)
+
+
+def select_trial(search_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Best search trial by validation accuracy; ties go to the smaller lr, then smaller wd."""
+    ok = [r for r in search_rows if r["status"] == "ok" and not math.isnan(r["val_top1"])]
+    if not ok:
+        return None
+    return min(ok, key=lambda r: (-r["val_top1"], r["lr"], r["weight_decay"]))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a ``pebench run`` selects besides its methods (the shared inputs of its sweeps)."""
+
+    tasks: str | None = None
+    budget: str | None = None
+    seeds: Sequence[int] | None = None
+    backbone: str | None = None
+    weights: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None
+    results_dir: str | Path = "results"
+
+
+DEFAULT_SELECTION = Selection()
+DEFAULT_OPTIONS = RunOptions()
+
+
+def plan_sweeps(
+    methods: Sequence[str],
+    selection: Selection = DEFAULT_SELECTION,
+    options: RunOptions = DEFAULT_OPTIONS,
+    load_weights: bool = True,
+) -> list[Sweep]:
+    """One validated sweep per method; every input is checked before anything runs or is written.
+
+    The task list, budget and weights are resolved once for all methods: the weights file is
+    hashed once and the backbone loaded once (``load_weights=False`` skips the load, for
+    ``pebench status``, which needs only run ids). A relative ``data_dir`` is made absolute, since
+    workers may start elsewhere.
+
+    Raises:
+        pebench.errors.PebenchError: unknown method, preset, ``--set`` key or value, task, suite,
+            budget or backbone; a budget of another modality; a missing or unreadable weights
+            file; a data cache never prepared.
+    """
+    from pebench.backbones import RANDOM, create_backbone, known_backbone, weights_tag
+    from pebench.data import check_fits
+
+    s = selection
+    named = [(m, *split_spec(m)) for m in methods]
+    for _, name, _ in named:
+        registry.get(name)  # unknown names fail before anything heavy is resolved
+    for _, name, preset in named:
+        build_method(name, s.overrides, preset=s.preset or preset)  # presets, keys and values
+    task_specs = resolve_tasks(s.tasks or "demo")
+    budget = get_budget(s.budget or get_suite(task_specs[0].suite).default_budget)
+    for spec in task_specs:
+        check_fits(spec, budget)  # an image budget for a video task (or the reverse) is refused
+    backbone = s.backbone or budget.backbone
+    known_backbone(backbone)
+    tag = weights_tag(backbone, s.weights)  # missing file -> error naming the path, before loading
+    if load_weights and s.weights != RANDOM:
+        create_backbone(backbone, s.weights, image_size=budget.image_size, tag=tag)  # fail fast
+    if options.data_dir:
+        options = replace(options, data_dir=os.path.abspath(options.data_dir))
+    # the data lineage of every task (format and manifest hash), read once, before any run:
+    # a cache that was never prepared fails here, with the command that prepares it
+    data = {t.name: describe_data(t, options.data_dir, budget.image_size) for t in task_specs}
+    sweeps = []
+    for _, name, spec_preset in named:
+        preset = s.preset or spec_preset or "default"
+        static = {
+            "method_config": build_method(name, s.overrides, preset).config_json(),
+            "method_origin": registry.origin(name),
+            "method_reconstruction": bool(registry.get(name).reconstruction),
+            "weights": tag,
+        }
+        sweeps.append(
+            Sweep(
+                method=name,
+                preset=preset,
+                overrides=dict(s.overrides),
+                budget=budget,
+                tasks=task_specs,
+                seeds=tuple(s.seeds) if s.seeds else budget.seeds,
+                backbone=backbone,
+                weights=s.weights,
+                results_dir=Path(s.results_dir),
+                options=options,
+                static=static,
+                data=data,
+            )  # fmt: skip
+        )
+    return sweeps
+
+
+def plan_sweep(
+    method: str,
+    options: RunOptions = DEFAULT_OPTIONS,
+    load_weights: bool = True,
+    **selection: Any,
+) -> Sweep:
+    """The sweep of one ``method`` (:func:`plan_sweeps`); ``selection``: :class:`Selection` keys."""
+    return plan_sweeps([method], Selection(**selection), options, load_weights)[0]
+
+
+def config_summary(sweep: Sweep) -> str:
+    """One JSON line describing a sweep (printed before running)."""
+    return json.dumps(
+        {
+            "method": sweep.method,
+            "preset": sweep.preset,
+            "overrides": sweep.overrides,
+            "tasks": [t.name for t in sweep.tasks],
+            "budget": sweep.budget.id,
+            "seeds": list(sweep.seeds),
+            "backbone": sweep.backbone,
+            "weights": sweep.static["weights"],
+            "results": str(sweep.results_dir),
+            "cpus": os.cpu_count(),
+        }
+    )
+
+
+__all__ = [
+    "NO_TRIAL_OK",
+    "Selection",
+    "Sweep",
+    "config_summary",
+    "plan_sweep",
+    "plan_sweeps",
+    "select_trial",
+]
