@@ -1,7 +1,27 @@
 """pebench: a benchmark suite for parameter-efficient transfer learning of Vision Transformers.
 
-Importing :mod:`pebench` is cheap: torch and timm are imported only by the modules that need
-them (``pebench.report.leaderboard`` never does).
+Folders and import names (``pyproject.toml``'s ``package-dir``)::
+
+    benchmark/  -> pebench            the core
+    methods/    -> pebench.methods    one file per method plugin (+ the catalog, the peft bridge)
+    datasets/   -> pebench.datasets   the task registry: suites, task specs, loaders, caches
+
+Inside the core, layers import only downward:
+
+- contracts: ``errors``, ``registry``, ``method`` (the plugin protocol and ``prepare``), ``vit``
+  and ``layers`` (what plugins build on), ``results`` (the row schema and store), ``budget``;
+  ``conformance`` checks a plugin against the contract;
+- the run pipeline: ``run`` (one run: its spec, options and ``execute``), ``data``, ``train``,
+  ``metrics``, on ``backbones/`` (timm backbones and weights, the VideoMAE layout, safe
+  checkpoint reading);
+- ``sweep/``: planning (``plan``), ``dispatch``, running ``markers``, the ``worker`` process,
+  ``executors`` (local, Slurm, Ray), ``ddp`` and ``status``;
+- ``report/``: aggregation, column table, markdown, plots, reported numbers (never torch);
+- entry points: ``cli`` and its commands (``listing``, ``prepare_cli``, ``bench``, ``estimate``,
+  ``pretrain``).
+
+``tests/test_architecture.py`` enforces these rules on every import, lazy ones included. Importing
+:mod:`pebench` is cheap: torch and timm are imported only by the modules that need them.
 """
 
 __version__ = "0.1.0"

@@ -16,8 +16,55 @@ from dataclasses import asdict, dataclass, replace
 from itertools import product
 from typing import Any, Literal
 
-from pebench.datasets.video import VideoProtocol
 from pebench.registry import RegistryError, suggest
+
+
+@dataclass(frozen=True)
+class VideoProtocol:
+    """Clip sampling and test views of video budgets (defaults: AdaptFormer's SSv2/HMDB51).
+
+    Part of the budget (it fixes what a video run sees); :mod:`pebench.datasets.video` samples
+    clips by it.
+
+    Attributes:
+        num_frames: frames per clip (T).
+        sampling_rate: stride between sampled frames.
+        short_side: frames are resized so their short side has this length.
+        crop_size: side of the square crop (at most ``short_side``).
+        test_segments: temporal clips per test video.
+        test_crops: spatial crops per test clip (along the long side).
+        flip: random horizontal flip in training (ignored for SSv2).
+    """
+
+    num_frames: int = 8
+    sampling_rate: int = 4
+    short_side: int = 224
+    crop_size: int = 224
+    test_segments: int = 4
+    test_crops: int = 3
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("num_frames", "sampling_rate", "short_side", "crop_size"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"VideoProtocol.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("test_segments", "test_crops"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"VideoProtocol.{key} must be >= 1, got {getattr(self, key)}")
+        if self.crop_size > self.short_side:
+            raise ValueError(
+                f"VideoProtocol.crop_size {self.crop_size} exceeds short_side {self.short_side}"
+            )
+
+    @property
+    def span(self) -> int:
+        """Frames covered by one clip: ``(num_frames - 1) * sampling_rate + 1``."""
+        return (self.num_frames - 1) * self.sampling_rate + 1
+
+    @property
+    def views(self) -> int:
+        """Test views per video: ``test_segments * test_crops``."""
+        return self.test_segments * self.test_crops
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pebench import __version__
 from pebench.errors import PebenchError, UserError
@@ -27,6 +28,14 @@ def _seeds(text: str) -> list[int]:
         ) from err
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    """``--set KEY=VALUE`` -> ``(KEY, VALUE)``; values are parsed by the method's Config."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
 def _add_selection(p: argparse.ArgumentParser) -> None:
     """The options that select a grid of runs (shared by ``run`` and ``status``)."""
     p.add_argument(
@@ -37,6 +46,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
         "--set",
         dest="overrides",
         action="append",
+        type=_key_value,
         metavar="KEY=VALUE",
         help="override a method config field (repeatable)",
     )
@@ -114,13 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list methods, tasks, suites or budgets")
     ls.add_argument("what", choices=["methods", "tasks", "suites", "budgets"])
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="one JSON list instead of text")
+    ls.add_argument(
+        "--peft",
+        action="store_true",
+        help="methods: also probe the Hugging Face peft types the installed peft supports "
+        "(imports torch and peft: seconds)",
+    )
+    ls.add_argument("--suite", help="tasks: only the tasks of this suite (e.g. vtab)")
 
     pa = sub.add_parser("params", help="print the parameter count of a method on a backbone")
     pa.add_argument("--method", required=True)
     pa.add_argument("--backbone", default="vit_base_patch16_224")
     pa.add_argument("--num-classes", type=int, default=100)
-    pa.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE")
+    pa.add_argument(
+        "--set", dest="overrides", action="append", type=_key_value, metavar="KEY=VALUE"
+    )
     pa.add_argument("--json", action="store_true")
 
     ch = sub.add_parser("check", help="run the conformance suite for one method")
@@ -167,7 +186,6 @@ def _method_list(spec: str) -> list[str]:
 
 def _plan(args: argparse.Namespace, options: object = None, load_weights: bool = True) -> list:
     """One validated sweep per method of ``--method`` (nothing runs or is written)."""
-    from pebench.method import parse_overrides
     from pebench.run import RunOptions
     from pebench.sweep.plan import Selection, plan_sweeps
 
@@ -177,7 +195,7 @@ def _plan(args: argparse.Namespace, options: object = None, load_weights: bool =
         seeds=args.seeds,
         backbone=args.backbone,
         weights=args.weights,
-        overrides=parse_overrides(args.overrides),
+        overrides=dict(args.overrides or []),
         preset=args.preset,
         results_dir=args.results,
     )
@@ -185,12 +203,9 @@ def _plan(args: argparse.Namespace, options: object = None, load_weights: bool =
     return plan_sweeps(_method_list(args.method), selection, options, load_weights)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """``pebench run``: every method in ``--method`` (comma-separated, or ``all``)."""
-    from pebench.run import RunOptions
-    from pebench.sweep.dispatch import dispatch
-    from pebench.sweep.executors import ExecutorOptions, make_executor
-    from pebench.sweep.plan import config_summary
+def _executor_options(args: argparse.Namespace) -> Any:
+    """Where runs execute (validated: bad combinations and a missing engine fail here)."""
+    from pebench.sweep.executors import ExecutorOptions
 
     opts = ExecutorOptions(
         kind=args.executor,
@@ -205,12 +220,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         gpus_per_run=args.gpus_per_run,
         device=args.device,
     )
-    opts.validate()  # bad combinations and a missing engine, before anything is planned
+    opts.validate()
+    return opts
+
+
+def _run_options(args: argparse.Namespace) -> Any:
+    """How every run of this invocation executes (one object, carried to each run)."""
+    from pebench.run import RunOptions
+
     if args.nproc_per_run < 1:
         raise UserError(f"--nproc-per-run must be >= 1, got {args.nproc_per_run}")
     if args.data_workers < 0:
         raise UserError(f"--data-workers must be >= 0, got {args.data_workers}")
-    options = RunOptions(
+    return RunOptions(
         data_dir=args.data_dir,
         device=args.device,
         threads=args.threads,
@@ -219,17 +241,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         timeout_s=args.timeout,
     )
-    sweeps = _plan(args, options)  # every input is validated before the first run starts
-    for sweep in sweeps:
-        print(f"pebench run {config_summary(sweep)}", file=sys.stderr)
-    with make_executor(opts) as executor:
-        if getattr(executor, "cluster", "slurm") != "slurm":
-            print(
-                f"pebench run: sbatch not found; submitit runs the jobs on its "
-                f"{executor.cluster!r} cluster",
-                file=sys.stderr,
-            )
-        rows = dispatch(sweeps, executor)
+
+
+def _print_outcome(rows: list[dict[str, Any]], results: str) -> int:
+    """One line per final run, one per run not ok (stderr), a summary; returns the exit code."""
     for r in rows:
         if r["phase"] == "final":
             acc = f"test_top1={r['test_top1']:.4f}" if r["status"] == "ok" else ""
@@ -247,11 +262,32 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(
-        f"{len(rows)} runs, {len(bad)} not ok; rows in {args.results}/runs/; "
+        f"{len(rows)} runs, {len(bad)} not ok; rows in {results}/runs/; "
         "regenerate the leaderboard with `pebench leaderboard`",
         file=sys.stderr,
     )
     return 0 if not bad else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``pebench run``: every method in ``--method`` (comma-separated, or ``all``)."""
+    from pebench.sweep.dispatch import dispatch
+    from pebench.sweep.executors import make_executor
+    from pebench.sweep.plan import config_summary
+
+    executor_options = _executor_options(args)
+    sweeps = _plan(args, _run_options(args))  # every input is validated before any run
+    for sweep in sweeps:
+        print(f"pebench run {config_summary(sweep)}", file=sys.stderr)
+    with make_executor(executor_options) as executor:
+        if getattr(executor, "cluster", "slurm") != "slurm":
+            print(
+                f"pebench run: sbatch not found; submitit runs the jobs on its "
+                f"{executor.cluster!r} cluster",
+                file=sys.stderr,
+            )
+        rows = dispatch(sweeps, executor)
+    return _print_outcome(rows, args.results)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -264,78 +300,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """``pebench list methods|tasks|suites|budgets``."""
-    items: list[dict] = []
+    """``pebench list methods|tasks|suites|budgets`` (torch-free except third-party methods)."""
+    from pebench import listing
+
     if args.what == "methods":
-        from pebench.methods import PEFT_PREFIX, get_method_class, peft_method_names, registry
-
-        names = [n for n in registry.names() if not n.startswith(PEFT_PREFIX)]
-        for name in names + peft_method_names():
-            info = get_method_class(name).build().describe()
-            item = {
-                "name": name,
-                "origin": registry.origin(name),
-                "title": info["title"] + (" [RECONSTRUCTION]" if info["reconstruction"] else ""),
-                "presets": info["presets"],
-                "caps": info["caps"],
-            }
-            if "expected_num_params" in info:  # the peft bridge says whether a formula exists
-                item["params_formula"] = info["expected_num_params"]
-            items.append(item)
-    elif args.what in ("tasks", "suites"):
-        from pebench.datasets import suites, tasks
-
-        if args.what == "tasks":
-            for t in tasks().values():
-                items.append(
-                    {
-                        "name": t.name,
-                        "group": t.group,
-                        "classes": t.num_classes,
-                        "format": t.data_format,
-                        "version": t.version,
-                        "aliases": list(t.aliases),
-                        "description": t.description,
-                    }
-                )
-        else:
-            seen = set()
-            for s in suites().values():
-                if s.name not in seen:
-                    seen.add(s.name)
-                    items.append(
-                        {
-                            "name": s.name,
-                            "tasks": len(s.tasks),
-                            "budget": s.default_budget,
-                            "aggregate": s.aggregate,
-                            "description": s.description,
-                        }
-                    )
+        items = listing.methods(peft=args.peft)
+    elif args.what == "tasks":
+        items = listing.tasks(args.suite)
     else:
-        from pebench.budget import BUDGETS
-
-        items = [
-            {
-                "name": b.id,
-                "trials": len(b.trials()),
-                "epochs": b.epochs,
-                "seeds": list(b.seeds),
-                "backbone": b.backbone,
-                "description": b.description,
-            }
-            for b in BUDGETS.values()
-        ]
+        items = getattr(listing, args.what)()
     if args.json:
         print(json.dumps(items, indent=1, default=str))
-    else:
-        for it in items:
-            extra = "  ".join(
-                f"{k}={v}" for k, v in it.items() if k not in ("name", "title", "description")
-            )
-            print(
-                f"{it['name']:<20} {it.get('title') or it.get('description', '')}\n{'':<20} {extra}"
-            )
+        return 0
+    print(listing.format_items(items))
+    if args.what == "methods" and not args.peft:
+        print(listing.PEFT_HINT)
     return 0
 
 
@@ -382,11 +361,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_params(args: argparse.Namespace) -> int:
     """``pebench params``: count from the instantiated module (no weights downloaded)."""
     from pebench.backbones import create_backbone
-    from pebench.method import parse_overrides, prepare
+    from pebench.method import prepare
     from pebench.methods import build_method
     from pebench.vit import vit_dims
 
-    method = build_method(args.method, parse_overrides(args.overrides))
+    method = build_method(args.method, dict(args.overrides or []))
     model = create_backbone(args.backbone, "random").model
     try:
         expected = method.expected_num_params(vit_dims(model))

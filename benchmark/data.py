@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pebench.budget import Budget
-from pebench.datasets import TaskSpec, array_sha256, loader_hook
+from pebench.datasets import TaskSpec, array_sha256
 from pebench.errors import PebenchError
 
 
@@ -146,8 +146,8 @@ def load_split(
             f"expected 0..{spec.num_classes - 1}"
         )
     # a loader that has just verified the split's hash (prepared caches) saves a second full read
-    known = loader_hook(spec, "verified_sha256")
-    full = (known and known(spec, split, data_dir, image_size)) or array_sha256(images, labels)
+    known = spec.get_loader().known_sha256(spec, split, data_dir, image_size)
+    full = known or array_sha256(images, labels)
     sha256 = full[:16]
     if subset is not None:
         images, labels = images[:subset], labels[:subset]

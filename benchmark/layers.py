@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from pebench.vit import PetlModule
 
@@ -20,7 +21,8 @@ ACTIVATIONS = {
 class QuickGELU(nn.Module):
     """``x · sigmoid(1.702 x)``, the activation of CLIP and NOAH/Convpass adapters."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(1.702 * x)
 
 
@@ -75,5 +77,6 @@ class Bottleneck(PetlModule):
         self.up = nn.Linear(rank, out_dim or dim, bias=up_bias)
         lora_init_(self.down, self.up)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.dropout(self.act(self.down(x))))

@@ -82,10 +82,15 @@ class Method:
 
     @dataclass(frozen=True)
     class Config:
-        """No options."""
+        """No options. Base of every method's Config: construction runs :func:`check_config`."""
+
+        def __post_init__(self) -> None:
+            check_config(self)
 
     def __init__(self, config: Any | None = None, preset: str = "default"):
         self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, Method.Config):  # a Config that is not derived from ours
+            check_config(self.config)
         self.preset = preset
 
     # ------------------------------------------------------------------------- construction --
@@ -110,7 +115,9 @@ class Method:
         values = dict(cls.presets.get(preset, {}))
         values.update({k: parse_field(cls.Config, k, v) for k, v in (overrides or {}).items()})
         try:
-            config = cls.Config(**values)
+            config = cls.Config(**values)  # a Method.Config checks itself on construction
+            if not isinstance(config, Method.Config):
+                check_config(config)
         except (TypeError, ValueError) as err:
             raise MethodConfigError(f"invalid config for method {cls.name!r}: {err}") from err
         return cls(config, preset=preset)
@@ -163,6 +170,105 @@ class Method:
         suite uses this mapping to check that every backbone tensor is still there, unchanged.
         """
         return key
+
+
+# -------------------------------------------------------------------------- config checks --
+_CONSTRAINT = "pebench.constraint"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What a Config field allows: bounds and/or a set of choices (see :func:`option`)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def allows(self, value: Any) -> bool:
+        """Whether ``value`` satisfies every bound and is one of the choices (NaN never is)."""
+        if self.choices is not None and value not in self.choices:
+            return False
+        bounds = (
+            (self.ge, lambda b: value >= b),
+            (self.gt, lambda b: value > b),
+            (self.le, lambda b: value <= b),
+            (self.lt, lambda b: value < b),
+        )
+        try:
+            return all(b is None or ok(b) for b, ok in bounds)
+        except TypeError:  # e.g. a string where a number is expected
+            return False
+
+    def describe(self) -> str:
+        """``">= 1"``, ``"in [0, 1)"``, ``"one of 'a', 'b'"`` (what the error message shows)."""
+        parts = []
+        if self.choices is not None:
+            parts.append("one of " + ", ".join(repr(c) for c in self.choices))
+        lo = f"[{self.ge:g}" if self.ge is not None else None
+        lo = f"({self.gt:g}" if self.gt is not None else lo
+        hi = f"{self.le:g}]" if self.le is not None else None
+        hi = f"{self.lt:g})" if self.lt is not None else hi
+        if lo and hi:
+            parts.append(f"in {lo}, {hi}")
+        else:
+            ops = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            parts += [f"{op} {bound:g}" for op, bound in ops if bound is not None]
+        return " and ".join(parts)
+
+
+def option(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A Config field with a default and a declared :class:`Constraint`.
+
+    ``r: int = option(8, ge=1)``; ``dropout: float = option(0.1, ge=0, lt=1)``;
+    ``act: str = option("gelu", choices=("relu", "gelu"))``. ``Literal[...]`` fields need no
+    ``option``: their choices are checked from the annotation.
+    """
+    rule = Constraint(ge=ge, gt=gt, le=le, lt=lt, choices=choices)
+    return dataclasses.field(default=default, metadata={_CONSTRAINT: rule})
+
+
+def at_least_one(default: int) -> Any:
+    """An integer field that must be >= 1 (ranks, bottlenecks, token counts)."""
+    return option(default, ge=1)
+
+
+def dropout_rate(default: float) -> Any:
+    """A dropout probability field: in [0, 1)."""
+    return option(default, ge=0.0, lt=1.0)
+
+
+def field_constraints(config_cls: type) -> dict[str, Constraint]:
+    """Field name -> :class:`Constraint`: declared with :func:`option`, or a ``Literal``'s."""
+    rules, types = {}, config_fields(config_cls)
+    for f in dataclasses.fields(config_cls):
+        rule = f.metadata.get(_CONSTRAINT)
+        if rule is None and get_origin(tp := types[f.name]) is Literal:
+            rule = Constraint(choices=get_args(tp))
+        if rule is not None:
+            rules[f.name] = rule
+    return rules
+
+
+def check_config(config: Any) -> None:
+    """Check every field of a Config instance against its :func:`field_constraints`.
+
+    Raises:
+        MethodConfigError: ``"<key> must be <allowed>, got <value>"`` for the first bad field.
+    """
+    for name, rule in field_constraints(type(config)).items():
+        value = getattr(config, name)
+        if not rule.allows(value):
+            raise MethodConfigError(f"{name} must be {rule.describe()}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------- config parse --
@@ -299,11 +405,16 @@ def load_tunable_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor])
 
 __all__ = [
     "Caps",
+    "Constraint",
     "Dims",
     "Method",
     "MethodConfigError",
     "ParamCount",
+    "at_least_one",
+    "check_config",
+    "dropout_rate",
     "load_tunable_state_dict",
+    "option",
     "parse_overrides",
     "prepare",
     "tunable_state_dict",

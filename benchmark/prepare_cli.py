@@ -16,7 +16,7 @@ EXIT_USAGE = 2
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``prepare`` subcommand to ``pebench``'s subparsers and return it."""
-    from pebench.datasets.formats import SOURCES
+    from pebench.datasets.sources import SOURCES, help_text
 
     p = subparsers.add_parser(
         "prepare",
@@ -32,10 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--source",
         choices=sorted(SOURCES),
-        help="image suites (required there): noah: NOAH VTAB-1k folders; tfds: VTAB-1k from "
-        "tensorflow-datasets builders "
-        "(task_adaptation split strings and label rules; pip install 'pebench[tfds]'); "
-        "json: VPT FGVC json; coop: CoOp few-shot lists",
+        help=f"image suites (required there): {help_text()}",
     )
     p.add_argument(
         "--data-dir",
@@ -113,7 +110,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     """Run ``pebench prepare``; returns the exit code (0 ok, 2 bad input or data)."""
     from pebench.datasets import resolve_tasks
     from pebench.datasets.cache import default_cache_dir, prepare, verify
-    from pebench.datasets.formats import SOURCES, DatasetError
+    from pebench.datasets.formats import DatasetError
+    from pebench.datasets.sources import SOURCES
     from pebench.registry import RegistryError
 
     cache_dir = args.cache_dir or default_cache_dir()

@@ -54,36 +54,40 @@ def _augment(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
-def pretrain(
-    recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool = True
-) -> dict[str, Any]:
-    """Train the backbone on fractal classes and save it (without head) as safetensors.
+Pair = tuple[torch.Tensor, torch.Tensor]
 
-    Returns:
-        The model-card fields: recipe, steps, source-task held-out accuracy, SHA-256, time.
+
+def _fractal_splits(recipe: Recipe, mean: tuple, std: tuple) -> tuple[Pair, Pair]:
+    """Normalised ``(train, held-out)`` fractal images and labels.
+
+    The first ``holdout_per_class`` images of every class are held out for the source accuracy.
     """
-    from tqdm.auto import tqdm
+    from pebench.datasets.fractals import dataset
 
-    from pebench.datasets.fractals import GENERATOR_VERSION, dataset
-
-    torch.manual_seed(recipe.seed)
-    dev = torch.device(device)
-    t0 = time.perf_counter()
     per = recipe.per_class + recipe.holdout_per_class
     images, labels = dataset(recipe.num_classes, per, recipe.image_size, recipe.seed)
-    # hold out the first ``holdout_per_class`` images of every class for the source accuracy
     rank = np.zeros(len(labels), dtype=np.int64)
     for c in range(recipe.num_classes):
         idx = np.flatnonzero(labels == c)
         rank[idx] = np.arange(len(idx))
     held = rank < recipe.holdout_per_class
-    bb = create_backbone(recipe.backbone, "random", image_size=recipe.image_size)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
-    x = (x - torch.tensor(bb.mean).view(1, 3, 1, 1)) / torch.tensor(bb.std).view(1, 3, 1, 1)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     y = torch.from_numpy(labels)
-    x_tr, y_tr, x_te, y_te = x[~held], y[~held], x[held], y[held]
-    model = bb.model
-    model.reset_classifier(recipe.num_classes)
+    return (x[~held], y[~held]), (x[held], y[held])
+
+
+def _fit(
+    model: torch.nn.Module,
+    x_tr: torch.Tensor,
+    y_tr: torch.Tensor,
+    recipe: Recipe,
+    dev: torch.device,
+    progress: bool,
+) -> int:
+    """Train every parameter with AdamW, warmup + cosine, shift augmentation; returns steps."""
+    from tqdm.auto import tqdm
+
     model.to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     spe = math.ceil(len(y_tr) / recipe.batch_size)
@@ -108,6 +112,27 @@ def pretrain(
             sched.step()
             steps += 1
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    return steps
+
+
+def pretrain(
+    recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool = True
+) -> dict[str, Any]:
+    """Train the backbone on fractal classes and save it (without head) as safetensors.
+
+    Returns:
+        The model-card fields: recipe, steps, source-task held-out accuracy, SHA-256, time.
+    """
+    from pebench.datasets.fractals import GENERATOR_VERSION
+
+    torch.manual_seed(recipe.seed)
+    dev = torch.device(device)
+    t0 = time.perf_counter()
+    bb = create_backbone(recipe.backbone, "random", image_size=recipe.image_size)
+    (x_tr, y_tr), (x_te, y_te) = _fractal_splits(recipe, bb.mean, bb.std)
+    model = bb.model
+    model.reset_classifier(recipe.num_classes)
+    steps = _fit(model, x_tr, y_tr, recipe, dev, progress)
     model.eval()
     with torch.no_grad():
         pred = torch.cat(

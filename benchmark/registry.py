@@ -28,6 +28,12 @@ def suggest(name: str, choices: Iterable[str], kind: str) -> str:
     return f"unknown {kind} {name!r}.{hint} Available: {', '.join(choices) or '(none)'}"
 
 
+def _qualname(obj: object) -> str:
+    """``module:Qualname`` of a class or function, else the repr of ``obj``."""
+    module, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}:{qual}" if module and qual else repr(obj)
+
+
 class Registry(Generic[T]):
     """Names to objects, from three sources: a lazy built-in table, entry points, decorators.
 
@@ -56,6 +62,8 @@ class Registry(Generic[T]):
                     f"duplicate {self.kind} name {name!r}: already registered "
                     f"({self._origin.get(name, 'unknown origin')})"
                 )
+            how = "at run time" if origin == "runtime" else f"by {origin}"
+            self.check(name, o, f"{self.kind} {name!r} registered {how} as {_qualname(o)}")
             self._loaded[name] = o
             self._origin[name] = origin
             return o
@@ -85,6 +93,20 @@ class Registry(Generic[T]):
             self._lazy[ep.name] = ep.value
             self._origin[ep.name] = origin
 
+    def check(self, name: str, obj: object, source: str) -> None:
+        """Reject ``obj`` as the entry for ``name`` by raising :class:`RegistryError`.
+
+        Called once per object, before it is returned or cached; the default accepts anything.
+        ``source`` says where ``obj`` came from (e.g. ``"method entry point 'x' = m:X
+        (dist==1.0)"``) and should start the one-line message.
+        """
+
+    def _source(self, name: str) -> str:
+        origin = self._origin[name]
+        if origin == "builtin":
+            return f"builtin {self.kind} {name!r} = {self._lazy[name]}"
+        return f"{self.kind} entry point {name!r} = {self._lazy[name]} ({origin})"
+
     # ------------------------------------------------------------------------------- lookup --
     def names(self) -> list[str]:
         """All registered names, sorted."""
@@ -94,6 +116,17 @@ class Registry(Generic[T]):
     def origin(self, name: str) -> str:
         """``"builtin"``, ``"dist==version"`` for entry points, or ``"runtime"``."""
         self.get(name)
+        return self._origin[name]
+
+    def origin_of(self, name: str) -> str:
+        """Like :meth:`origin` but without loading (or checking) the object: cheap listings.
+
+        Raises:
+            RegistryError: unknown name (with suggestions).
+        """
+        self._scan_entry_points()
+        if name not in self._origin:
+            raise RegistryError(suggest(name, self.names(), self.kind))
         return self._origin[name]
 
     def __contains__(self, name: str) -> bool:
@@ -115,5 +148,6 @@ class Registry(Generic[T]):
                 f"{self.kind} {name!r} ({self._origin[name]}) could not be loaded from "
                 f"{target!r}: {err}"
             ) from err
+        self.check(name, obj, self._source(name))
         self._loaded[name] = obj
         return obj

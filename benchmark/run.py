@@ -97,24 +97,46 @@ def classify(err: BaseException) -> str:
     return "failed"
 
 
-def _device(name: str):  # noqa: ANN202
+def _device(opts: RunOptions):  # noqa: ANN202 - torch.device, torch imported lazily
+    """The run's device, with the process-wide torch settings every run shares."""
     import torch
 
+    name = opts.device
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return device
+
+
+def _model(spec: RunSpec, budget: Any, num_classes: int, row: dict[str, Any]) -> Any:
+    """Backbone + method, prepared (frozen, head, trainable set): counts go into ``row``."""
+    import torch
+
+    from pebench.backbones import create_backbone
+    from pebench.method import prepare
+    from pebench.methods import build_method
+
+    torch.manual_seed(0)  # the same backbone for every method and seed (matters for random init)
+    frames = {"num_frames": budget.video.num_frames} if budget.video else {}
+    bb = create_backbone(
+        spec.backbone, spec.weights, image_size=budget.image_size, tag=row["weights"], **frames
+    )
+    method = build_method(spec.method, dict(spec.overrides), preset=spec.preset)
+    torch.manual_seed(spec.seed)
+    row.update(prepare(bb.model, method, num_classes).as_dict())
+    return bb
 
 
 def execute(spec: RunSpec) -> dict[str, Any]:
     """Run one training + evaluation in this process and return its complete row."""
-    import torch
-
-    from pebench.backbones import create_backbone
     from pebench.budget import get_budget
     from pebench.data import run_splits
     from pebench.datasets import get_task
-    from pebench.method import prepare
-    from pebench.methods import build_method
     from pebench.metrics import (
         checkpoint_bytes,
         flops_per_image,
@@ -125,36 +147,19 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     from pebench.train import evaluate, train
 
     opts = spec.options
-    device = _device(opts.device)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    device = _device(opts)
     reset_peak_memory(device)
-    budget = get_budget(spec.budget)
-    task = get_task(spec.task)
+    budget, task = get_budget(spec.budget), get_task(spec.task)
     row = dict(spec.base_row)
     row.update(provenance(device))
     t_start = time.perf_counter()
-
-    torch.manual_seed(0)  # the same backbone for every method and seed (matters for random init)
-    frames = {"num_frames": budget.video.num_frames} if budget.video else {}
-    bb = create_backbone(
-        spec.backbone, spec.weights, image_size=budget.image_size, tag=row["weights"], **frames
-    )
-    method = build_method(spec.method, dict(spec.overrides), preset=spec.preset)
-    torch.manual_seed(spec.seed)
-    count = prepare(bb.model, method, task.num_classes)
-    row.update(count.as_dict())
+    bb = _model(spec, budget, task.num_classes, row)
     model = bb.model.to(device)
     row["flops_per_image"] = flops_per_image(model, budget.image_size, device)
-
     tr, ev, skipped = run_splits(
         task, spec.phase, budget, bb.mean, bb.std, opts.data_dir, spec.seed
     )
-    row["data_hash"] = f"{tr.sha256}+{ev.sha256}"
-    row["data_skipped"] = skipped
+    row.update(data_hash=f"{tr.sha256}+{ev.sha256}", data_skipped=skipped)
     stats = train(
         model, tr, budget, spec.lr, spec.weight_decay, spec.seed, device,
         progress=opts.progress, desc=f"{spec.method} {task.name} {spec.phase}",

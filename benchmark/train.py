@@ -146,6 +146,67 @@ def autocast(device: torch.device, budget: Budget):  # noqa: ANN201 - context ma
     return nullcontext()
 
 
+def _optimizer(
+    model: nn.Module, budget: Budget, lr: float, wd: float, n: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimizer and its per-step schedule (warmup, then cosine) for ``n`` examples."""
+    opt = make_optimizer(model, budget, lr, wd)
+    steps_per_epoch = max(1, math.ceil(n / budget.batch_size))
+    total = budget.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, total, budget.warmup_epochs * steps_per_epoch)
+    )
+    return opt, sched
+
+
+def _loss(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, global_n: int, size: int
+) -> tuple[torch.Tensor, float]:
+    """The loss to back-propagate and the global batch's mean loss (the same on every rank)."""
+    if size == 1:
+        loss = F.cross_entropy(net(x), y)
+        return loss, loss.item()
+    local_sum = F.cross_entropy(net(x), y, reduction="sum")
+    return local_sum * (size / global_n), _all_reduce(local_sum.item()) / global_n
+
+
+def _epoch(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    params: list[nn.Parameter],
+    budget: Budget,
+    batches_: Iterator[tuple[torch.Tensor, torch.Tensor, int]],
+    device: torch.device,
+    epoch: int,
+    size: int,
+) -> tuple[float, int, float]:
+    """One epoch of optimizer steps: ``(loss sum, examples, seconds in steps)``.
+
+    ``params`` (the trainable parameters in model order) are what the gradient is clipped over.
+    """
+    loss_sum, loss_n, elapsed = 0.0, 0, 0.0
+    for step, (xb, yb, global_n) in enumerate(batches_):
+        x, y = xb.to(device, non_blocking=True), yb.to(device)
+        t0 = time.perf_counter()
+        with autocast(device, budget):
+            loss, batch_loss = _loss(net, x, y, global_n, size)
+        if not math.isfinite(batch_loss):
+            raise Diverged(f"loss became {batch_loss} at epoch {epoch}, step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if budget.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
+        opt.step()
+        sched.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed += time.perf_counter() - t0
+        loss_sum += batch_loss * global_n
+        loss_n += global_n
+    return loss_sum, loss_n, elapsed
+
+
 def train(
     model: nn.Module,
     split: Split,
@@ -184,13 +245,8 @@ def train(
     net = model if size == 1 else _ddp(model, device)
     if rank > 0:  # dropout / drop-path masks of other ranks must not copy rank 0's
         torch.manual_seed(seed * 1000 + rank)
-    opt = make_optimizer(model, budget, lr, weight_decay)
     n = len(split)
-    steps_per_epoch = max(1, math.ceil(n / budget.batch_size))
-    total = budget.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, total, budget.warmup_epochs * steps_per_epoch)
-    )
+    opt, sched = _optimizer(model, budget, lr, weight_decay, n)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     seen, elapsed, loss_sum, loss_n = 0, 0.0, 0.0, 0
@@ -198,34 +254,12 @@ def train(
     for epoch in bar:
         split.data.set_epoch(epoch)
         order = torch.randperm(n, generator=gen)
-        loss_sum, loss_n = 0.0, 0
-        for step, (xb, yb, global_n) in enumerate(
-            _rank_batches(split, order, budget.batch_size, workers, rank, size)
-        ):
-            x, y = xb.to(device, non_blocking=True), yb.to(device)
-            t0 = time.perf_counter()
-            with autocast(device, budget):
-                if size == 1:
-                    loss = F.cross_entropy(model(x), y)
-                    batch_loss = loss.item()
-                else:
-                    local_sum = F.cross_entropy(net(x), y, reduction="sum")
-                    loss = local_sum * (size / global_n)
-                    batch_loss = _all_reduce(local_sum.item()) / global_n
-            if not math.isfinite(batch_loss):
-                raise Diverged(f"loss became {batch_loss} at epoch {epoch}, step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if budget.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
-            opt.step()
-            sched.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            elapsed += time.perf_counter() - t0
-            seen += global_n
-            loss_sum += batch_loss * global_n
-            loss_n += global_n
+        batches_ = _rank_batches(split, order, budget.batch_size, workers, rank, size)
+        loss_sum, loss_n, dt = _epoch(
+            net, opt, sched, params, budget, batches_, device, epoch, size
+        )
+        elapsed += dt
+        seen += loss_n
         bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}")
     if size > 1:
         elapsed = _all_reduce(elapsed, "max")

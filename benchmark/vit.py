@@ -15,8 +15,10 @@ make this possible without copying weights:
 
 * :class:`PetlLinear` — an ``nn.Linear`` with an additive ``delta`` child:
   ``y = W x + b + delta(x)``.
+* :func:`wrap_output` — an ``nn.Linear`` or LayerNorm followed by a named child module:
+  ``y = child(layer(x))`` (SSF's scale-and-shift after a layer).
 
-Both keep their original parameters (same ``Parameter`` objects), so ``merge`` can fold a delta
+All three keep their original parameters (same ``Parameter`` objects), so ``merge`` can fold a delta
 into ``weight``/``bias`` and turn the module back into the plain timm class.
 """
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from pebench._compat import import_timm
 
@@ -147,7 +150,8 @@ class PetlBlock(Block):
     def _slot(self, name: str) -> nn.Module | None:
         return self._modules.get(name)
 
-    def forward(  # noqa: D102 - same contract as timm Block.forward
+    @override
+    def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
         slot = self._slot
@@ -205,7 +209,8 @@ def clear_slot(block: Block, slot: str) -> None:
 class PetlLinear(nn.Linear):
     """``nn.Linear`` plus an additive ``delta`` module: ``y = W x + b + delta(x)``."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x) + self.delta(x)
 
 
@@ -250,10 +255,83 @@ def fold_affine_into_linear(linear: nn.Linear, m: torch.Tensor, c: torch.Tensor)
     linear.bias.copy_(new_b.to(linear.bias.dtype))
 
 
-def qkv_rows(dims: Dims, which: str) -> slice:
-    """Rows of the fused ``qkv`` weight that produce ``which`` in {"q", "k", "v"}."""
+# ---------------------------------------------------------------------------------- outputs --
+class _PetlOutput:
+    """Mixin of the output-wrapped layers: the layer's original forward, then its wrapper child."""
+
+    _petl_out: tuple[type, str]  # (original class, child name), set by wrap_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base, name = self._petl_out
+        return self._modules[name](base.forward(self, x))
+
+
+class PetlOutputLinear(_PetlOutput, nn.Linear):
+    """An ``nn.Linear`` whose output goes through a child module (same ``weight``/``bias`` keys)."""
+
+
+class PetlOutputLayerNorm(_PetlOutput, nn.LayerNorm):
+    """A LayerNorm (nn or timm) whose output goes through a child module (same keys)."""
+
+
+def wrap_output(layer: nn.Module, module: nn.Module, name: str) -> nn.Module:
+    """Make ``layer`` compute ``module(layer(x))``, in place: ``module`` becomes child ``name``.
+
+    ``layer``'s class is swapped to :class:`PetlOutputLinear` (a plain ``nn.Linear``) or
+    :class:`PetlOutputLayerNorm` (any ``nn.LayerNorm``, e.g. timm's); its forward is the original
+    class's, then ``module``. Backbone keys stay; ``module``'s tensors appear under
+    ``<layer>.<name>.``. :func:`unwrap_output` undoes it.
+
+    Raises:
+        NotAViTError: ``layer`` is neither a plain ``nn.Linear`` nor a LayerNorm, or is already
+            wrapped.
+    """
+    base = type(layer)
+    if base is nn.Linear:
+        new: type = PetlOutputLinear
+    elif isinstance(layer, nn.LayerNorm) and not isinstance(layer, _PetlOutput):
+        new = PetlOutputLayerNorm
+    else:
+        raise NotAViTError(
+            f"cannot wrap the output of a {base.__name__} (expected nn.Linear/LayerNorm)"
+        )
+    if name in layer._modules or hasattr(layer, name):
+        raise ValueError(f"{base.__name__} already has an attribute {name!r}")
+    layer.__class__ = new
+    layer._petl_out = (base, name)
+    layer.add_module(name, module)
+    return layer
+
+
+def output_wrapper(layer: nn.Module) -> nn.Module | None:
+    """The module :func:`wrap_output` put after ``layer``, or ``None``."""
+    if not isinstance(layer, _PetlOutput):
+        return None
+    return layer._modules[layer._petl_out[1]]
+
+
+def unwrap_output(layer: nn.Module) -> nn.Module:
+    """Undo :func:`wrap_output`: remove and return the wrapper; ``layer`` gets its class back."""
+    if not isinstance(layer, _PetlOutput):
+        raise ValueError(f"{type(layer).__name__} has no wrapped output")
+    base, name = layer.__dict__.pop("_petl_out")
+    module = layer._modules.pop(name)
+    layer.__class__ = base
+    return module
+
+
+def qkv_rows(dims: Dims | int, which: str) -> slice:
+    """Rows of the fused ``qkv`` weight that produce ``which``.
+
+    Args:
+        dims: the backbone's :class:`Dims` or its embedding width D.
+        which: ``"q"``, ``"k"``, ``"v"``, or adjacent ones fused (``"qk"``, ``"kv"``, ``"qkv"``).
+    """
+    d = dims.embed_dim if isinstance(dims, Dims) else dims
+    if which not in ("q", "k", "v", "qk", "kv", "qkv"):
+        raise ValueError(f"qkv_rows: {which!r} is not 'q', 'k', 'v' or adjacent ones fused")
     idx = "qkv".index(which)
-    return slice(idx * dims.embed_dim, (idx + 1) * dims.embed_dim)
+    return slice(idx * d, (idx + len(which)) * d)
 
 
 # ------------------------------------------------------------------------------------ shared --

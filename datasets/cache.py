@@ -28,9 +28,17 @@ with the ``pebench prepare`` command to run.
 Checks, at prepare and again at load: split sizes against the task spec, labels in
 ``0..C-1`` (and, at prepare, every class present in the dataset; exactly ``k`` images per class in
 a ``k``-shot list), no image shared between the training-side splits and the test split (by
-decoded-pixel hash; inherent duplicates are allowed only for tasks in :data:`KNOWN_OVERLAP` or
-with ``allow_overlap``, and recorded), and at load the SHA-256 of every array against the
-manifest. Failures raise :class:`CacheError` naming task, split and what differs.
+decoded-pixel hash; inherent duplicates are allowed only for tasks declaring
+``TaskSpec.known_overlap`` or with ``allow_overlap``, and recorded), and at load the SHA-256 of
+every array against the manifest. Failures raise :class:`CacheError` naming task, split and what
+differs.
+
+Why one module of this size: preparing and loading are the two halves of one on-disk contract
+(folder layout, manifest schema, split and task entries, overlap record, identity hashes). The
+writer and the reader share every private helper that defines it (:func:`_task_entry`,
+:func:`_role_parts`, :func:`_overlap`, :func:`_read_manifest`...), and keeping them in one file
+keeps a change to the contract in one place; the source readers live in
+:mod:`pebench.datasets.sources` and :mod:`pebench.datasets.formats`.
 """
 
 from __future__ import annotations
@@ -42,39 +50,38 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from pebench.datasets import ROLES, TaskSpec, array_sha256, get_task, resolve_tasks, tasks
+from pebench.datasets.catalog import get_task, resolve_specs, tasks
 from pebench.datasets.formats import (
-    SOURCES,
     ArraySplit,
     DatasetError,
     ImageError,
     SplitList,
     array_image,
-    coop_split,
     decode_image,
-    noah_split,
-    vpt_splits,
+    manifest_json,
 )
+from pebench.datasets.sources import (
+    RESIZE,
+    RESIZE_ARRAYS,
+    SOURCES,
+    Source,
+    SourceOptions,
+    Split,
+    source_for,
+    source_of,
+)
+from pebench.datasets.spec import ROLES, Loader, TaskSpec, array_sha256
 
 SCHEMA = "pebench-cache-1"
-RESIZE = "PIL decode, convert('RGB'), direct resize to (S, S) with Image.BICUBIC"
-#: resize rule of sources delivering decoded arrays (TFDS); same PIL resize as :data:`RESIZE`
-RESIZE_ARRAYS = (
-    "source-decoded uint8 (H, W, 3) array, PIL Image.fromarray, direct resize to (S, S) "
-    "with Image.BICUBIC"
-)
-#: task name -> why identical images in train and test are inherent to the dataset
-KNOWN_OVERLAP: dict[str, str] = {}
-#: task name -> data formats it may also be prepared from besides ``spec.data_format``
-EXTRA_FORMATS: dict[str, tuple[str, ...]] = {}
 _CHUNK = 256
 _ALLOWED = "allow_overlap=True"
 _SIZE_DIR = re.compile(r"^(\d+)px$")
@@ -125,19 +132,27 @@ def _test(spec: TaskSpec) -> list[str]:
 
 
 def data_formats(spec: TaskSpec) -> tuple[str, ...]:
-    """Data formats ``spec`` can be prepared from (its own first, then :data:`EXTRA_FORMATS`)."""
-    tasks()  # built-in suites fill EXTRA_FORMATS when they register
-    return (spec.data_format, *EXTRA_FORMATS.get(spec.name, ()))
+    """Data formats ``spec`` can be prepared from (its own first, then ``spec.extra_formats``)."""
+    return spec.data_formats
 
 
-def _source_of(data_format: str) -> str:
-    return next((k for k, v in SOURCES.items() if v == data_format), data_format)
+def __getattr__(name: str) -> Mapping[str, Any]:
+    """``KNOWN_OVERLAP`` and ``EXTRA_FORMATS``: read-only views of the registered tasks' facts.
+
+    The facts live on the specs (``TaskSpec.known_overlap``, ``TaskSpec.extra_formats``); these
+    task name -> fact views are derived from them for callers of the old module globals.
+    """
+    if name == "KNOWN_OVERLAP":
+        return MappingProxyType({n: s.known_overlap for n, s in tasks().items() if s.known_overlap})
+    if name == "EXTRA_FORMATS":
+        return MappingProxyType({n: s.extra_formats for n, s in tasks().items() if s.extra_formats})
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _prepare_command(spec: TaskSpec, cache_dir: Path, image_size: int) -> str:
-    others = [_source_of(f) for f in data_formats(spec)[1:]]
+    others = [source_of(f) for f in data_formats(spec)[1:]]
     return (
-        f"pebench prepare {spec.name} --source {_source_of(spec.data_format)} --data-dir "
+        f"pebench prepare {spec.name} --source {source_of(spec.data_format)} --data-dir "
         f"<raw data folder> --cache-dir {cache_dir} --image-size {image_size}"
         + (f" (other sources: {', '.join(others)})" if others else "")
     )
@@ -182,49 +197,14 @@ class UnitReport:
     seconds: float
 
 
-def _resolve(suite_or_tasks: str | TaskSpec | Iterable[TaskSpec | str]) -> list[TaskSpec]:
-    if isinstance(suite_or_tasks, TaskSpec):
-        return [suite_or_tasks]
-    if isinstance(suite_or_tasks, str):
-        return resolve_tasks(suite_or_tasks)
-    return [s if isinstance(s, TaskSpec) else get_task(s) for s in suite_or_tasks]
-
-
-Split = SplitList | ArraySplit
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """How a source is read, besides its folder.
-
-    Attributes:
-        data_format: the format read (a value of :data:`~pebench.datasets.formats.SOURCES`).
-        manual_dir: TFDS ``manual_dir`` for builders needing manual downloads.
-        download: let TFDS download and build missing data (network).
-    """
-
-    data_format: str
-    manual_dir: Path | None = None
-    download: bool = False
-
-
 def _read_lists(
     specs: list[TaskSpec], data_dir: Path, splits: list[str], opts: SourceOptions
 ) -> tuple[dict[str, Split], dict[str, Any]]:
     """The unit's splits and facts about the reader for the manifest's ``source`` entry."""
-    spec = specs[0]
-    dataset = spec.name.split("/")[1]
-    if opts.data_format == "noah-jpeg":
-        return {s: noah_split(data_dir, dataset, s) for s in splits}, {}
-    if opts.data_format == "vpt-json":
-        return vpt_splits(data_dir, dataset, splits, spec.num_classes), {}
-    if opts.data_format == "coop-list":
-        return {s: coop_split(data_dir, dataset, s) for s in splits}, {}
-    if opts.data_format == "tfds":
-        from pebench.datasets import tfds_source
-
-        return tfds_source.read_splits(spec, data_dir, splits, opts.manual_dir, opts.download)
-    raise CacheError(f"task {spec.name!r}: no reader for data format {opts.data_format!r}")
+    source = source_for(opts.data_format)
+    if source is None:
+        raise CacheError(f"task {specs[0].name!r}: no reader for data format {opts.data_format!r}")
+    return source.read(specs, data_dir, splits, opts)
 
 
 def _check_lists(specs: list[TaskSpec], lists: dict[str, Split]) -> None:
@@ -431,7 +411,7 @@ def _check_lineage(existing: dict | None, unit: str, final: Path, data_format: s
     have = existing.get("data_format")
     raise CacheError(
         f"{unit}: the cache {final} was prepared from data format {have!r} (--source "
-        f"{_source_of(have)}), not {data_format!r} (--source {_source_of(data_format)}); the two "
+        f"{source_of(have)}), not {data_format!r} (--source {source_of(data_format)}); the two "
         f"lineages give different numbers and are never mixed. Use another --cache-dir, or "
         f"--force to replace the {have!r} cache"
     )
@@ -455,7 +435,7 @@ def _prepare_unit(
     old = _read_manifest(final)
     if not force:
         _check_lineage(old, unit, final, fmt)
-    resize = RESIZE_ARRAYS if fmt == "tfds" else RESIZE
+    resize = _resize_rule(fmt)
     if force or (old is not None and old.get("resize") != resize):
         old = None  # forced, or decoded by another pipeline: nothing can be reused
     wanted = list(dict.fromkeys(c for s in specs for c in _role_parts(s, ROLES)))
@@ -470,80 +450,19 @@ def _prepare_unit(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
     try:
-        decoded, digests, reused = 0, {}, set()
-        num_classes = max(s.num_classes for s in specs)
-        for name, sl in lists.items():
-            prev = (old or {}).get("splits", {}).get(name)
-            if prev is not None and _stored_identity(prev) == sl.identity():
-                for kind in ("images", "labels", "digests"):
-                    _link(final / f"{name}.{kind}.npy", tmp / f"{name}.{kind}.npy")
-                digests[name] = np.load(tmp / f"{name}.digests.npy")
-                reused.add(name)
-            else:
-                digests[name], n = _decode_split(sl, tmp, image_size, workers, progress)
-                decoded += n
-        entries = {}
-        for name, sl in lists.items():
-            if name in reused:
-                entries[name] = old["splits"][name]
-            else:
-                entries[name] = _split_entry(sl, tmp, data_dir, num_classes)
-        if {"train800", "val200", "train800val200"} <= set(lists):
-            same = np.array_equal(
-                digests["train800val200"],
-                np.concatenate([digests["train800"], digests["val200"]]),
-            ) and np.array_equal(
-                lists["train800val200"].labels,
-                np.concatenate([lists["train800"].labels, lists["val200"].labels]),
-            )
-            note = "equals train800 + val200" if same else "DIFFERS from train800 + val200"
-            entries["train800val200"]["notes"] = sorted(
-                set(entries["train800val200"]["notes"]) | {f"{note} (images and labels)"}
-            )
+        digests, reused, decoded = _store_splits(
+            lists, old, final, tmp, image_size, workers, progress
+        )
+        entries = _split_entries(lists, old, reused, digests, tmp, data_dir, specs)
         kept = {
             name: t
             for name, t in (old or {}).get("tasks", {}).items()
             if all(c in reused for c in t["splits_stored"])
         }
         for spec in specs:
-            count, examples = _overlap(
-                {s: digests[s] for s in _train_side(spec)},
-                np.concatenate([digests[s] for s in _test(spec)]),
-            )
-            tasks()  # built-in suites fill KNOWN_OVERLAP when they register
-            reason = KNOWN_OVERLAP.get(spec.name) or (_ALLOWED if allow_overlap else "")
-            if count and not reason:
-                raise CacheError(
-                    f"task {spec.name!r}: {count} test images also occur in "
-                    f"{'/'.join(_train_side(spec))} (identical decoded pixels), e.g. "
-                    f"{', '.join(examples)}; fix the data, or record it with --allow-overlap"
-                )
-            kept[spec.name] = {
-                **_task_entry(spec, fmt),
-                **source_info.get("tasks", {}).get(spec.name, {}),
-                "splits_stored": _role_parts(spec, ROLES),
-                "overlap": {"count": count, "allowed": reason, "examples": examples},
-            }
-        from PIL import __version__ as pil_version
-
-        import pebench
-
-        manifest = {
-            "schema": SCHEMA,
-            "unit": unit,
-            "data_format": fmt,
-            "image_size": image_size,
-            "resize": resize,
-            "source_dir": str(data_dir.resolve()),
-            **({"source": source_info["reader"]} if "reader" in source_info else {}),
-            "pebench_version": pebench.__version__,
-            "pillow_version": pil_version,
-            "numpy_version": np.__version__,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "splits": entries,
-            "tasks": dict(sorted(kept.items())),
-        }
-        (tmp / "manifest.json").write_text(_dumps(manifest))
+            kept[spec.name] = _overlap_entry(spec, digests, fmt, source_info, allow_overlap)
+        manifest = _manifest(unit, fmt, image_size, resize, data_dir, source_info, entries, kept)
+        (tmp / "manifest.json").write_text(manifest_json(manifest))
         _fsync_dir(tmp)
         os.chmod(tmp, 0o755)
         _install(tmp, final)
@@ -553,15 +472,134 @@ def _prepare_unit(
     return UnitReport(unit, final, "written", sizes, decoded, time.perf_counter() - t0)
 
 
-def _dumps(obj: dict) -> str:
-    """Indented JSON with lists of numbers/strings kept on one line."""
-    text = json.dumps(obj, indent=1)
-    return (
-        re.sub(
-            r"\[\s*([^\[\]{}]*?)\s*\]", lambda m: "[" + re.sub(r"\s*\n\s*", " ", m[1]) + "]", text
+def _resize_rule(data_format: str) -> str:
+    """The decode and resize rule of the source reading ``data_format``."""
+    source = source_for(data_format)
+    return source.resize if source is not None else RESIZE
+
+
+def _store_splits(
+    lists: dict[str, Split],
+    old: dict | None,
+    final: Path,
+    tmp: Path,
+    image_size: int,
+    workers: int,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], set[str], int]:
+    """Write every split into ``tmp``: unchanged ones linked from ``final``, others decoded.
+
+    Returns:
+        Digests by split, the names of the reused splits, and the number of decoded images.
+    """
+    decoded, digests, reused = 0, {}, set()
+    for name, sl in lists.items():
+        prev = (old or {}).get("splits", {}).get(name)
+        if prev is not None and _stored_identity(prev) == sl.identity():
+            for kind in ("images", "labels", "digests"):
+                _link(final / f"{name}.{kind}.npy", tmp / f"{name}.{kind}.npy")
+            digests[name] = np.load(tmp / f"{name}.digests.npy")
+            reused.add(name)
+        else:
+            digests[name], n = _decode_split(sl, tmp, image_size, workers, progress)
+            decoded += n
+    return digests, reused, decoded
+
+
+def _split_entries(
+    lists: dict[str, Split],
+    old: dict | None,
+    reused: set[str],
+    digests: dict[str, np.ndarray],
+    tmp: Path,
+    data_dir: Path,
+    specs: list[TaskSpec],
+) -> dict[str, dict]:
+    """Manifest entries of the stored splits (reused ones copied from the old manifest)."""
+    num_classes = max(s.num_classes for s in specs)
+    entries = {}
+    for name, sl in lists.items():
+        if name in reused:
+            entries[name] = old["splits"][name]
+        else:
+            entries[name] = _split_entry(sl, tmp, data_dir, num_classes)
+    if {"train800", "val200", "train800val200"} <= set(lists):
+        same = np.array_equal(
+            digests["train800val200"],
+            np.concatenate([digests["train800"], digests["val200"]]),
+        ) and np.array_equal(
+            lists["train800val200"].labels,
+            np.concatenate([lists["train800"].labels, lists["val200"].labels]),
         )
-        + "\n"
+        note = "equals train800 + val200" if same else "DIFFERS from train800 + val200"
+        entries["train800val200"]["notes"] = sorted(
+            set(entries["train800val200"]["notes"]) | {f"{note} (images and labels)"}
+        )
+    return entries
+
+
+def _overlap_entry(
+    spec: TaskSpec,
+    digests: dict[str, np.ndarray],
+    data_format: str,
+    source_info: dict[str, Any],
+    allow_overlap: bool,
+) -> dict[str, Any]:
+    """The manifest's task entry, after the train/test overlap check.
+
+    Raises:
+        CacheError: test images also in training splits, unless inherent to the task
+            (``spec.known_overlap``) or allowed.
+    """
+    count, examples = _overlap(
+        {s: digests[s] for s in _train_side(spec)},
+        np.concatenate([digests[s] for s in _test(spec)]),
     )
+    reason = spec.known_overlap or (_ALLOWED if allow_overlap else "")
+    if count and not reason:
+        raise CacheError(
+            f"task {spec.name!r}: {count} test images also occur in "
+            f"{'/'.join(_train_side(spec))} (identical decoded pixels), e.g. "
+            f"{', '.join(examples)}; fix the data, or record it with --allow-overlap"
+        )
+    return {
+        **_task_entry(spec, data_format),
+        **source_info.get("tasks", {}).get(spec.name, {}),
+        "splits_stored": _role_parts(spec, ROLES),
+        "overlap": {"count": count, "allowed": reason, "examples": examples},
+    }
+
+
+def _manifest(
+    unit: str,
+    data_format: str,
+    image_size: int,
+    resize: str,
+    data_dir: Path,
+    source_info: dict[str, Any],
+    entries: dict[str, dict],
+    kept: dict[str, dict],
+) -> dict[str, Any]:
+    """A unit's ``manifest.json`` content."""
+    from PIL import __version__ as pil_version
+
+    import pebench
+
+    return {
+        "schema": SCHEMA,
+        "unit": unit,
+        "data_format": data_format,
+        "image_size": image_size,
+        "resize": resize,
+        "source_dir": str(data_dir.resolve()),
+        **({"source": source_info["reader"]} if "reader" in source_info else {}),
+        "pebench_version": pebench.__version__,
+        "pillow_version": pil_version,
+        "numpy_version": np.__version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "splits": entries,
+        "tasks": dict(sorted(kept.items())),
+    }
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -569,6 +607,35 @@ def _link(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def _source(name: str) -> Source:
+    """The :data:`~pebench.datasets.sources.SOURCES` row of ``--source name``."""
+    if name not in SOURCES:
+        raise CacheError(f"unknown --source {name!r}; choose from {', '.join(SOURCES)}")
+    return SOURCES[name]
+
+
+def _check_formats(source: Source, specs: list[TaskSpec]) -> None:
+    """Every task must be preparable from ``source``'s data format."""
+    for spec in specs:
+        have = data_formats(spec)
+        if source.data_format not in have:
+            raise CacheError(
+                f"task {spec.name!r} is read from data format {' or '.join(map(repr, have))} "
+                f"(--source {' or '.join(source_of(f) for f in have)}), not --source "
+                f"{source.name} ({source.data_format})"
+            )
+
+
+def _source_options(source: Source, manual_dir: str | Path | None, download: bool) -> SourceOptions:
+    """Reader options; ``manual_dir`` and ``download`` only for sources that fetch (TFDS)."""
+    if not source.fetch_options and (manual_dir is not None or download):
+        fetching = " or ".join(s.name for s in SOURCES.values() if s.fetch_options)
+        raise CacheError(f"--manual-dir and --download only apply to --source {fetching}")
+    return SourceOptions(
+        source.data_format, Path(manual_dir) if manual_dir is not None else None, download
+    )
 
 
 def prepare(
@@ -590,8 +657,9 @@ def prepare(
     Args:
         suite_or_tasks: a selector as for ``pebench run --tasks`` (``"vtab"``,
             ``"vtab:structured"``, ``"vtab/cifar,vtab/dtd"``), or task specs.
-        source: ``"noah"``, ``"json"``, ``"coop"`` or ``"tfds"``; must be one of the tasks'
-            data formats (:func:`data_formats`: VTAB-1k reads ``noah`` or ``tfds``).
+        source: a ``--source`` name (:data:`~pebench.datasets.sources.SOURCES`: ``"noah"``,
+            ``"json"``, ``"coop"``, ``"tfds"``); its data format must be one of the tasks'
+            (:func:`data_formats`: VTAB-1k reads ``noah`` or ``tfds``).
         data_dir: root of the raw data (the folder holding the task/dataset folders; for
             ``tfds`` the TFDS ``data_dir``).
         cache_dir: where the cache goes (default :func:`default_cache_dir`).
@@ -614,24 +682,12 @@ def prepare(
             line), a missing or corrupt image (path), a label out of range, wrong sizes,
             missing classes or train/test overlap (task and split).
     """
-    if source not in SOURCES:
-        raise CacheError(f"unknown --source {source!r}; choose from {', '.join(SOURCES)}")
+    row = _source(source)
     if int(image_size) < 1:
         raise CacheError(f"image size must be positive, got {image_size}")
-    specs = _resolve(suite_or_tasks)
-    for spec in specs:
-        if SOURCES[source] not in data_formats(spec):
-            have = data_formats(spec)
-            raise CacheError(
-                f"task {spec.name!r} is read from data format {' or '.join(map(repr, have))} "
-                f"(--source {' or '.join(_source_of(f) for f in have)}), not --source {source} "
-                f"({SOURCES[source]})"
-            )
-    if source != "tfds" and (manual_dir is not None or download):
-        raise CacheError("--manual-dir and --download only apply to --source tfds")
-    opts = SourceOptions(
-        SOURCES[source], Path(manual_dir) if manual_dir is not None else None, download
-    )
+    specs = resolve_specs(suite_or_tasks)
+    _check_formats(row, specs)
+    opts = _source_options(row, manual_dir, download)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise CacheError(f"--data-dir {data_dir} is not a folder")
@@ -849,18 +905,22 @@ def verify(
 ) -> dict[str, str]:
     """Load every role of every task (all load-time checks); task name -> manifest hash."""
     out = {}
-    for spec in _resolve(suite_or_tasks):
+    for spec in resolve_specs(suite_or_tasks):
         for role in ROLES:
             load(spec, spec.splits[role], cache_dir, image_size)
         out[spec.name] = manifest_hash(cache_dir, spec, image_size)
     return out
 
 
+#: the loader of every cached family (VTAB-1k, FGVC, few-shot): ``TaskSpec.loader`` is
+#: ``"pebench.datasets.cache:LOADER"``
+LOADER = Loader(load=load, describe=describe, verified_sha256=verified_sha256)
+
+
 __all__ = [
-    "KNOWN_OVERLAP",
+    "LOADER",
     "CacheError",
     "CacheMissingError",
-    "EXTRA_FORMATS",
     "RESIZE",
     "RESIZE_ARRAYS",
     "SourceOptions",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pebench.datasets import Suite, TaskSpec, array_sha256, register_suite
+from pebench.datasets.spec import Loader, Suite, TaskSpec, array_sha256, register_suite
 
 GENERATOR_VERSION = "1"
 SIZES = {"train": 320, "val": 80, "test": 400}
@@ -158,7 +158,7 @@ def generate(task: str, split: str, image_size: int = 32) -> tuple[np.ndarray, n
 def load(
     spec: TaskSpec, split: str, data_dir: str | Path | None, image_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Task loader (see :class:`pebench.datasets.TaskSpec`); ``data_dir`` is ignored."""
+    """Read a demo split (``LOADER.load``); ``data_dir`` is ignored."""
     return generate(spec.name.split("/", 1)[1], split, image_size)
 
 
@@ -175,6 +175,10 @@ def describe(spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> tu
     return spec.data_format, _manifest_hash(spec.name.split("/", 1)[1], image_size)
 
 
+#: the demo family's loader: generated arrays, described by a hash over them
+LOADER = Loader(load=load, describe=describe)
+
+
 _SPECS = [
     TaskSpec(
         name=f"demo/{name}",
@@ -184,7 +188,7 @@ _SPECS = [
         version=f"demo-{GENERATOR_VERSION}",
         data_format="procedural",
         splits={"train": "train", "val": "val", "trainval": "trainval", "test": "test"},
-        loader="pebench.datasets.demo:load",
+        loader="pebench.datasets.demo:LOADER",
         description=desc,
         sizes={**SIZES, "trainval": SIZES["train"] + SIZES["val"]},
     )

@@ -32,7 +32,7 @@ stanford_cars      stanford_cars, standford-cars, ...       196    1,635   8,041
 
 from __future__ import annotations
 
-from pebench.datasets import Suite, TaskSpec, register_suite
+from pebench.datasets.spec import Suite, TaskSpec, register_suite
 
 VERSION = "coop-1"
 SHOTS = (1, 2, 4, 8, 16)
@@ -70,7 +70,7 @@ def _spec(dataset: str, shot: int, seed: int) -> TaskSpec:
             "trainval": train,
             "test": "test_meta.list",
         },
-        loader="pebench.datasets.cache:load",
+        loader="pebench.datasets.cache:LOADER",
         description=f"{title}, {shot}-shot, CoOp split seed {seed}, {classes} classes"
         + (" (repeated lines removed)" if dedup else ""),
         sizes={train: classes * shot, "val_meta.list": val, "test_meta.list": test},

@@ -21,7 +21,7 @@ fgvc/stanford_cars StanfordCars, Stanford-cars, ...             196   7,329    8
 
 from __future__ import annotations
 
-from pebench.datasets import Suite, TaskSpec, register_suite
+from pebench.datasets.spec import Suite, TaskSpec, register_suite
 
 VERSION = "fgvc-vpt-1"
 
@@ -47,7 +47,7 @@ def _spec(name: str) -> TaskSpec:
         version=VERSION,
         data_format="vpt-json",
         splits=dict(SPLITS),
-        loader="pebench.datasets.cache:load",
+        loader="pebench.datasets.cache:LOADER",
         aliases=tuple(f"fgvc/{a}" for a in aliases),
         description=f"{title}, {classes} classes (VPT json splits)",
         sizes={"train": train, "val": val, "train+val": train + val, "test": test},

@@ -55,10 +55,6 @@ class ImageError(DatasetError):
     """A missing or undecodable image; the message names its path."""
 
 
-#: ``--source`` name -> data format recorded on every result row
-SOURCES = {"noah": "noah-jpeg", "json": "vpt-json", "coop": "coop-list", "tfds": "tfds"}
-
-
 @dataclass
 class SplitList:
     """One split as listed by its source files.
@@ -155,13 +151,29 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A list file's UTF-8 text.
+
+    Raises:
+        FormatError: the file is missing or not UTF-8 (names the file).
+    """
     if not path.is_file():
         raise FormatError(f"missing list file {path}")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise FormatError(f"{path}: not UTF-8 text ({err})") from err
+
+
+def manifest_json(obj: dict) -> str:
+    """Indented JSON for manifests, with lists of numbers/strings kept on one line."""
+    text = json.dumps(obj, indent=1)
+    return (
+        re.sub(
+            r"\[\s*([^\[\]{}]*?)\s*\]", lambda m: "[" + re.sub(r"\s*\n\s*", " ", m[1]) + "]", text
+        )
+        + "\n"
+    )
 
 
 def _relative(raw: str, where: str) -> str:
@@ -185,7 +197,7 @@ def parse_list(path: Path) -> list[tuple[str, int, int]]:
             naming the file and line number.
     """
     out = []
-    for no, raw in enumerate(_read_text(path).splitlines(), start=1):
+    for no, raw in enumerate(read_text(path).splitlines(), start=1):
         if not raw.strip():
             continue
         where = f"{path} line {no}"
@@ -293,7 +305,7 @@ def read_vpt_json(path: Path) -> list[tuple[str, int, int]]:
         FormatError: invalid JSON, not an object, a duplicate key or a non-integer class id
             (file and line number).
     """
-    text = _read_text(path)
+    text = read_text(path)
 
     def pairs(items: list[tuple[str, object]]) -> dict:
         seen: dict[str, object] = {}
@@ -440,7 +452,6 @@ def _digest_and_resize(rgb: Any, image_size: int) -> tuple[np.ndarray, bytes]:
 
 __all__ = [
     "COOP_DATASETS",
-    "SOURCES",
     "ArraySplit",
     "VPT_DATASETS",
     "DatasetError",

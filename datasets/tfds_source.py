@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pebench.datasets import TaskSpec
 from pebench.datasets.formats import ArraySplit, DatasetError
+from pebench.datasets.spec import TaskSpec
 
 INSTALL_HINT = "pip install 'pebench[tfds]' (TensorFlow and tensorflow-datasets)"
 #: thresholds of task_adaptation's distance bins (label = last index whose threshold < value)

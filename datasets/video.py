@@ -1,6 +1,7 @@
 """Video suite (SSv2, HMDB51): split lists, decord decoding, clip sampling, prepare manifests.
 
-Tasks (suite ``video``, modality ``"video"``, loader :func:`video_split`):
+Tasks (suite ``video``, modality ``"video"``, declared in :mod:`pebench.datasets.video_suite`;
+runs build their splits with :func:`video_split`, :data:`LOADER` describes their data):
 
 ==========================  =======  ===============  ==========================================
 task                        classes  data format      source lists
@@ -50,6 +51,13 @@ dropped when the split is indexed and counted in ``VideoClips.skipped``. :func:`
 checks every video once (opens, frame count > 0, first and last frame decode) and writes a
 manifest next to the lists; :func:`video_split` then reuses it (no decode checks per run) after
 checking it still matches the task and the list files.
+
+Why one module of this size: lists, the ``val`` carve-out, the index hash, the prepare manifest
+and :func:`video_split` are one contract (a split's identity is its list entries, carve-out, bad
+videos and file sizes, and both :func:`prepare_video` and :func:`video_split` must compute it the
+same way); sampling and decoding are the rest of what a video split is. The task declarations
+(:mod:`~pebench.datasets.video_suite`) and the clip protocol (:class:`pebench.budget.VideoProtocol`,
+part of a budget) live elsewhere.
 """
 
 from __future__ import annotations
@@ -67,11 +75,18 @@ from typing import Any
 
 import numpy as np
 
-from pebench.datasets import Suite, TaskSpec, get_task, register_suite, resolve_tasks
-from pebench.datasets.cache import _dumps
-from pebench.datasets.formats import DatasetError, FormatError, _read_text, file_sha256
+from pebench.budget import VideoProtocol
+from pebench.datasets.catalog import resolve_specs
+from pebench.datasets.formats import (
+    DatasetError,
+    FormatError,
+    file_sha256,
+    manifest_json,
+    read_text,
+)
+from pebench.datasets.spec import Loader, TaskSpec
+from pebench.datasets.video_suite import HMDB_SPLITS, SPECS, VERSION
 
-VERSION = "video-1"
 SCHEMA = "pebench-video-1"
 #: share of each class of the official training list carved out as ``val``
 VAL_FRACTION = 0.1
@@ -85,7 +100,6 @@ FOLDERS = {
 }
 _MARKER = {"ssv2": "train.csv", "hmdb51": HMDB_SPLIT_DIR}
 _NO_FLIP = {"ssv2"}  # labels such as "pushing something from left to right"
-_HMDB_SPLIT = {"video/hmdb51": 1, "video/hmdb51_split2": 2, "video/hmdb51_split3": 3}
 
 
 class VideoError(DatasetError):
@@ -94,57 +108,6 @@ class VideoError(DatasetError):
 
 class VideoManifestError(DatasetError):
     """A prepare manifest that no longer matches its task or list files."""
-
-
-# ------------------------------------------------------------------------------ tasks --
-def _spec(name: str, classes: int, fmt: str, test: str, aliases: tuple, desc: str) -> TaskSpec:
-    return TaskSpec(
-        name=name,
-        suite="video",
-        group=name.split("/")[1].split("_")[0],
-        num_classes=classes,
-        version=VERSION,
-        data_format=fmt,
-        splits={"train": "train90", "val": "val10", "trainval": "train", "test": test},
-        loader="pebench.datasets.video:video_split",
-        aliases=aliases,
-        description=desc,
-        modality="video",
-    )
-
-
-SPECS = [
-    _spec(
-        "video/ssv2",
-        174,
-        "videomae-list",
-        "val",
-        ("ssv2", "video/sthv2", "video/something-something-v2"),
-        "Something-Something V2, 174 classes (VideoMAE train.csv / val.csv; test = val)",
-    ),
-    *(
-        _spec(
-            name,
-            51,
-            "hmdb51-splits",
-            "test",
-            (name.split("/")[1], *(("video/hmdb51_split1", "hmdb51_split1") if k == 1 else ())),
-            f"HMDB51, 51 classes, official split {k}",
-        )
-        for name, k in _HMDB_SPLIT.items()
-    ),
-]
-
-register_suite(
-    Suite(
-        name="video",
-        tasks=("video/ssv2", "video/hmdb51"),
-        aggregate="mean",
-        default_budget="video-v1",
-        description="SSv2 + HMDB51 (split 1) action recognition, multi-view test",
-    ),
-    SPECS,
-)
 
 
 def _dataset(spec: TaskSpec) -> str:
@@ -246,7 +209,7 @@ def parse_video_list(path: Path, num_classes: int) -> list[tuple[str, int, str]]
             ``0 .. num_classes - 1``, naming the file and line.
     """
     out = []
-    for no, raw in enumerate(_read_text(path).splitlines(), start=1):
+    for no, raw in enumerate(read_text(path).splitlines(), start=1):
         if not raw.strip():
             continue
         where = f"{path} line {no}"
@@ -304,7 +267,7 @@ def hmdb_lists(folder: Path, split: int, num_classes: int) -> dict[str, VideoLis
     for label, f in enumerate(files):
         cls = f.name[: -len(suffix)]
         counts = {"0": 0, "1": 0, "2": 0}
-        for no, raw in enumerate(_read_text(f).splitlines(), start=1):
+        for no, raw in enumerate(read_text(f).splitlines(), start=1):
             if not raw.strip():
                 continue
             fields = raw.split()
@@ -328,7 +291,7 @@ def official_lists(spec: TaskSpec, folder: Path) -> dict[str, VideoList]:
     """The task's official lists by split name (SSv2: train/val, HMDB51: train/test)."""
     if _dataset(spec) == "ssv2":
         return ssv2_lists(folder, spec.num_classes)
-    return hmdb_lists(folder, _HMDB_SPLIT.get(spec.name, 1), spec.num_classes)
+    return hmdb_lists(folder, HMDB_SPLITS.get(spec.name, 1), spec.num_classes)
 
 
 def carve_val(
@@ -447,51 +410,6 @@ def _sizes(vl: VideoList) -> list[int]:
 
 
 # --------------------------------------------------------------------------- sampling --
-@dataclass(frozen=True)
-class VideoProtocol:
-    """Clip sampling and test views (defaults: AdaptFormer's SSv2/HMDB51 settings).
-
-    Attributes:
-        num_frames: frames per clip (T).
-        sampling_rate: stride between sampled frames.
-        short_side: frames are resized so their short side has this length.
-        crop_size: side of the square crop (at most ``short_side``).
-        test_segments: temporal clips per test video.
-        test_crops: spatial crops per test clip (along the long side).
-        flip: random horizontal flip in training (ignored for SSv2).
-    """
-
-    num_frames: int = 8
-    sampling_rate: int = 4
-    short_side: int = 224
-    crop_size: int = 224
-    test_segments: int = 4
-    test_crops: int = 3
-    flip: bool = True
-
-    def __post_init__(self) -> None:
-        for key in ("num_frames", "sampling_rate", "short_side", "crop_size"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"VideoProtocol.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("test_segments", "test_crops"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"VideoProtocol.{key} must be >= 1, got {getattr(self, key)}")
-        if self.crop_size > self.short_side:
-            raise ValueError(
-                f"VideoProtocol.crop_size {self.crop_size} exceeds short_side {self.short_side}"
-            )
-
-    @property
-    def span(self) -> int:
-        """Frames covered by one clip: ``(num_frames - 1) * sampling_rate + 1``."""
-        return (self.num_frames - 1) * self.sampling_rate + 1
-
-    @property
-    def views(self) -> int:
-        """Test views per video: ``test_segments * test_crops``."""
-        return self.test_segments * self.test_crops
-
-
 def _clip(start: int, n: int, p: VideoProtocol) -> np.ndarray:
     if n >= p.span:
         return start + p.sampling_rate * np.arange(p.num_frames)
@@ -674,14 +592,6 @@ class VideoReport:
     seconds: float
 
 
-def _resolve(spec_or_suite: str | TaskSpec | Iterable[TaskSpec | str]) -> list[TaskSpec]:
-    if isinstance(spec_or_suite, TaskSpec):
-        return [spec_or_suite]
-    if isinstance(spec_or_suite, str):
-        return resolve_tasks(spec_or_suite)
-    return [s if isinstance(s, TaskSpec) else get_task(s) for s in spec_or_suite]
-
-
 def _frame_stats(frames: list[int]) -> dict[str, float | int | None]:
     if not frames:
         return {"min": None, "max": None, "mean": None}
@@ -720,63 +630,74 @@ def prepare_video(
         pebench.datasets.formats.DatasetError: malformed lists, labels out of range, classes
             without videos, an unknown data folder.
     """
+    workers = workers or min(8, os.cpu_count() or 1)
+    return [
+        _prepare_task(spec, data_dir, out_dir, skip_bad, workers, progress)
+        for spec in resolve_specs(spec_or_suite)
+    ]
+
+
+def _prepare_task(
+    spec: TaskSpec,
+    data_dir: str | Path,
+    out_dir: str | Path | None,
+    skip_bad: bool,
+    workers: int,
+    progress: bool,
+) -> VideoReport:
+    """:func:`prepare_video` for one task."""
     import decord
 
     import pebench
+    from pebench.results import atomic_write_text
 
-    reports = []
-    for spec in _resolve(spec_or_suite):
-        t0 = time.perf_counter()
-        folder = dataset_dir(spec, data_dir)
-        lists = split_lists(spec, folder)
-        official = {k: lists[k] for k in ("train", spec.splits["test"])}
-        frames, skipped = {}, []
-        for vl in official.values():
-            f, bad = _check_all(vl, skip_bad, workers or min(8, os.cpu_count() or 1), progress)
-            frames.update(f)
-            skipped += bad
-        bad_rels = {b["path"] for b in skipped}
-        index = {}
-        for name in sorted(set(spec.splits.values())):
-            vl = lists[name].subset(name, np.array([r not in bad_rels for r in lists[name].rels]))
-            index[name] = {
-                "size": len(vl.rels),
-                "skipped": len(lists[name].rels) - len(vl.rels),
-                "class_counts": np.bincount(vl.labels, minlength=spec.num_classes).tolist(),
-                "frames": _frame_stats([frames[r] for r in vl.rels]),
-                "sha256": index_sha256(vl.rels, vl.labels, _sizes(vl)),
-            }
-        dhash = data_hash(spec, {k: v["sha256"] for k, v in index.items()})
-        manifest = {
-            "schema": SCHEMA,
-            **_identity(spec),
-            "source_dir": str(folder.resolve()),
-            "lists": _lists_sha(official, folder),
-            "skip_bad": bool(skip_bad),
-            "skipped": skipped,
-            "index": index,
-            "data_hash": dhash,
-            "frames": dict(sorted(frames.items())),
-            "decord_version": decord.__version__,
-            "pebench_version": pebench.__version__,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    t0 = time.perf_counter()
+    folder = dataset_dir(spec, data_dir)
+    lists = split_lists(spec, folder)
+    official = {k: lists[k] for k in ("train", spec.splits["test"])}
+    frames, skipped = {}, []
+    for vl in official.values():
+        f, bad = _check_all(vl, skip_bad, workers, progress)
+        frames.update(f)
+        skipped += bad
+    index = _index(spec, lists, frames, {b["path"] for b in skipped})
+    dhash = data_hash(spec, {k: v["sha256"] for k, v in index.items()})
+    manifest = {
+        "schema": SCHEMA,
+        **_identity(spec),
+        "source_dir": str(folder.resolve()),
+        "lists": _lists_sha(official, folder),
+        "skip_bad": bool(skip_bad),
+        "skipped": skipped,
+        "index": index,
+        "data_hash": dhash,
+        "frames": dict(sorted(frames.items())),
+        "decord_version": decord.__version__,
+        "pebench_version": pebench.__version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    target = manifest_path(spec, out_dir if out_dir is not None else folder)
+    atomic_write_text(target, manifest_json(manifest))
+    sizes = {k: v["size"] for k, v in index.items()}
+    checked = len(frames) + len(skipped)
+    return VideoReport(spec.name, target, sizes, skipped, checked, dhash, time.perf_counter() - t0)
+
+
+def _index(
+    spec: TaskSpec, lists: dict[str, VideoList], frames: dict[str, int], bad_rels: set[str]
+) -> dict[str, dict[str, Any]]:
+    """The manifest's per-split index: sizes, class counts, frame stats, index hash."""
+    index = {}
+    for name in sorted(set(spec.splits.values())):
+        vl = lists[name].subset(name, np.array([r not in bad_rels for r in lists[name].rels]))
+        index[name] = {
+            "size": len(vl.rels),
+            "skipped": len(lists[name].rels) - len(vl.rels),
+            "class_counts": np.bincount(vl.labels, minlength=spec.num_classes).tolist(),
+            "frames": _frame_stats([frames[r] for r in vl.rels]),
+            "sha256": index_sha256(vl.rels, vl.labels, _sizes(vl)),
         }
-        from pebench.results import atomic_write_text
-
-        target = manifest_path(spec, out_dir if out_dir is not None else folder)
-        atomic_write_text(target, _dumps(manifest))
-        reports.append(
-            VideoReport(
-                spec.name,
-                target,
-                {k: v["size"] for k, v in index.items()},
-                skipped,
-                len(frames) + len(skipped),
-                dhash,
-                time.perf_counter() - t0,
-            )
-        )
-    return reports
+    return index
 
 
 def read_video_manifest(
@@ -858,26 +779,9 @@ def video_split(
         )
     folder = dataset_dir(spec, data_dir)
     lists = split_lists(spec, folder)
-    name = spec.splits[role]
-    vl = lists[name]
+    vl = lists[spec.splits[role]]
     m = read_video_manifest(spec, folder, lists, manifest_dir)
-    if m is not None:
-        bad = {b["path"]: b for b in m["skipped"]}
-        here = [bad[r] for r in vl.rels if r in bad]
-        if here and not skip_bad:
-            raise VideoError(
-                f"task {spec.name!r}, split {name!r}: {len(here)} bad videos recorded by "
-                f"prepare, e.g. {here[0]['reason']}; the budget does not allow skipping"
-            )
-        keep = vl.subset(name, np.array([r not in bad for r in vl.rels], dtype=bool))
-        sha = m["index"][name]["sha256"]
-    else:
-        keep = vl
-        if skip_bad:
-            _, bad_list = _check_all(vl, True, min(8, os.cpu_count() or 1))
-            bad_rels = {b["path"] for b in bad_list}
-            keep = vl.subset(name, np.array([r not in bad_rels for r in vl.rels], dtype=bool))
-        sha = index_sha256(keep.rels, keep.labels, _sizes(keep))
+    keep, sha = _kept(spec, vl, m, skip_bad)
     return VideoClips(
         keep.paths,
         keep.labels,
@@ -890,6 +794,29 @@ def video_split(
         sha256=sha,
         skipped=len(vl.rels) - len(keep.rels),
     )
+
+
+def _kept(
+    spec: TaskSpec, vl: VideoList, manifest: dict | None, skip_bad: bool
+) -> tuple[VideoList, str]:
+    """The videos of split ``vl`` a run uses, and their index hash (see :func:`video_split`)."""
+    name = vl.name
+    if manifest is not None:
+        bad = {b["path"]: b for b in manifest["skipped"]}
+        here = [bad[r] for r in vl.rels if r in bad]
+        if here and not skip_bad:
+            raise VideoError(
+                f"task {spec.name!r}, split {name!r}: {len(here)} bad videos recorded by "
+                f"prepare, e.g. {here[0]['reason']}; the budget does not allow skipping"
+            )
+        keep = vl.subset(name, np.array([r not in bad for r in vl.rels], dtype=bool))
+        return keep, manifest["index"][name]["sha256"]
+    keep = vl
+    if skip_bad:
+        _, bad_list = _check_all(vl, True, min(8, os.cpu_count() or 1))
+        bad_rels = {b["path"] for b in bad_list}
+        keep = vl.subset(name, np.array([r not in bad_rels for r in vl.rels], dtype=bool))
+    return keep, index_sha256(keep.rels, keep.labels, _sizes(keep))
 
 
 def describe(spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> tuple[str, str]:
@@ -908,9 +835,16 @@ def describe(spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> tu
     return spec.data_format, data_hash(spec, sha)
 
 
+#: the video family's loader: ``describe`` only (splits are torch datasets built by
+#: :func:`video_split`, not arrays); ``TaskSpec.loader`` is ``"pebench.datasets.video:LOADER"``
+LOADER = Loader(describe=describe)
+
+
 __all__ = [
     "CARVE_SEED",
+    "LOADER",
     "SPECS",
+    "VERSION",
     "VAL_FRACTION",
     "VideoClips",
     "VideoError",

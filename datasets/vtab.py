@@ -21,8 +21,7 @@ are not comparable, a cache folder holds one of them, and every row records whic
 
 from __future__ import annotations
 
-from pebench.datasets import Suite, TaskSpec, register_suite
-from pebench.datasets.cache import EXTRA_FORMATS, KNOWN_OVERLAP
+from pebench.datasets.spec import Suite, TaskSpec, register_suite
 
 VERSION = "vtab-noah-1"
 
@@ -72,11 +71,12 @@ SPLITS = {"train": "train800", "val": "val200", "trainval": "train800val200", "t
 # dSprites renders every latent combination; shapes with rotational symmetry (square, ellipse)
 # give pixel-identical images for different orientation values, so a random 80/10/10 split puts
 # some of them in both train and test. Recorded in the manifest, not an error.
-for _t in ("dsprites_loc", "dsprites_ori"):
-    KNOWN_OVERLAP[f"vtab/{_t}"] = "dSprites: symmetric shapes render identical images"
-# every task can also be prepared from TFDS builders (pebench.datasets.tfds_source.TASKS)
-for _t in TASKS:
-    EXTRA_FORMATS[f"vtab/{_t}"] = ("tfds",)
+KNOWN_OVERLAP = {
+    folder: "dSprites: symmetric shapes render identical images"
+    for folder in ("dsprites_loc", "dsprites_ori")
+}
+#: every task can also be prepared from TFDS builders (pebench.datasets.tfds_source.TASKS)
+EXTRA_FORMATS = ("tfds",)
 
 
 def _spec(folder: str) -> TaskSpec:
@@ -89,10 +89,12 @@ def _spec(folder: str) -> TaskSpec:
         version=VERSION,
         data_format="noah-jpeg",
         splits=dict(SPLITS),
-        loader="pebench.datasets.cache:load",
+        loader="pebench.datasets.cache:LOADER",
         aliases=tuple(f"vtab/{a}" for a in aliases),
         description=f"{desc}, {classes} classes (NOAH folder {folder!r})",
         sizes={"train800": 800, "val200": 200, "train800val200": 1000, "test": test_size},
+        known_overlap=KNOWN_OVERLAP.get(folder, ""),
+        extra_formats=EXTRA_FORMATS,
     )
 
 

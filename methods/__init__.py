@@ -8,9 +8,13 @@ Third-party packages register through the entry-point group ``pebench.methods``:
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from pebench.registry import Registry
+from typing_extensions import override
+
+from pebench.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
     from pebench.method import Method
@@ -54,6 +58,24 @@ class MethodRegistry(Registry["type[Method]"]):
             self.register(name, peft_method_class(name), origin=peft_origin())
         return super().get(name)
 
+    @override
+    def check(self, name: str, obj: object, source: str) -> None:
+        """A method entry must be a :class:`~pebench.method.Method` subclass named ``name``.
+
+        Raises:
+            RegistryError: one line naming the entry, what it points to and what is allowed.
+        """
+        from pebench.method import Method
+
+        allowed = f"a pebench.method.Method subclass whose `name` is {name!r}"
+        if not (isinstance(obj, type) and issubclass(obj, Method)):
+            what = "a class" if isinstance(obj, type) else f"a {type(obj).__name__}"
+            raise RegistryError(f"{source} is {what}, not a Method subclass; allowed: {allowed}")
+        if obj.name != name:
+            raise RegistryError(
+                f"{source} declares name {obj.name!r}, not {name!r}; allowed: {allowed}"
+            )
+
 
 registry: MethodRegistry = MethodRegistry("method", BUILTIN, group="pebench.methods")
 
@@ -65,6 +87,16 @@ def peft_method_names() -> list[str]:
     return [PEFT_PREFIX + t for t in available_peft_types()]
 
 
+def builtin_catalog() -> list[dict[str, Any]]:
+    """``describe()`` + ``"origin": "builtin"`` of every built-in method, without importing torch.
+
+    Read from the committed ``catalog.json`` (regenerate with ``python -m pebench.methods.catalog``;
+    a test keeps it equal to the live classes).
+    """
+    text = resources.files(__name__).joinpath("catalog.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
 def split_spec(spec: str) -> tuple[str, str | None]:
     """``"lora.noah_qkv"`` -> ``("lora", "noah_qkv")``; ``"lora"`` -> ``("lora", None)``."""
     name, _, preset = spec.partition(".")
@@ -72,11 +104,12 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def get_method_class(name: str) -> type[Method]:
-    """The registered class for ``name`` (unknown names raise with suggestions)."""
-    cls = registry.get(name)
-    if getattr(cls, "name", None) != name:
-        raise TypeError(f"method registered as {name!r} declares name {cls.name!r}")
-    return cls
+    """The registered class for ``name`` (unknown names raise with suggestions).
+
+    Raises:
+        RegistryError: unknown name, or an entry that is not a ``Method`` subclass named ``name``.
+    """
+    return registry.get(name)
 
 
 def build_method(

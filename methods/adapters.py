@@ -39,9 +39,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from pebench.layers import ACTIVATIONS, Bottleneck
-from pebench.method import Caps, Method
+from pebench.method import Caps, Method, at_least_one, dropout_rate, option
 from pebench.vit import Dims, PetlModule, blocks, set_slot
 
 
@@ -72,17 +73,9 @@ class ResidualAdapter(PetlModule):
         elif init != "lora":
             raise ValueError(f"unknown adapter init {init!r}; choose 'lora' or 'near_identity'")
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
         return y + self.scale * self.adapter(y)
-
-
-def _check_common(r: int, dropout: float, act: str) -> None:
-    if r < 1:
-        raise ValueError(f"r must be >= 1, got {r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    if act not in ACTIVATIONS:
-        raise ValueError(f"unknown act {act!r}; choose from {', '.join(ACTIVATIONS)}")
 
 
 class HoulsbyAdapter(Method):
@@ -95,7 +88,7 @@ class HoulsbyAdapter(Method):
     caps = Caps(identity_at_init=False, mergeable=False)
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """Houlsby adapter options.
 
         Attributes:
@@ -105,15 +98,13 @@ class HoulsbyAdapter(Method):
             act: activation (see :data:`pebench.layers.ACTIVATIONS`).
         """
 
-        r: int = 8
+        r: int = at_least_one(8)
         scale: float = 1.0
-        dropout: float = 0.0
-        act: str = "gelu"
+        dropout: float = dropout_rate(0.0)
+        act: str = option("gelu", choices=tuple(ACTIVATIONS))
 
-        def __post_init__(self) -> None:
-            _check_common(self.r, self.dropout, self.act)
-
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         c = self.config
         for _, blk in blocks(model):
             dim = blk.attn.qkv.in_features
@@ -122,7 +113,8 @@ class HoulsbyAdapter(Method):
                 set_slot(blk, slot, mod)
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, r = dims.embed_dim, self.config.r
         return 2 * dims.depth * (2 * d * r + r + d)
 
@@ -137,7 +129,7 @@ class PfeifferAdapter(Method):
     caps = Caps(identity_at_init=True, mergeable=False)
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """Pfeiffer adapter options.
 
         Attributes:
@@ -147,21 +139,20 @@ class PfeifferAdapter(Method):
             act: activation (see :data:`pebench.layers.ACTIVATIONS`).
         """
 
-        r: int = 8
+        r: int = at_least_one(8)
         scale: float = 1.0
-        dropout: float = 0.1
-        act: str = "gelu"
+        dropout: float = dropout_rate(0.1)
+        act: str = option("gelu", choices=tuple(ACTIVATIONS))
 
-        def __post_init__(self) -> None:
-            _check_common(self.r, self.dropout, self.act)
-
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         c = self.config
         for _, blk in blocks(model):
             dim = blk.attn.qkv.in_features
             set_slot(blk, "mlp_out", ResidualAdapter(dim, c.r, c.scale, c.dropout, c.act))
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, r = dims.embed_dim, self.config.r
         return dims.depth * (2 * d * r + r + d)

@@ -38,9 +38,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from pebench.layers import Bottleneck
-from pebench.method import Caps, Method
+from pebench.method import Caps, Method, at_least_one, dropout_rate
 from pebench.vit import Dims, blocks, set_slot
 
 
@@ -61,10 +62,12 @@ class AdaptMLP(Bottleneck):
         super().__init__(dim, rank, act="relu", dropout=dropout, up_bias=True)
         self.scale = scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * super().forward(x)
 
-    def extra_repr(self) -> str:  # noqa: D102
+    @override
+    def extra_repr(self) -> str:
         return f"scale={self.scale}"
 
 
@@ -79,7 +82,7 @@ class AdaptFormer(Method):
     presets = {"r8": {"r": 8}, "r64": {"r": 64}}
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """AdaptFormer options.
 
         Attributes:
@@ -88,23 +91,19 @@ class AdaptFormer(Method):
             dropout: dropout on the bottleneck activations (0.1 images, 0.0 video).
         """
 
-        r: int = 8
+        r: int = at_least_one(8)
         scale: float = 0.1
-        dropout: float = 0.1
+        dropout: float = dropout_rate(0.1)
 
-        def __post_init__(self) -> None:
-            if self.r < 1:
-                raise ValueError(f"r must be >= 1, got {self.r}")
-            if not 0.0 <= self.dropout < 1.0:
-                raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         c = self.config
         for _, blk in blocks(model):
             dim = blk.mlp.fc1.in_features
             set_slot(blk, "mlp_branch", AdaptMLP(dim, c.r, c.scale, c.dropout))
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, r = dims.embed_dim, self.config.r
         return dims.depth * (2 * d * r + r + d)

@@ -43,8 +43,9 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import override
 
-from pebench.method import Caps, Method
+from pebench.method import Caps, Method, at_least_one, dropout_rate
 from pebench.vit import (
     Dims,
     PetlModule,
@@ -114,7 +115,8 @@ class ARCAdapter(PetlModule):
         m = torch.eye(u.shape[0], dtype=u.dtype, device=u.device) + (u * self.scale.double()) @ u.T
         return m, self.bias.double()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.shared.proj(self.side)
         z = self.dropout(torch.matmul(x, u) * self.scale)  # diag(c) Uᵀ x̃, per token
         return x + F.linear(z, u) + self.bias  # U z + b
@@ -133,7 +135,8 @@ class _ARCBase(Method):
             return "zeros"
         return getattr(self.config, "mlp_scale_init", "xavier")
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
         if OWNER in vit._modules:
             raise ValueError(f"model already has `{OWNER}`: ARC is attached once per model")
@@ -148,12 +151,14 @@ class _ARCBase(Method):
                 set_slot(blk, _SLOT[side], adapter)
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, dp = dims.embed_dim, self.config.bottleneck
         return len(self.sides) * (d * dp + dims.depth * (dp + d))
 
     @torch.no_grad()
-    def merge(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def merge(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
         targets = {"att": lambda b: b.attn.qkv, "mlp": lambda b: b.mlp.fc1}
         for _, blk in blocks(vit):
@@ -165,13 +170,6 @@ class _ARCBase(Method):
         return model
 
 
-def _check(bottleneck: int, dropout: float) -> None:
-    if bottleneck < 1:
-        raise ValueError(f"bottleneck (D′) must be >= 1, got {bottleneck}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
-
 class ARC(_ARCBase):
     """ARC: adapters before attention and before the MLP (official xavier MLP-side scale init)."""
 
@@ -181,7 +179,7 @@ class ARC(_ARCBase):
     sides = ("att", "mlp")
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """ARC options.
 
         Attributes:
@@ -191,16 +189,9 @@ class ARC(_ARCBase):
 
         """
 
-        bottleneck: int = 50
-        dropout: float = 0.1
+        bottleneck: int = at_least_one(50)
+        dropout: float = dropout_rate(0.1)
         mlp_scale_init: Literal["xavier", "zeros"] = "xavier"
-
-        def __post_init__(self) -> None:
-            _check(self.bottleneck, self.dropout)
-            if self.mlp_scale_init not in ("xavier", "zeros"):
-                raise ValueError(
-                    f"mlp_scale_init must be 'xavier' or 'zeros', got {self.mlp_scale_init!r}"
-                )
 
 
 class ARCAtt(_ARCBase):
@@ -211,7 +202,7 @@ class ARCAtt(_ARCBase):
     sides = ("att",)
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """ARC_att options.
 
         Attributes:
@@ -220,11 +211,8 @@ class ARCAtt(_ARCBase):
 
         """
 
-        bottleneck: int = 50
-        dropout: float = 0.1
-
-        def __post_init__(self) -> None:
-            _check(self.bottleneck, self.dropout)
+        bottleneck: int = at_least_one(50)
+        dropout: float = dropout_rate(0.1)
 
 
 __all__ = ["ARC", "ARCAdapter", "ARCAtt", "ARCShared"]

@@ -13,6 +13,7 @@ Count on ViT-B/16: 12·(2304+768+3072+768+768+768) + 768 + 768 = 102,912. Nothin
 from __future__ import annotations
 
 from torch import nn
+from typing_extensions import override
 
 from pebench.method import Caps, Method
 from pebench.vit import Dims, check_vit
@@ -28,10 +29,12 @@ class BitFit(Method):
     paper_url = "https://arxiv.org/abs/2106.10199"
     caps = Caps(identity_at_init=True, mergeable=False, unfreezes_backbone=True)
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         return check_vit(model)
 
-    def trainable(self, model: nn.Module) -> set[str]:  # noqa: D102
+    @override
+    def trainable(self, model: nn.Module) -> set[str]:
         head = model.get_classifier()
         names = set()
         for mname, mod in model.named_modules():
@@ -40,7 +43,8 @@ class BitFit(Method):
             names.add(f"{mname}.bias")
         return names
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, h = dims.embed_dim, dims.mlp_hidden
         per_block = 3 * d + d + h + d + 2 * d  # qkv, proj, fc1, fc2, norm1, norm2
         return dims.depth * per_block + d + d  # patch_embed bias, final norm (or fc_norm) bias

@@ -47,9 +47,10 @@ from typing import Literal
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from pebench.layers import QuickGELU
-from pebench.method import Caps, Method
+from pebench.method import Caps, Method, at_least_one, dropout_rate
 from pebench.vit import Dims, PetlModule, blocks, check_vit, set_slot, share
 
 
@@ -110,7 +111,8 @@ class ConvBypass(PetlModule):
         maps = z.reshape(b * t, h, w, r).permute(0, 3, 1, 2)
         return self.conv(maps).permute(0, 2, 3, 1).reshape(b, n, r)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.act(self.down(x))
         b, p = z.shape[0], self.num_prefix
         out = self._conv_patches(z[:, p:])
@@ -131,7 +133,7 @@ class Convpass(Method):
     presets = {"attn": {"placement": "attn", "conv_init": "xavier"}}
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """Convpass options.
 
         Attributes:
@@ -142,23 +144,14 @@ class Convpass(Method):
             placement: ``"block"`` (attention and MLP) or ``"attn"`` (attention only).
         """
 
-        r: int = 8
+        r: int = at_least_one(8)
         scale: float = 1.0
-        dropout: float = 0.1
+        dropout: float = dropout_rate(0.1)
         conv_init: Literal["identity", "xavier"] = "identity"
         placement: Literal["block", "attn"] = "block"
 
-        def __post_init__(self) -> None:
-            if self.r < 1:
-                raise ValueError(f"r must be >= 1, got {self.r}")
-            if not 0.0 <= self.dropout < 1.0:
-                raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-            if self.conv_init not in ("identity", "xavier"):
-                raise ValueError(f"conv_init: 'identity' or 'xavier', got {self.conv_init!r}")
-            if self.placement not in ("block", "attn"):
-                raise ValueError(f"placement must be 'block' or 'attn', got {self.placement!r}")
-
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         c, vit = self.config, check_vit(model)
         grid = tuple(vit.patch_embed.grid_size)
         sides = [("attn_branch", "drop_path1")]
@@ -180,7 +173,8 @@ class Convpass(Method):
                 set_slot(blk, slot, mod)
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, r = dims.embed_dim, self.config.r
         sides = 2 if self.config.placement == "block" else 1
         return sides * dims.depth * (2 * d * r + 9 * r * r + 2 * r + d)

@@ -47,8 +47,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import override
 
-from pebench.method import Caps, Method
+from pebench.method import Caps, Method, at_least_one, dropout_rate
 from pebench.vit import Dims, PetlModule, add_linear_delta, blocks, check_vit, merge_linear, share
 
 SLOTS_PER_BLOCK = 12
@@ -136,7 +137,8 @@ class FacTDelta(PetlModule):
             return [torch.cat(c, dim=1)]
         return c
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         sh = self.shared
         u = sh.u(x.unflatten(-1, (4, self.dim))).flatten(-2) if self.target == "fc2" else sh.u(x)
         outs = [self.dropout(F.linear(u, c)) for c in self.cores()]
@@ -161,13 +163,6 @@ def _targets(blk: nn.Module) -> dict[str, nn.Linear]:
     return {"qkv": blk.attn.qkv, "proj": blk.attn.proj, "fc1": blk.mlp.fc1, "fc2": blk.mlp.fc2}
 
 
-def _check_config(r: int, dropout: float) -> None:
-    if r < 1:
-        raise ValueError(f"r must be >= 1, got {r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
-
 class _FacT(Method):
     """Shared attach/merge of FacT-TT and FacT-TK (``tk`` selects the core format)."""
 
@@ -176,7 +171,8 @@ class _FacT(Method):
     caps = Caps(identity_at_init=True, mergeable=True)
     tk = False
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         vit, c = check_vit(model), self.config
         dim, depth = vit.blocks[0].attn.qkv.in_features, len(vit.blocks)
         for i, blk in blocks(vit):
@@ -197,7 +193,8 @@ class _FacT(Method):
         return model
 
     @torch.no_grad()
-    def merge(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def merge(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
         for _, blk in blocks(vit):
             for lin in _targets(blk).values():
@@ -213,7 +210,7 @@ class FacTTT(_FacT):
     title = "FacT: Factor-Tuning for Lightweight Adaptation on Vision Transformer (FacT-TT)"
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """FacT-TT options.
 
         Attributes:
@@ -222,14 +219,12 @@ class FacTTT(_FacT):
             dropout: dropout on the core outputs.
         """
 
-        r: int = 8
+        r: int = at_least_one(8)
         scale: float = 1.0
-        dropout: float = 0.1
+        dropout: float = dropout_rate(0.1)
 
-        def __post_init__(self) -> None:
-            _check_config(self.r, self.dropout)
-
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, r = dims.embed_dim, self.config.r
         return 2 * d * r + SLOTS_PER_BLOCK * dims.depth * r * r
 
@@ -242,7 +237,7 @@ class FacTTK(_FacT):
     tk = True
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """FacT-TK options.
 
         Attributes:
@@ -251,13 +246,11 @@ class FacTTK(_FacT):
             dropout: dropout on the core outputs.
         """
 
-        r: int = 32
+        r: int = at_least_one(32)
         scale: float = 10.0
-        dropout: float = 0.1
+        dropout: float = dropout_rate(0.1)
 
-        def __post_init__(self) -> None:
-            _check_config(self.r, self.dropout)
-
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, r = dims.embed_dim, self.config.r
         return 2 * d * r + SLOTS_PER_BLOCK * dims.depth * r + r**3

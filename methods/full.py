@@ -15,6 +15,7 @@ logit of a query row equally, which the softmax cancels).
 from __future__ import annotations
 
 from torch import nn
+from typing_extensions import override
 
 from pebench.method import Caps, Method
 from pebench.vit import Dims, check_vit
@@ -27,15 +28,18 @@ class Full(Method):
     title = "Full fine-tuning"
     caps = Caps(identity_at_init=True, mergeable=False, unfreezes_backbone=True)
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         return check_vit(model)
 
-    def trainable(self, model: nn.Module) -> set[str]:  # noqa: D102
+    @override
+    def trainable(self, model: nn.Module) -> set[str]:
         head = model.get_classifier()
         head_ids = {id(p) for p in head.parameters()}
         return {n for n, p in model.named_parameters() if id(p) not in head_ids}
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, h = dims.embed_dim, dims.mlp_hidden
         patch = d * dims.patch_volume + d  # Conv2d, or Conv3d over tubelets for video
         pos = dims.num_tokens * d if dims.learned_pos_embed else 0  # video: fixed table, no param

@@ -47,9 +47,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import override
 
-from pebench.method import Caps, Method
-from pebench.vit import Dims, PetlModule, add_linear_delta, blocks, check_vit, merge_linear, share
+from pebench.method import Caps, Method, at_least_one
+from pebench.vit import (
+    Dims,
+    PetlModule,
+    add_linear_delta,
+    blocks,
+    check_vit,
+    merge_linear,
+    qkv_rows,
+    share,
+)
 
 OWNER = "kadaptation_shared"
 TARGETS = ("q", "v")
@@ -119,7 +129,8 @@ class KAdaptationDelta(PetlModule):
         q = torch.einsum("ip,ixk->pxik", b, v).reshape(self.dim, -1)
         return p, q
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = {}
         for t in TARGETS:
             p, q = self._low_rank(t)
@@ -137,7 +148,7 @@ class KAdaptation(Method):
     caps = Caps(identity_at_init=True, mergeable=True)
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """KAdaptation options.
 
         Attributes:
@@ -147,15 +158,9 @@ class KAdaptation(Method):
 
         """
 
-        n: int = 32
-        r: int = 1
+        n: int = at_least_one(32)
+        r: int = at_least_one(1)
         scale: float = 160.0
-
-        def __post_init__(self) -> None:
-            if self.n < 1:
-                raise ValueError(f"n must be >= 1, got {self.n}")
-            if self.r < 1:
-                raise ValueError(f"r must be >= 1, got {self.r}")
 
     def _check_dim(self, dim: int) -> None:
         if dim % self.config.n:
@@ -164,7 +169,8 @@ class KAdaptation(Method):
                 f"of n={self.config.n}"
             )
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
         c = self.config
         dim = vit.embed_dim
@@ -177,13 +183,15 @@ class KAdaptation(Method):
             add_linear_delta(blk.attn.qkv, KAdaptationDelta(owner, dim, c.n, c.r, c.scale))
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         self._check_dim(dims.embed_dim)
         d, n, r = dims.embed_dim, self.config.n, self.config.r
         return dims.depth * (4 * d * r + 2 * d) + 4 * n * n
 
     @torch.no_grad()
-    def merge(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def merge(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
         for _, blk in blocks(vit):
             qkv = blk.attn.qkv
@@ -192,7 +200,7 @@ class KAdaptation(Method):
             d_weight = qkv.weight.new_zeros(3 * d, d, dtype=torch.float64)
             d_bias = qkv.weight.new_zeros(3 * d, dtype=torch.float64)
             for t in TARGETS:
-                rows = slice("qkv".index(t) * d, ("qkv".index(t) + 1) * d)
+                rows = qkv_rows(d, t)
                 d_weight[rows] = delta.scale * delta.delta_weight(t, torch.float64)
                 d_bias[rows] = delta._uvb(t)[2].double()
             merge_linear(qkv, d_weight, d_bias)

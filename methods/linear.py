@@ -8,6 +8,7 @@ The reference point of every PETL table ("0.04 M" on VTAB-1k is the mean head al
 from __future__ import annotations
 
 from torch import nn
+from typing_extensions import override
 
 from pebench.method import Caps, Method
 from pebench.vit import Dims, check_vit
@@ -20,11 +21,14 @@ class Linear(Method):
     title = "Linear probing (frozen backbone, trained head)"
     caps = Caps(identity_at_init=True, mergeable=False)
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         return check_vit(model)
 
-    def trainable(self, model: nn.Module) -> set[str]:  # noqa: D102
+    @override
+    def trainable(self, model: nn.Module) -> set[str]:
         return set()
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         return 0

@@ -20,6 +20,7 @@ exceeds the closed form by those norms' parameters.
 from __future__ import annotations
 
 from torch import nn
+from typing_extensions import override
 
 from pebench.method import Caps, Method
 from pebench.vit import Dims, check_vit
@@ -34,10 +35,12 @@ class LNTune(Method):
     code_url = "https://github.com/OSU-MLB/PETL_Vision"
     caps = Caps(identity_at_init=True, mergeable=True, unfreezes_backbone=True)
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         return check_vit(model)
 
-    def trainable(self, model: nn.Module) -> set[str]:  # noqa: D102
+    @override
+    def trainable(self, model: nn.Module) -> set[str]:
         head = model.get_classifier()
         in_head = {id(m) for m in head.modules()}
         names = set()
@@ -47,7 +50,8 @@ class LNTune(Method):
             names.update(f"{mname}.{p}" for p, _ in mod.named_parameters(recurse=False))
         return names
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         return dims.embed_dim * (4 * dims.depth + 2)  # norm1, norm2 (γ, β) + final norm (γ, β)
 
     def merge(self, model: nn.Module) -> nn.Module:

@@ -29,9 +29,10 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import override
 
-from pebench.method import Caps, Method
-from pebench.vit import Dims, PetlModule, add_linear_delta, blocks, merge_linear
+from pebench.method import Caps, Method, at_least_one, dropout_rate
+from pebench.vit import Dims, PetlModule, add_linear_delta, blocks, merge_linear, qkv_rows
 
 
 class LoRADelta(PetlModule):
@@ -59,15 +60,11 @@ class LoRADelta(PetlModule):
         d = self.dim
         w = self.lora_a[self.targets[0]].new_zeros(3 * d, d)
         for t in self.targets:
-            rows = (
-                slice(0, 3 * d)
-                if t == "qkv"
-                else slice("qkv".index(t) * d, ("qkv".index(t) + 1) * d)
-            )
-            w[rows] += self.scale * (self.lora_b[t] @ self.lora_a[t])
+            w[qkv_rows(d, t)] += self.scale * (self.lora_b[t] @ self.lora_a[t])
         return w
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(x)
         parts = {
             t: F.linear(F.linear(x, self.lora_a[t]), self.lora_b[t]) * self.scale
@@ -90,7 +87,7 @@ class LoRA(Method):
     presets = {"noah_qkv": {"form": "noah_qkv", "alpha": 8.0}}
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """LoRA options.
 
         Attributes:
@@ -100,19 +97,16 @@ class LoRA(Method):
             form: ``"qv"`` (paper) or ``"noah_qkv"`` (one pair on the fused qkv, scale 1).
         """
 
-        r: int = 8
+        r: int = at_least_one(8)
         alpha: float = 8.0
-        dropout: float = 0.1
+        dropout: float = dropout_rate(0.1)
         form: Literal["qv", "noah_qkv"] = "qv"
-
-        def __post_init__(self) -> None:
-            if self.r < 1:
-                raise ValueError(f"r must be >= 1, got {self.r}")
 
     def _scale(self) -> float:
         return 1.0 if self.config.form == "noah_qkv" else self.config.alpha / self.config.r
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         c = self.config
         targets = ("qkv",) if c.form == "noah_qkv" else ("q", "v")
         for _, blk in blocks(model):
@@ -120,11 +114,13 @@ class LoRA(Method):
             add_linear_delta(blk.attn.qkv, LoRADelta(dim, c.r, self._scale(), c.dropout, targets))
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         return dims.depth * 4 * dims.embed_dim * self.config.r
 
     @torch.no_grad()
-    def merge(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def merge(self, model: nn.Module) -> nn.Module:
         for _, blk in blocks(model):
             merge_linear(blk.attn.qkv, blk.attn.qkv.delta.delta_weight())
         return model

@@ -43,12 +43,11 @@ from typing import Literal
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from pebench.layers import Bottleneck
-from pebench.method import Caps, Method
+from pebench.method import Caps, Method, at_least_one, dropout_rate
 from pebench.vit import Dims, PetlModule, blocks, set_slot
-
-VECTOR_PLACES = ("branch", "mlp")
 
 
 class LinearBranch(Bottleneck):
@@ -69,7 +68,8 @@ class LinearBranch(Bottleneck):
         self.bias = nn.Parameter(torch.zeros(dim))
         self.vector = nn.Parameter(torch.ones(dim)) if with_vector else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
         if self.vector is not None:
             y = y * self.vector
@@ -83,7 +83,8 @@ class ChannelScale(PetlModule):
         super().__init__()
         self.vector = nn.Parameter(torch.ones(dim))
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.vector
 
 
@@ -99,7 +100,7 @@ class LvAdapter(Method):
     presets = {"r160": {"r": 160}}
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """Lv-Adapter reconstruction options.
 
         Attributes:
@@ -108,19 +109,12 @@ class LvAdapter(Method):
             vector: ``"branch"`` (v scales the branch) or ``"mlp"`` (v scales the frozen MLP).
         """
 
-        r: int = 140
-        dropout: float = 0.1
+        r: int = at_least_one(140)
+        dropout: float = dropout_rate(0.1)
         vector: Literal["branch", "mlp"] = "branch"
 
-        def __post_init__(self) -> None:
-            if self.r < 1:
-                raise ValueError(f"r must be >= 1, got {self.r}")
-            if not 0.0 <= self.dropout < 1.0:
-                raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-            if self.vector not in VECTOR_PLACES:
-                raise ValueError(f"vector must be one of {VECTOR_PLACES}, got {self.vector!r}")
-
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         c = self.config
         on_branch = c.vector == "branch"
         for _, blk in blocks(model):
@@ -131,6 +125,7 @@ class LvAdapter(Method):
                 set_slot(blk, "mlp_out", ChannelScale(dim))
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, r = dims.embed_dim, self.config.r
         return dims.depth * (2 * d * r + r + 2 * d)

@@ -40,9 +40,10 @@ from typing import Literal
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from pebench.layers import lora_init_
-from pebench.method import Caps, Method
+from pebench.method import Caps, Method, at_least_one
 from pebench.vit import Dims, PetlModule, blocks, set_slot, vit_dims
 
 #: placement -> block slot (the module returns ``x + PA(x)``, so it replaces the stream there)
@@ -69,7 +70,8 @@ class PromptAdapter(PetlModule):
         self.prompt = nn.Parameter(prompt)
         self.scale = nn.Parameter(torch.ones(1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2] != self.num_tokens:
             raise ValueError(
                 f"PAdapter prompt has L={self.num_tokens} token positions (the sequence length "
@@ -80,7 +82,8 @@ class PromptAdapter(PetlModule):
         h = torch.cat([d, self.prompt + d], dim=-1)
         return x + self.scale * self.up(torch.relu(h))
 
-    def extra_repr(self) -> str:  # noqa: D102
+    @override
+    def extra_repr(self) -> str:
         return f"num_tokens={self.num_tokens}"
 
 
@@ -95,7 +98,7 @@ class PAdapter(Method):
     presets = {"video": {"placement": "a_m_p"}}
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """PAdapter options.
 
         Attributes:
@@ -104,18 +107,11 @@ class PAdapter(Method):
                 (video default).
         """
 
-        r: int = 32
+        r: int = at_least_one(32)
         placement: Literal["p_a_m", "a_m_p"] = "p_a_m"
 
-        def __post_init__(self) -> None:
-            if self.r < 1:
-                raise ValueError(f"r must be >= 1, got {self.r}")
-            if self.placement not in PLACEMENT_SLOTS:
-                raise ValueError(
-                    f"placement must be one of {tuple(PLACEMENT_SLOTS)}, got {self.placement!r}"
-                )
-
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         c = self.config
         num_tokens = vit_dims(model).num_tokens  # raises NotAViTError on a non-ViT
         slot = PLACEMENT_SLOTS[c.placement]
@@ -124,6 +120,7 @@ class PAdapter(Method):
             set_slot(blk, slot, PromptAdapter(dim, c.r, num_tokens))
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, r, n = dims.embed_dim, self.config.r, dims.num_tokens
         return dims.depth * (d * r + r + 2 * r * d + d + 1 + n * r)

@@ -21,10 +21,11 @@ fused qkv makes it scale q too). Other fields keep peft's defaults (dropouts 0.0
 
 Counts per adapted Linear (in ``i``, out ``o``), summed over ``depth × targets`` (ViT-B/16,
 defaults): lora ``r(i+o)`` (+o lora_bias, +o DoRA) 294,912 · adalora ``init_r(i+o+1)`` 442,512 ·
-loha ``2r(i+o)`` 589,824 · lokr Kronecker factors (see :func:`_lokr`) 21,504 · ia3 ``o`` (``i``
-for feedforward) 64,512 · vera ``o+r`` 30,720 · boft ``i·b+o`` 64,512 · oft
-``(i/b)·b(b-1)/2`` 142,848 · hra ``i·r`` 73,728. Other peft types that pass a build probe on a
-tiny ViT are available without a closed form (``expected_num_params`` raises).
+loha ``2r(i+o)`` 589,824 · lokr Kronecker factors 21,504 · ia3 ``o`` (``i`` for feedforward)
+64,512 · vera ``o+r`` 30,720 · boft ``i·b+o`` 64,512 · oft ``(i/b)·b(b-1)/2`` 142,848 · hra
+``i·r`` 73,728 (formulas: :mod:`pebench.methods._peft_specs`). Other peft types that pass a build
+probe on a tiny ViT (:mod:`pebench.methods._peft_probe`) are available without a closed form
+(``expected_num_params`` raises).
 
 Deliberate deviations: AdaLoRA runs at fixed rank ``init_r`` (its budget scheduler and orthogonal
 regulariser live in ``AdaLoraModel.update_and_allocate``/``PeftModel``, which the harness does not
@@ -39,21 +40,28 @@ parameter the method adds is trained. Requires peft>=0.18 (older OFT layouts dif
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import io
 import itertools
-import math
 import types
 import warnings
-from collections.abc import Callable
 from importlib import metadata
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from typing_extensions import override
 
-from pebench.method import Caps, Method, prepare
+from pebench.method import Caps, Method
+from pebench.methods._peft_probe import Unfit, fit_on_tiny_vit
+from pebench.methods._peft_specs import (
+    BLOCK_LINEARS,
+    SPECS,
+    Spec,
+    build_peft_config,
+    make_config,
+    split_targets,
+)
 from pebench.registry import RegistryError, suggest
 from pebench.vit import Dims, check_vit
 
@@ -62,13 +70,6 @@ PEFT_URL = "https://github.com/huggingface/peft"
 INSTALL_HINT = 'pip install "pebench[peft]"'
 MIN_PEFT = (0, 18)  # OFT's packed skew blocks, AdaLoRA via inject_adapter_in_model
 ADAPTER = "default"
-BLOCK_LINEARS = {"qkv": "attn", "proj": "attn", "fc1": "mlp", "fc2": "mlp"}
-# peft config fields never exposed: housekeeping, or meaningless/unsafe on a timm ViT
-_HIDDEN = {
-    "target_modules", "exclude_modules", "feedforward_modules", "fan_in_fan_out", "bias",
-    "modules_to_save", "layers_to_transform", "layers_pattern", "megatron_core", "use_qalora",
-    "qalora_group_size", "ensure_weight_tying",
-}  # fmt: skip
 
 
 class PeftBridgeError(RegistryError, ValueError):
@@ -121,176 +122,6 @@ def _peft_api() -> types.SimpleNamespace:
     )
 
 
-# ------------------------------------------------------------------------ parameter formulas --
-def _factor_pair(n: int, factor: int) -> tuple[int, int]:
-    """LoKr's split of ``n`` into ``(a, n/a)``.
-
-    ``a = factor`` if it divides ``n``, else the largest divisor with ``a² ≤ n`` and
-    ``a ≤ factor`` (no bound for ``factor = -1``; 1 if there is none).
-    """
-    if factor > 0 and n % factor == 0:
-        return factor, n // factor
-    limit = n if factor == -1 else factor
-    a = max([d for d in range(1, math.isqrt(n) + 1) if n % d == 0 and d <= limit] or [1])
-    return a, n // a
-
-
-def _lokr(c: Any, i: int, o: int, ff: bool) -> int:
-    """ΔW = W1 ⊗ W2 with W1 (o1×i1), W2 (o2×i2); a factor is low-rank (r) when r < max/2."""
-    (o1, o2), (i1, i2) = _factor_pair(o, c.decompose_factor), _factor_pair(i, c.decompose_factor)
-    w1 = c.r * (o1 + i1) if c.decompose_both and c.r < max(o1, i1) / 2 else o1 * i1
-    w2 = c.r * (o2 + i2) if c.r < max(o2, i2) / 2 else o2 * i2
-    return w1 + w2
-
-
-def _oft_block(c: Any, i: int) -> int:
-    return c.oft_block_size if c.r == 0 else i // c.r
-
-
-def _check_oft(c: Any, name: str, i: int) -> None:
-    b = c.oft_block_size if c.r == 0 else c.r
-    if i % b:
-        what = "oft_block_size" if c.r == 0 else "r"
-        raise ValueError(f"peft:oft: {what}={b} does not divide in_features {i} of {name}")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Spec:
-    per_layer: Callable[[Any, int, int, bool], int] | None = None
-    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # pebench's defaults
-    fixed: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed, not exposed
-    hide: frozenset[str] = frozenset()
-    check: Callable[[Any, str, int], None] | None = None
-    paper_url: str = ""
-    mergeable: bool = True
-
-
-_ADALORA_SCHEDULE = {"r", "target_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "total_step"}
-SPECS: dict[str, _Spec] = {
-    "lora": _Spec(
-        lambda c, i, o, ff: c.r * (i + o) + o * (getattr(c, "lora_bias", 0) + c.use_dora),
-        paper_url="https://arxiv.org/abs/2106.09685",
-    ),
-    "adalora": _Spec(
-        lambda c, i, o, ff: c.init_r * (i + o + 1),
-        fixed={"total_step": 1},
-        hide=frozenset(_ADALORA_SCHEDULE | {"orth_reg_weight", "use_dora", "lora_bias"}),
-        paper_url="https://arxiv.org/abs/2303.10512",
-    ),
-    "loha": _Spec(
-        lambda c, i, o, ff: 2 * c.r * (i + o), paper_url="https://arxiv.org/abs/2108.06098"
-    ),
-    "lokr": _Spec(_lokr, paper_url="https://arxiv.org/abs/2309.14859"),
-    "ia3": _Spec(
-        lambda c, i, o, ff: i if ff else o,
-        defaults={"target_modules": "qkv,fc2", "feedforward_modules": "fc2"},
-        paper_url="https://arxiv.org/abs/2205.05638",
-    ),
-    "vera": _Spec(lambda c, i, o, ff: o + c.r, paper_url="https://arxiv.org/abs/2310.11454"),
-    "boft": _Spec(
-        lambda c, i, o, ff: i * (c.boft_block_size or i // c.boft_block_num) + o,
-        hide=frozenset({"boft_n_butterfly_factor"}),
-        paper_url="https://arxiv.org/abs/2311.06243",
-    ),
-    "oft": _Spec(
-        lambda c, i, o, ff: (
-            (1 if c.block_share else i // _oft_block(c, i))
-            * (_oft_block(c, i) * (_oft_block(c, i) - 1) // 2)
-        ),
-        check=_check_oft,
-        paper_url="https://arxiv.org/abs/2306.07280",
-    ),
-    "hra": _Spec(lambda c, i, o, ff: i * c.r, paper_url="https://arxiv.org/abs/2405.17484"),
-}
-# types without a closed form that need a default other than peft's to fit D=64 and D=768
-_GENERIC_DEFAULTS = {"c3a": {"block_size": 64}, "vblora": {"vector_length": 64}}
-
-
-# ------------------------------------------------------------------------------- the config --
-def _targets(value: Any) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value or ())
-    return tuple(s.strip() for s in items if s.strip())
-
-
-def _regex(names: tuple[str, ...]) -> str:
-    alts = "|".join(f"{BLOCK_LINEARS[n]}\\.{n}" for n in names)
-    return rf"blocks\.\d+\.(?:{alts})"
-
-
-def _cli_type(hint: Any, default: Any) -> Any:
-    """The ``--set``-parsable type for a peft field, or ``None`` if it has none."""
-    if hint in (int, float, bool, str):
-        return hint
-    args = get_args(hint)
-    if get_origin(hint) is Literal and all(isinstance(a, int | float | str) for a in args):
-        return hint
-    if get_origin(hint) in (Union, types.UnionType):
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1 and default is not None:
-            return _cli_type(rest[0], default)
-        if bool in rest and all(a is bool or get_origin(a) is Literal for a in rest):
-            lits = [x for a in rest if a is not bool for x in get_args(a)]
-            return Literal[(True, False, *lits)]
-    return None
-
-
-def _make_config(key: str, peft_cls: type, spec: _Spec) -> type:
-    hints = get_type_hints(peft_cls)
-    base = {f.name for f in dataclasses.fields(_peft().PeftConfig)}
-    defaults = {"target_modules": "qkv", **_GENERIC_DEFAULTS.get(key, {}), **spec.defaults}
-    fields: list[tuple[str, Any, Any]] = [("target_modules", str, defaults["target_modules"])]
-    if "feedforward_modules" in defaults:
-        fields.append(("feedforward_modules", str, defaults["feedforward_modules"]))
-    for f in dataclasses.fields(peft_cls):
-        if f.name in base or f.name in _HIDDEN or f.name in spec.hide or f.name in spec.fixed:
-            continue
-        default = f.default
-        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        default = defaults.get(f.name, default)
-        tp = _cli_type(hints[f.name], default)
-        if tp is not None and default is not dataclasses.MISSING and default is not None:
-            fields.append((f.name, tp, default))
-
-    def __post_init__(self: Any) -> None:
-        for name in ("target_modules", "feedforward_modules"):
-            if hasattr(self, name):
-                value = _targets(getattr(self, name))
-                if bad := [n for n in value if n not in BLOCK_LINEARS]:
-                    raise ValueError(
-                        f"{name}: unknown {bad}; use block Linear names {sorted(BLOCK_LINEARS)}"
-                    )
-                object.__setattr__(self, name, ",".join(value))
-        if not self.target_modules:
-            raise ValueError("target_modules is empty")
-        ff = _targets(getattr(self, "feedforward_modules", ""))
-        if not set(ff) <= set(_targets(self.target_modules)):
-            raise ValueError("feedforward_modules must be a subset of target_modules")
-        _build_peft_config(key, self)  # peft's own validation, as ValueError
-
-    doc = f"peft {peft_cls.__name__} fields settable with --set (pebench defaults: {defaults})."
-    return dataclasses.make_dataclass(
-        "Config",
-        [(n, t, dataclasses.field(default=d)) for n, t, d in fields],
-        namespace={"__post_init__": __post_init__, "__doc__": doc, "__module__": __name__},
-        frozen=True,
-    )
-
-
-def _build_peft_config(key: str, cfg: Any) -> Any:
-    peft = _peft()
-    peft_type = peft.PeftType[key.upper()]
-    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    kwargs["target_modules"] = _regex(_targets(cfg.target_modules))
-    if "feedforward_modules" in kwargs:
-        ff = _targets(cfg.feedforward_modules)
-        kwargs["feedforward_modules"] = _regex(ff) if ff else []
-    kwargs.update(SPECS.get(key, _Spec()).fixed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return peft.configs[peft_type](**kwargs)
-
-
 # ------------------------------------------------------------------------------- the method --
 class _Constants(nn.Module):
     """Per-adapter constants that peft keeps as frozen ``Parameter``s, held as buffers.
@@ -310,7 +141,7 @@ class _Constants(nn.Module):
     def __contains__(self, key: object) -> bool:
         return key in self._buffers
 
-    def keys(self) -> Any:  # noqa: D102
+    def keys(self) -> Any:
         return self._buffers.keys()
 
 
@@ -332,19 +163,20 @@ class PeftMethod(Method):
 
     def peft_config(self) -> Any:
         """The peft ``PeftConfig`` this method injects."""
-        return _build_peft_config(self.peft_type, self.config)
+        return build_peft_config(_peft(), self.peft_type, self.config)
 
     def _shapes(self, dims: Dims) -> dict[str, tuple[int, int]]:
         d, h = dims.embed_dim, dims.mlp_hidden
         return {"qkv": (d, 3 * d), "proj": (d, d), "fc1": (d, h), "fc2": (h, d)}
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
         peft = _peft()
-        spec = SPECS.get(self.peft_type, _Spec())
+        spec = SPECS.get(self.peft_type, Spec())
         if spec.check is not None:
             for i, blk in enumerate(vit.blocks):
-                for t in _targets(self.config.target_modules):
+                for t in split_targets(self.config.target_modules):
                     linear = getattr(getattr(blk, BLOCK_LINEARS[t]), t)
                     spec.check(
                         self.config, f"blocks.{i}.{BLOCK_LINEARS[t]}.{t}", linear.in_features
@@ -392,7 +224,8 @@ class PeftMethod(Method):
                     ids |= {id(p) for p in sub.parameters() if id(p) not in base}
         return {n for n, p in model.named_parameters() if id(p) in ids}
 
-    def backbone_key(self, key: str, model: nn.Module) -> str:  # noqa: D102
+    @override
+    def backbone_key(self, key: str, model: nn.Module) -> str:
         for name, layer in tuner_layers(model):
             if key.startswith(name + "."):
                 base = layer.get_base_layer()
@@ -400,15 +233,16 @@ class PeftMethod(Method):
                 return f"{name}.{where}.{key[len(name) + 1 :]}"
         return key
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
-        per_layer = SPECS.get(self.peft_type, _Spec()).per_layer
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
+        per_layer = SPECS.get(self.peft_type, Spec()).per_layer
         if per_layer is None:
             raise NotImplementedError(f"peft:{self.peft_type} has no closed-form parameter count")
-        ff = set(_targets(getattr(self.config, "feedforward_modules", "")))
+        ff = set(split_targets(getattr(self.config, "feedforward_modules", "")))
         shapes = self._shapes(dims)
         return dims.depth * sum(
             per_layer(self.config, *shapes[t], t in ff)
-            for t in _targets(self.config.target_modules)
+            for t in split_targets(self.config.target_modules)
         )
 
     @torch.no_grad()
@@ -424,8 +258,9 @@ class PeftMethod(Method):
             del model.peft_config
         return model
 
-    def describe(self) -> dict[str, Any]:  # noqa: D102
-        closed = SPECS.get(self.peft_type, _Spec()).per_layer is not None
+    @override
+    def describe(self) -> dict[str, Any]:
+        closed = SPECS.get(self.peft_type, Spec()).per_layer is not None
         return super().describe() | {
             "origin": peft_origin(),
             "peft_type": self.peft_type.upper(),
@@ -436,47 +271,6 @@ class PeftMethod(Method):
 # ------------------------------------------------------------------------- discovery/probes --
 def _all_types() -> list[str]:
     return sorted(t.name.lower() for t in _peft().PeftType)
-
-
-class _Unfit(Exception):
-    pass
-
-
-def _fit_on_tiny_vit(key: str) -> bool:
-    """A miniature conformance run; returns identity at init, raises ``_Unfit(reason)``."""
-    from pebench.backbones import tiny_vit
-
-    torch.manual_seed(0)
-    model, x = tiny_vit("cls").eval(), torch.randn(3, 3, 32, 32)
-    mates = torch.cat([x[:1], torch.randn(2, 3, 32, 32)])
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with torch.no_grad():
-        ref = model.forward_features(x)
-    method = _make_class(key).build()
-    prepare(model, method, 2)
-    names = method.trainable(model)
-    if not names:
-        raise _Unfit("it adds no trainable parameters to the block Linear layers")
-    state = model.state_dict()
-    if any(not torch.equal(state[method.backbone_key(k, model)], v) for k, v in before.items()):
-        raise _Unfit("it rewrites the frozen backbone weights when attached")
-    with torch.no_grad():
-        out = model.forward_features(x)
-    params = {n: p for n, p in model.named_parameters() if n in names}
-    opt, reached = torch.optim.Adam(params.values(), lr=1e-2), set()
-    model.train()
-    for _ in range(3):
-        opt.zero_grad()
-        model.forward_features(x).square().mean().backward()
-        reached |= {n for n, p in params.items() if p.grad is not None and p.grad.any()}
-        opt.step()
-    if dead := sorted(set(params) - reached):
-        raise _Unfit(f"no gradient ever reaches {dead[:2]} in the default configuration")
-    model.eval()
-    with torch.no_grad():
-        if not torch.allclose(model(x)[0], model(mates)[0], atol=1e-5):
-            raise _Unfit("a sample's output depends on its batch-mates")
-    return bool((out - ref).abs().max() < 1e-5)
 
 
 @functools.cache
@@ -500,8 +294,8 @@ def _probe(key: str) -> tuple[str | None, bool]:
     ):
         warnings.simplefilter("ignore")
         try:
-            return None, _fit_on_tiny_vit(key)
-        except _Unfit as err:
+            return None, fit_on_tiny_vit(_make_class(key))
+        except Unfit as err:
             return str(err), False
         except Exception as err:  # any failure means: not usable on a timm ViT
             return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}", False
@@ -520,7 +314,7 @@ def available_peft_types() -> list[str]:
 @functools.cache
 def _make_class(key: str) -> type[PeftMethod]:
     peft = _peft()
-    spec = SPECS.get(key, _Spec(mergeable=False))
+    spec = SPECS.get(key, Spec(mergeable=False))
     config_cls = peft.configs[peft.PeftType[key.upper()]]
     identity = True if key in SPECS else None
     ns = {
@@ -532,7 +326,7 @@ def _make_class(key: str) -> type[PeftMethod]:
         "peft_type": key,
         "caps": Caps(identity_at_init=bool(identity), mergeable=spec.mergeable),
         "presets": {},
-        "Config": _make_config(key, config_cls, spec),
+        "Config": make_config(peft, key, config_cls, spec),
     }
     return types.new_class(PEFT_PREFIX + key, (PeftMethod,), exec_body=lambda d: d.update(ns))
 

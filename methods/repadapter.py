@@ -38,8 +38,9 @@ from typing import Literal
 
 import torch
 from torch import nn
+from typing_extensions import override
 
-from pebench.method import Caps, Method
+from pebench.method import Caps, Method, MethodConfigError, at_least_one, dropout_rate
 from pebench.vit import Dims, PetlModule, blocks, clear_slot, fold_affine_into_linear, set_slot
 
 
@@ -89,7 +90,8 @@ class RepAdapterModule(PetlModule):
         eye = torch.eye(self.dim, dtype=torch.float64, device=wa.device)
         return eye + self.scale * wb @ wa, self.scale * (wb @ ba + bb)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z + self.scale * self._up(self.dropout(self.down(z)))
 
 
@@ -104,7 +106,7 @@ class RepAdapter(Method):
     presets = {"attn": {"placement": "attn"}}
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """RepAdapter options.
 
         Attributes:
@@ -115,26 +117,22 @@ class RepAdapter(Method):
             placement: ``"block"`` (before attention and MLP) or ``"attn"`` (attention only).
         """
 
-        r: int = 8
-        groups: int = 2
+        r: int = at_least_one(8)
+        groups: int = at_least_one(2)
         scale: float = 1.0
-        dropout: float = 0.1
+        dropout: float = dropout_rate(0.1)
         placement: Literal["block", "attn"] = "block"
 
         def __post_init__(self) -> None:
-            if self.r < 1 or self.groups < 1:
-                raise ValueError(f"r and groups must be >= 1, got r={self.r}, groups={self.groups}")
+            super().__post_init__()
             if self.r % self.groups:
-                raise ValueError(f"groups={self.groups} must divide r={self.r}")
-            if not 0.0 <= self.dropout < 1.0:
-                raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-            if self.placement not in ("block", "attn"):
-                raise ValueError(f"placement must be 'block' or 'attn', got {self.placement!r}")
+                raise MethodConfigError(f"groups={self.groups} must divide r={self.r}")
 
     def _slots(self) -> list[str]:
         return ["attn_in", "mlp_in"] if self.config.placement == "block" else ["attn_in"]
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         c = self.config
         for _, blk in blocks(model):
             dim = blk.attn.qkv.in_features
@@ -142,12 +140,14 @@ class RepAdapter(Method):
                 set_slot(blk, slot, RepAdapterModule(dim, c.r, c.groups, c.scale, c.dropout))
         return model
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, r, g = dims.embed_dim, self.config.r, self.config.groups
         return len(self._slots()) * dims.depth * (d * r + r + d * r // g + d)
 
     @torch.no_grad()
-    def merge(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def merge(self, model: nn.Module) -> nn.Module:
         for _, blk in blocks(model):
             targets = {"attn_in": blk.attn.qkv, "mlp_in": blk.mlp.fc1}
             for slot in self._slots():

@@ -14,8 +14,8 @@ Avg-pool backbones (``fc_norm`` after pooling, ``norm`` = Identity) get the fina
 
 Where the modules live (backbone keys unchanged): after ``norm1``/``norm2`` in the ``attn_in``/
 ``mlp_in`` slots of :class:`~pebench.vit.PetlBlock`; after ``qkv``/``proj``/``fc1``/``fc2`` and the
-final LayerNorm as an ``ssf`` child of the layer, whose class is swapped in place to
-:class:`SSFLinear`/:class:`SSFLayerNorm` (original forward, then ``ssf``); after the patch
+final LayerNorm as an ``ssf`` child of the layer (:func:`pebench.vit.wrap_output`: the layer's
+class is swapped in place, original forward then ``ssf``); after the patch
 embedding in ``patch_embed.norm`` (an Identity in timm ViTs; a LayerNorm there is wrapped).
 
 Init γ ~ N(1, 0.02²), β ~ N(0, 0.02²): close to, not exactly, the backbone (not identity at init).
@@ -35,9 +35,21 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from typing_extensions import override
 
-from pebench.method import Caps, Method
-from pebench.vit import Dims, NotAViTError, PetlModule, blocks, check_vit, clear_slot, set_slot
+from pebench.method import Caps, Method, option
+from pebench.vit import (
+    Dims,
+    NotAViTError,
+    PetlModule,
+    blocks,
+    check_vit,
+    clear_slot,
+    output_wrapper,
+    set_slot,
+    unwrap_output,
+    wrap_output,
+)
 
 
 class ScaleShift(PetlModule):
@@ -55,44 +67,21 @@ class ScaleShift(PetlModule):
         self.scale = nn.Parameter(torch.empty(dim, **kw).normal_(1.0, std))
         self.shift = nn.Parameter(torch.empty(dim, **kw).normal_(0.0, std))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + self.shift
 
 
-class _OutputAffine:
-    """Mixin of the class-swapped layers: the original class's forward, then ``self.ssf``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ssf(self._ssf_base.forward(self, x))
-
-
-class SSFLinear(_OutputAffine, nn.Linear):
-    """An ``nn.Linear`` followed by its ``ssf`` child (same ``weight``/``bias`` keys)."""
-
-
-class SSFLayerNorm(_OutputAffine, nn.LayerNorm):
-    """A LayerNorm (nn or timm) followed by its ``ssf`` child (same ``weight``/``bias`` keys)."""
-
-
-def wrap_output(layer: nn.Module, ssf: ScaleShift) -> None:
-    """Swap ``layer``'s class in place so that its output goes through ``ssf``.
+def wrap_ssf(layer: nn.Module, ssf: ScaleShift) -> None:
+    """Put ``ssf`` after ``layer`` as its ``ssf`` child (:func:`~pebench.vit.wrap_output`).
 
     Raises:
-        NotAViTError: ``layer`` is neither a plain ``nn.Linear`` nor an affine LayerNorm, or is
+        NotAViTError: ``layer`` is not a plain ``nn.Linear`` or an affine LayerNorm, or is
             already wrapped.
     """
-    base = type(layer)
-    if base is nn.Linear:
-        new = SSFLinear
-    elif isinstance(layer, nn.LayerNorm) and not isinstance(layer, _OutputAffine):
-        if not layer.elementwise_affine:
-            raise NotAViTError(f"SSF needs an affine LayerNorm, got {layer}")
-        new = SSFLayerNorm
-    else:
-        raise NotAViTError(f"SSF cannot follow a {base.__name__} (expected nn.Linear/LayerNorm)")
-    layer.__class__ = new
-    layer._ssf_base = base
-    layer.add_module("ssf", ssf)
+    if isinstance(layer, nn.LayerNorm) and not layer.elementwise_affine:
+        raise NotAViTError(f"SSF needs an affine LayerNorm, got {layer}")
+    wrap_output(layer, ssf, "ssf")
 
 
 @torch.no_grad()
@@ -126,23 +115,20 @@ class SSF(Method):
     caps = Caps(identity_at_init=False, mergeable=True)
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """SSF options.
 
         Attributes:
             init_std: standard deviation of the N(1, std²) scale and N(0, std²) shift init.
         """
 
-        init_std: float = 0.02
-
-        def __post_init__(self) -> None:
-            if not self.init_std >= 0:
-                raise ValueError(f"init_std must be >= 0, got {self.init_std}")
+        init_std: float = option(0.02, ge=0.0)
 
     def _ssf(self, dim: int, like: torch.Tensor) -> ScaleShift:
         return ScaleShift(dim, like, self.config.init_std)
 
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
         if any(isinstance(m, ScaleShift) for m in vit.modules()):
             raise ValueError("SSF is already attached to this model")
@@ -154,17 +140,18 @@ class SSF(Method):
         if isinstance(pe.norm, nn.Identity):
             pe.norm = self._ssf(d, pe.proj.weight)
         else:
-            wrap_output(pe.norm, self._ssf(d, pe.proj.weight))
+            wrap_ssf(pe.norm, self._ssf(d, pe.proj.weight))
         for _, blk in blocks(vit):
             qkv, fc1 = blk.attn.qkv, blk.mlp.fc1
             set_slot(blk, "attn_in", self._ssf(qkv.in_features, qkv.weight))
             set_slot(blk, "mlp_in", self._ssf(fc1.in_features, fc1.weight))
             for lin in (qkv, blk.attn.proj, fc1, blk.mlp.fc2):
-                wrap_output(lin, self._ssf(lin.out_features, lin.weight))
-        wrap_output(last, self._ssf(last.weight.numel(), last.weight))
+                wrap_ssf(lin, self._ssf(lin.out_features, lin.weight))
+        wrap_ssf(last, self._ssf(last.weight.numel(), last.weight))
         return vit
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         d, h = dims.embed_dim, dims.mlp_hidden
         per_block = d + 3 * d + d + d + h + d  # norm1, qkv, proj, norm2, fc1, fc2
         return dims.depth * 2 * per_block + 2 * 2 * d  # + patch_embed, final norm
@@ -190,7 +177,8 @@ class SSF(Method):
         return out + [(attr, last, last.ssf)]
 
     @torch.no_grad()
-    def merge(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def merge(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
         folds = self._folds(vit)
         for where, layer, _ in folds:  # check everything before changing anything
@@ -198,9 +186,8 @@ class SSF(Method):
                 raise ValueError(f"SSF cannot merge into {where}: it has no bias to absorb β")
         for _, layer, ssf in folds:
             fold_scale_shift(layer, ssf)
-            if isinstance(layer, _OutputAffine):
-                del layer._modules["ssf"]
-                layer.__class__ = layer.__dict__.pop("_ssf_base")
+            if output_wrapper(layer) is not None:
+                unwrap_output(layer)
         if isinstance(vit.patch_embed.norm, ScaleShift):
             vit.patch_embed.norm = nn.Identity()
         for _, blk in blocks(vit):

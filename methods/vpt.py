@@ -39,8 +39,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from typing_extensions import override
 
-from pebench.method import Caps, Method
+from pebench.method import Caps, Method, at_least_one, dropout_rate
 from pebench.vit import Dims, PetlModule, blocks, check_vit, set_slot, vit_dims
 
 
@@ -76,7 +77,8 @@ class Prompts(PetlModule):
         self.prompts = nn.Parameter(empty.uniform_(-bound, bound))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, m = self.num_prefix, self.prompts.shape[1]
         if x.shape[1] < k + (m if self.replace else 0):
             raise ValueError(
@@ -100,7 +102,7 @@ class VPTShallow(Method):
     deep = False
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Method.Config):
         """VPT options.
 
         Attributes:
@@ -108,16 +110,11 @@ class VPTShallow(Method):
             dropout: dropout on the prompt tokens.
         """
 
-        num_tokens: int = 10
-        dropout: float = 0.0
+        num_tokens: int = at_least_one(10)
+        dropout: float = dropout_rate(0.0)
 
-        def __post_init__(self) -> None:
-            if self.num_tokens < 1:
-                raise ValueError(f"num_tokens must be >= 1, got {self.num_tokens}")
-            if not 0.0 <= self.dropout < 1.0:
-                raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def attach(self, model: nn.Module) -> nn.Module:  # noqa: D102
+    @override
+    def attach(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
         if getattr(vit, "dynamic_img_size", False):
             raise ValueError(
@@ -137,7 +134,8 @@ class VPTShallow(Method):
         vit.num_prefix_tokens = k + c.num_tokens  # pooling skips the prompts
         return vit
 
-    def expected_num_params(self, dims: Dims) -> int:  # noqa: D102
+    @override
+    def expected_num_params(self, dims: Dims) -> int:
         layers = dims.depth if self.deep else 1
         return layers * self.config.num_tokens * dims.embed_dim
 

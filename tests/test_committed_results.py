@@ -41,3 +41,25 @@ def test_committed_leaderboard_is_fresh():
     assert not leaderboard.is_stale(ROOT / "results", ROOT / "leaderboard.md"), (
         "leaderboard.md is stale: run `pebench leaderboard` and commit the result"
     )
+
+
+def test_committed_results_csv_and_plots_are_fresh(tmp_path):
+    """Regenerating from the committed runs reproduces results.csv and the plots byte for byte."""
+    copy = tmp_path / "results"
+    (copy / "runs").mkdir(parents=True)
+    for path in RUNS.glob("*.csv"):
+        (copy / "runs" / path.name).write_bytes(path.read_bytes())
+    reported = ROOT / "results" / leaderboard.REPORTED_CSV
+    if reported.exists():
+        (copy / reported.name).write_bytes(reported.read_bytes())
+    out = leaderboard.generate(copy, tmp_path / "leaderboard.md")
+    assert (tmp_path / "leaderboard.md").read_bytes() == (ROOT / "leaderboard.md").read_bytes()
+    assert out["results_csv"].read_bytes() == (ROOT / "results" / "results.csv").read_bytes(), (
+        "results/results.csv is stale: run `pebench leaderboard` and commit the result"
+    )
+    committed = sorted(p.name for p in (ROOT / "results" / "plots").glob("*.png"))
+    assert sorted(p.name for p in out["plots"]) == committed
+    for path in out["plots"]:
+        assert path.read_bytes() == (ROOT / "results" / "plots" / path.name).read_bytes(), (
+            f"results/plots/{path.name} differs from a fresh rendering (same matplotlib?)"
+        )

@@ -19,6 +19,7 @@ import pytest
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
 from pebench.report import leaderboard as lb
+from pebench.report.columns import fmt_params
 
 SPLITS = {"train": "train", "val": "val", "trainval": "trainval", "test": "test"}
 
@@ -254,11 +255,11 @@ def test_config_variants_varying_params_and_memory(tmp_path):
 
 
 def test_params_formatting():
-    assert lb._fmt_params(0) == "0"
-    assert lb._fmt_params(96) == "0.00009600"
-    assert lb._fmt_params(205824) == "0.2058"
-    assert lb._fmt_params(85798656) == "85.80"
-    assert lb._fmt_params(math.nan) == "—"
+    assert fmt_params(0) == "0"
+    assert fmt_params(96) == "0.00009600"
+    assert fmt_params(205824) == "0.2058"
+    assert fmt_params(85798656) == "85.80"
+    assert fmt_params(math.nan) == "—"
 
 
 def test_stale_task_version_and_rerun_superseded(tmp_path):
@@ -397,7 +398,8 @@ def test_default_registry_path_without_torch(tmp_path):
         f"""
         import sys
         from pebench.datasets import Suite, TaskSpec, register_suite
-        from pebench.report import leaderboard as lb, results
+        from pebench import results
+        from pebench.report import leaderboard as lb
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import test_leaderboard as t
         register_suite(t.LB, t.LB_TASKS)

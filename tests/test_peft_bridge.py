@@ -14,6 +14,7 @@ from pebench.backbones import tiny_vit  # noqa: E402
 from pebench.conformance import CHECKS, images, perturb_trainable  # noqa: E402
 from pebench.method import MethodConfigError, prepare  # noqa: E402
 from pebench.methods import peft_bridge as pb  # noqa: E402
+from pebench.methods._peft_specs import factor_pair  # noqa: E402
 from pebench.methods.lora import LoRA  # noqa: E402
 from pebench.registry import RegistryError  # noqa: E402
 from pebench.vit import check_vit, vit_dims  # noqa: E402
@@ -131,7 +132,7 @@ def test_lokr_factorization_matches_peft():
 
     for n in [1, 7, 12, 64, 96, 192, 256, 768, 2304, 3072, 1000]:
         for f in [-1, 0, 2, 3, 4, 8, 16, 50]:
-            assert pb._factor_pair(n, f) == factorization(n, f), (n, f)
+            assert factor_pair(n, f) == factorization(n, f), (n, f)
 
 
 def test_bad_config_values_raise_clear_errors():

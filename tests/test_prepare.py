@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pebench.datasets import TaskSpec, get_task
+from pebench.datasets import TaskSpec, get_task, tasks
 from pebench.datasets import cache as C
 from pebench.datasets.cache import CacheError, CacheMissingError, load, manifest_hash, prepare
 from pebench.datasets.formats import FormatError, ImageError
@@ -63,7 +63,15 @@ def make_noah(root, folder, sizes, num_classes, test_files=None, px=None):
 
 
 def small_spec(name="vtab/kitti", num_classes=4, sizes=None, fmt="noah-jpeg", splits=None, **kw):
-    """A test-only task (not registered) with small splits, read by the cache loader."""
+    """A test-only task (not registered) with small splits, read by the cache loader.
+
+    It stands in for the registered task of the same name, so it carries that task's data facts
+    (known train/test overlap, extra source formats).
+    """
+    real = tasks().get(name)
+    facts = (
+        {"known_overlap": real.known_overlap, "extra_formats": real.extra_formats} if real else {}
+    )
     return TaskSpec(
         name=name,
         suite=name.split("/")[0],
@@ -72,9 +80,9 @@ def small_spec(name="vtab/kitti", num_classes=4, sizes=None, fmt="noah-jpeg", sp
         version="test-1",
         data_format=fmt,
         splits=splits or dict(NOAH_SPLITS),
-        loader="pebench.datasets.cache:load",
+        loader="pebench.datasets.cache:LOADER",
         sizes=sizes if sizes is not None else SMALL,
-        **kw,
+        **{**facts, **kw},
     )
 
 

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from pebench.methods import BUILTIN, build_method, registry
+from pebench.errors import PebenchError
+from pebench.methods import BUILTIN, MethodRegistry, build_method, registry
 from pebench.registry import Registry, RegistryError
 
 THIRD_PARTY = textwrap.dedent('''
@@ -67,6 +68,9 @@ def test_unknown_name_suggests_close_matches():
 def test_builtins_are_lazy_and_listed():
     assert set(BUILTIN) <= set(registry.names())
     assert registry.origin("lora") == "builtin"
+    assert registry.origin_of("ssf") == "builtin"
+    with pytest.raises(RegistryError, match="Did you mean 'ssf'"):
+        registry.origin_of("sff")
 
 
 def test_duplicate_names_raise():
@@ -124,3 +128,106 @@ def test_pebench_check_runs_a_third_party_method(third_party):
 def test_build_method_with_preset_syntax():
     m = build_method("lora.noah_qkv", {"r": "4"})
     assert (m.preset, m.config.form, m.config.r) == ("noah_qkv", "noah_qkv", 4)
+
+
+# ------------------------------------------------------------------ what an entry may name --
+BAD_PLUGINS = textwrap.dedent("""
+    from pebench.method import Method
+
+
+    def not_a_method():
+        return None
+
+
+    class NotAMethod:
+        name = "plain_class"
+
+
+    class Misnamed(Method):
+        name = "other_name"
+""")
+
+
+@pytest.fixture
+def bad_entry_points(tmp_path, monkeypatch):
+    dist = tmp_path / "pebench_bad_demo-0.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pebench-bad-demo\nVersion: 0.3\n")
+    (dist / "entry_points.txt").write_text(
+        "[pebench.methods]\n"
+        "func_method = bad_plugins_mod:not_a_method\n"
+        "plain_class = bad_plugins_mod:NotAMethod\n"
+        "misnamed = bad_plugins_mod:Misnamed\n"
+    )
+    (tmp_path / "bad_plugins_mod.py").write_text(BAD_PLUGINS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return MethodRegistry("method", BUILTIN, group="pebench.methods")
+
+
+def _one_line_error(reg, name) -> str:
+    with pytest.raises(RegistryError) as err:
+        reg.get(name)
+    assert isinstance(err.value, PebenchError)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert name not in reg._loaded  # never cached: every lookup raises again
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "what"),
+    [
+        ("func_method", "bad_plugins_mod:not_a_method", "is a function, not a Method subclass"),
+        ("plain_class", "bad_plugins_mod:NotAMethod", "is a class, not a Method subclass"),
+        ("misnamed", "bad_plugins_mod:Misnamed", "declares name 'other_name', not 'misnamed'"),
+    ],
+)
+def test_entry_point_must_name_a_method_subclass_with_its_name(
+    bad_entry_points, name, target, what
+):
+    msg = _one_line_error(bad_entry_points, name)
+    assert msg.startswith(f"method entry point {name!r} = {target} (pebench-bad-demo==0.3) ")
+    assert what in msg
+    assert msg.endswith(f"allowed: a pebench.method.Method subclass whose `name` is {name!r}")
+    # listing stays cheap: nothing is loaded (or checked) to list names and origins
+    assert name in bad_entry_points.names()
+    assert bad_entry_points.origin_of(name) == "pebench-bad-demo==0.3"
+
+
+def test_builtin_entry_is_checked_too():
+    reg = MethodRegistry("method", {"lora": "pebench.methods.ssf:SSF"})
+    msg = _one_line_error(reg, "lora")
+    assert msg.startswith("builtin method 'lora' = pebench.methods.ssf:SSF declares name 'ssf'")
+
+
+def test_runtime_registration_is_checked():
+    from pebench.methods.lora import LoRA
+
+    reg = MethodRegistry("method", {})
+    with pytest.raises(
+        RegistryError, match=r"method 'mine' registered at run time as .*helper is a function"
+    ):
+
+        @reg.register("mine")
+        def helper():
+            return None
+
+    with pytest.raises(RegistryError, match="declares name 'lora', not 'my_lora'"):
+        reg.register("my_lora", LoRA)
+    assert reg.names() == []
+
+    class MyLoRA(LoRA):
+        name = "my_lora"
+
+    assert reg.register("my_lora", MyLoRA) is MyLoRA
+    assert reg.get("my_lora") is MyLoRA and reg.origin("my_lora") == "runtime"
+
+
+def test_get_method_class_raises_registry_error_for_a_misnamed_class(monkeypatch):
+    from pebench import methods
+
+    monkeypatch.setattr(
+        methods, "registry", MethodRegistry("method", {"x": "pebench.methods.lora:LoRA"})
+    )
+    with pytest.raises(RegistryError, match="builtin method 'x' = pebench.methods.lora:LoRA"):
+        methods.get_method_class("x")

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from pebench import results as R
-from pebench.sweep.markers import marker_path
 from pebench.run import RunOptions
+from pebench.sweep.markers import marker_path
 from pebench.sweep.plan import plan_sweep, select_trial
 from pebench.sweep.worker import run_one
 

@@ -342,7 +342,7 @@ def test_other_lineage_is_refused_unless_forced(dtd, tmp_path):
         version=get_task("vtab/dtd").version,
         data_format="noah-jpeg",
         splits=dict(get_task("vtab/dtd").splits),
-        loader="pebench.datasets.cache:load",
+        loader="pebench.datasets.cache:LOADER",
         sizes={"train800": 4, "val200": 4, "train800val200": 4, "test": 4},
     )
     C.prepare([small], "noah", tmp_path / "noah", cache, 8, allow_overlap=True)

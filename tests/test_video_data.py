@@ -49,7 +49,7 @@ def test_registry():
     assert get_task("video/hmdb51_split3").group == "hmdb51"
     assert get_suite("video").tasks == ("video/ssv2", "video/hmdb51")
     assert hmdb.splits == {"train": "train90", "val": "val10", "trainval": "train", "test": "test"}
-    assert ssv2.splits["test"] == "val" and ssv2.loader == "pebench.datasets.video:video_split"
+    assert ssv2.splits["test"] == "val" and ssv2.loader == "pebench.datasets.video:LOADER"
     aliases = [a for s in tasks().values() for a in s.aliases]
     assert len(set(aliases)) == len(aliases) and not set(aliases) & set(tasks())
 

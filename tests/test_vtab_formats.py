@@ -56,7 +56,7 @@ def test_vtab_suite_definition():
         }
         assert (s.data_format, s.version) == ("noah-jpeg", "vtab-noah-1")
         assert data_formats(s) == ("noah-jpeg", "tfds")  # a cache holds one of the two
-        assert s.loader == "pebench.datasets.cache:load"
+        assert s.loader == "pebench.datasets.cache:LOADER"
     # mean head size of §9 (769 * C averaged over 19 tasks) pins the class counts
     assert round(np.mean([769 * c for c in VTAB_CLASSES])) == 38_045
 

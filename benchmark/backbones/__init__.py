@@ -13,7 +13,7 @@ Video backbones (VideoMAE layout, :mod:`pebench.backbones.videomae`):
 ``pebench_videomae_base_patch16_224`` and ``pebench_video_test``. They have no hub weights:
 ``weights`` must be a local VideoMAE checkpoint
 (official fine-tuning/pretraining layouts, converted by
-:func:`pebench.backbones.videomae.load_videomae_checkpoint`) or ``"random"``.
+:func:`pebench.backbones.videomae_checkpoint.load_videomae_checkpoint`) or ``"random"``.
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ from timm.models._builder import build_model_with_cfg  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn  # noqa: E402
 
-from pebench.backbones.videomae import (  # noqa: E402 - importing registers the video models with timm
-    CheckpointError,
-    is_video_model_name,
-    load_videomae_checkpoint,
-)
+from pebench.backbones.checkpoint import CheckpointError  # noqa: E402
+from pebench.backbones.videomae import is_video_model_name  # noqa: E402 - registers video models
+from pebench.backbones.videomae_checkpoint import load_videomae_checkpoint  # noqa: E402
 
 RANDOM = "random"
 _SMALL: dict[str, dict[str, Any]] = {
@@ -51,7 +49,7 @@ _SMALL: dict[str, dict[str, Any]] = {
     ),
     "pebench_vit_micro": dict(embed_dim=96, depth=4, num_heads=3, patch_size=4),
 }
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: checkpoints shipped with pebench: tag -> (file, SHA-256); see ``weights/*.md``
 EMBEDDED = {
     "pebench_vit_micro.fractal_v1": (
@@ -173,31 +171,9 @@ def create_backbone(
         model, tag = _video_from_file(name, weights, kwargs), tag or weights_tag(name, weights)
     elif weights is None:
         tag = tag or weights_tag(name, None)  # verifies an embedded checkpoint before loading it
-        try:
-            model = timm.create_model(name, pretrained=True, **kwargs)
-        except BackboneError:
-            raise
-        except Exception as err:  # hub errors come in many types
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            raise BackboneError(
-                f"could not fetch pretrained weights for {name!r} from the Hugging Face hub"
-                f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: {type(err).__name__}: {err}. "
-                "Pass --weights PATH for a local checkpoint, or --weights random to run with "
-                "random init (results are then labelled random)."
-            ) from err
+        model = _from_hub(name, kwargs)
     else:
-        path = Path(weights)
-        if not path.is_file():
-            raise BackboneError(f"weights file not found: {path}")
-        try:
-            model = timm.create_model(
-                name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
-            )
-        except Exception as err:
-            raise BackboneError(
-                f"could not load weights file {path} into {name!r}: {type(err).__name__}: {err}"
-            ) from err
-        tag = tag or weights_tag(name, weights)
+        model, tag = _from_file(name, Path(weights), kwargs), tag or weights_tag(name, weights)
     cfg = timm.data.resolve_data_config({}, model=model)
     return Backbone(
         model=model,
@@ -208,6 +184,34 @@ def create_backbone(
         image_size=int(cfg["input_size"][-1]),
         num_frames=getattr(model, "num_frames", None),
     )
+
+
+def _from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """An image backbone with its pretrained weights (embedded file or Hugging Face hub)."""
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as err:  # hub errors come in many types
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise BackboneError(
+            f"could not fetch pretrained weights for {name!r} from the Hugging Face hub"
+            f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: {type(err).__name__}: {err}. "
+            "Pass --weights PATH for a local checkpoint, or --weights random to run with "
+            "random init (results are then labelled random)."
+        ) from err
+
+
+def _from_file(name: str, path: Path, kwargs: dict[str, Any]) -> nn.Module:
+    """An image backbone with a local checkpoint, loaded through timm's pretrained loading."""
+    if not path.is_file():
+        raise BackboneError(f"weights file not found: {path}")
+    try:
+        return timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
+        )
+    except Exception as err:
+        raise BackboneError(
+            f"could not load weights file {path} into {name!r}: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _video_from_file(name: str, weights: str | None, kwargs: dict[str, Any]) -> nn.Module:

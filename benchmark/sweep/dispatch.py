@@ -14,13 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pebench import results as R
-from pebench.datasets import TaskSpec
-from pebench.run import RunSpec
 from pebench.sweep.markers import marker_is_live, read_marker
-from pebench.sweep.plan import Sweep
+
+if TYPE_CHECKING:  # the planner runs a sweep through this module, so no run-time import back
+    from pebench.datasets import TaskSpec
+    from pebench.run import RunSpec
+    from pebench.sweep.plan import Sweep
 
 Row = dict[str, Any]
 Key = tuple[Path, str]

@@ -21,7 +21,9 @@ import pebench
 from pebench import results as R
 from pebench.budget import Budget, get_budget
 from pebench.datasets import TaskSpec, describe_data, get_suite, resolve_tasks
-from pebench.methods import build_method, registry, split_spec
+from pebench.errors import PebenchError
+from pebench.methods import PEFT_PREFIX, build_method, registry, split_spec
+from pebench.registry import RegistryError, suggest
 from pebench.run import RunOptions, RunSpec
 
 #: the error of a placeholder final: its task's search had no ``ok`` trial
@@ -196,6 +198,56 @@ DEFAULT_SELECTION = Selection()
 DEFAULT_OPTIONS = RunOptions()
 
 
+class PlanError(PebenchError, ValueError):
+    """A selection that cannot be planned (e.g. a budget of another modality than a task)."""
+
+
+def check_fits(spec: TaskSpec, budget: Budget) -> None:
+    """Refuse a budget made for the other modality (image vs video) than the task's.
+
+    Raises:
+        PlanError: naming the task, its modality and the budget.
+    """
+    video_task = spec.modality == "video"
+    if video_task != (budget.video is not None):
+        kind, other = ("a video", "an image") if video_task else ("an image", "a video")
+        raise PlanError(
+            f"task {spec.name!r} is {kind} task but budget {budget.id!r} is {other} budget; "
+            f"choose {kind} budget (pebench list budgets)"
+        )
+
+
+def _check_names(methods: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``(name, preset)`` of each method spec; unknown names fail without importing any method."""
+    known = registry.names()
+    named = [split_spec(m) for m in methods]
+    for name, _ in named:
+        if name not in known and not name.startswith(PEFT_PREFIX):
+            raise RegistryError(suggest(name, known, "method"))
+    return named
+
+
+def _resolve_weights(backbone: str, weights: str | None, image_size: int, load: bool) -> str:
+    """The weights tag (the file hashed once); the backbone is loaded once to fail fast."""
+    from pebench.backbones import RANDOM, create_backbone, known_backbone, weights_tag
+
+    known_backbone(backbone)
+    tag = weights_tag(backbone, weights)  # a missing file fails here, naming the path
+    if load and weights != RANDOM:
+        create_backbone(backbone, weights, image_size=image_size, tag=tag)
+    return tag
+
+
+def _static(name: str, preset: str, overrides: dict[str, Any], tag: str) -> dict[str, Any]:
+    """Row metadata shared by every run of one method's sweep."""
+    return {
+        "method_config": build_method(name, overrides, preset).config_json(),
+        "method_origin": registry.origin(name),
+        "method_reconstruction": bool(registry.get(name).reconstruction),
+        "weights": tag,
+    }
+
+
 def plan_sweeps(
     methods: Sequence[str],
     selection: Selection = DEFAULT_SELECTION,
@@ -204,65 +256,51 @@ def plan_sweeps(
 ) -> list[Sweep]:
     """One validated sweep per method; every input is checked before anything runs or is written.
 
-    The task list, budget and weights are resolved once for all methods: the weights file is
-    hashed once and the backbone loaded once (``load_weights=False`` skips the load, for
-    ``pebench status``, which needs only run ids). A relative ``data_dir`` is made absolute, since
-    workers may start elsewhere.
+    Cheap checks come first (method, task, suite and budget names need no model), then the
+    method configs, the backbone and weights. The task list, budget and weights are resolved
+    once for all methods: the weights file is hashed once and the backbone loaded once
+    (``load_weights=False`` skips the load, for ``pebench status``, which needs only run ids).
+    A relative ``data_dir`` is made absolute, since workers may start elsewhere.
 
     Raises:
         pebench.errors.PebenchError: unknown method, preset, ``--set`` key or value, task, suite,
             budget or backbone; a budget of another modality; a missing or unreadable weights
             file; a data cache never prepared.
     """
-    from pebench.backbones import RANDOM, create_backbone, known_backbone, weights_tag
-    from pebench.data import check_fits
-
     s = selection
-    named = [(m, *split_spec(m)) for m in methods]
-    for _, name, _ in named:
-        registry.get(name)  # unknown names fail before anything heavy is resolved
-    for _, name, preset in named:
-        build_method(name, s.overrides, preset=s.preset or preset)  # presets, keys and values
+    named = _check_names(methods)
     task_specs = resolve_tasks(s.tasks or "demo")
     budget = get_budget(s.budget or get_suite(task_specs[0].suite).default_budget)
     for spec in task_specs:
-        check_fits(spec, budget)  # an image budget for a video task (or the reverse) is refused
+        check_fits(spec, budget)
+    presets = [s.preset or preset or "default" for _, preset in named]
+    for (name, _), preset in zip(named, presets, strict=True):
+        build_method(name, s.overrides, preset=preset)  # presets, keys and values
     backbone = s.backbone or budget.backbone
-    known_backbone(backbone)
-    tag = weights_tag(backbone, s.weights)  # missing file -> error naming the path, before loading
-    if load_weights and s.weights != RANDOM:
-        create_backbone(backbone, s.weights, image_size=budget.image_size, tag=tag)  # fail fast
+    tag = _resolve_weights(backbone, s.weights, budget.image_size, load_weights)
     if options.data_dir:
         options = replace(options, data_dir=os.path.abspath(options.data_dir))
     # the data lineage of every task (format and manifest hash), read once, before any run:
     # a cache that was never prepared fails here, with the command that prepares it
     data = {t.name: describe_data(t, options.data_dir, budget.image_size) for t in task_specs}
-    sweeps = []
-    for _, name, spec_preset in named:
-        preset = s.preset or spec_preset or "default"
-        static = {
-            "method_config": build_method(name, s.overrides, preset).config_json(),
-            "method_origin": registry.origin(name),
-            "method_reconstruction": bool(registry.get(name).reconstruction),
-            "weights": tag,
-        }
-        sweeps.append(
-            Sweep(
-                method=name,
-                preset=preset,
-                overrides=dict(s.overrides),
-                budget=budget,
-                tasks=task_specs,
-                seeds=tuple(s.seeds) if s.seeds else budget.seeds,
-                backbone=backbone,
-                weights=s.weights,
-                results_dir=Path(s.results_dir),
-                options=options,
-                static=static,
-                data=data,
-            )  # fmt: skip
-        )
-    return sweeps
+    seeds = tuple(s.seeds) if s.seeds else budget.seeds
+    return [
+        Sweep(
+            method=name,
+            preset=preset,
+            overrides=dict(s.overrides),
+            budget=budget,
+            tasks=task_specs,
+            seeds=seeds,
+            backbone=backbone,
+            weights=s.weights,
+            results_dir=Path(s.results_dir),
+            options=options,
+            static=_static(name, preset, s.overrides, tag),
+            data=data,
+        )  # fmt: skip
+        for (name, _), preset in zip(named, presets, strict=True)
+    ]
 
 
 def plan_sweep(
@@ -295,6 +333,8 @@ def config_summary(sweep: Sweep) -> str:
 
 __all__ = [
     "NO_TRIAL_OK",
+    "PlanError",
+    "check_fits",
     "Selection",
     "Sweep",
     "config_summary",

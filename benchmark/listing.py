@@ -1,0 +1,126 @@
+"""``pebench list``: what is registered, as plain dicts, without importing torch where possible.
+
+Built-in methods are described from the checked catalog (``methods/catalog.json``, kept equal to
+the live classes by a test), tasks, suites and budgets from their torch-free registries. Only two
+things need a method's module (and so torch): third-party methods registered through the
+``pebench.methods`` entry-point group, and ``peft:<type>`` methods, which the peft bridge probes
+on a tiny ViT (``--peft``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Item = dict[str, Any]
+
+#: the line printed after the method list when peft types were not probed
+PEFT_HINT = (
+    "peft:<type>: Hugging Face peft types; `pebench list methods --peft` probes which ones the "
+    "installed peft supports (imports torch and peft)"
+)
+
+
+def _method_item(info: dict[str, Any], origin: str) -> Item:
+    item = {
+        "name": info["name"],
+        "origin": origin,
+        "title": info["title"] + (" [RECONSTRUCTION]" if info["reconstruction"] else ""),
+        "presets": info["presets"],
+        "caps": info["caps"],
+    }
+    if "expected_num_params" in info:  # the peft bridge says whether a formula exists
+        item["params_formula"] = info["expected_num_params"]
+    return item
+
+
+def methods(peft: bool = False) -> list[Item]:
+    """Every registered method; ``peft=True`` adds the peft types the installed peft supports."""
+    from pebench.methods import (
+        PEFT_PREFIX,
+        builtin_catalog,
+        get_method_class,
+        peft_method_names,
+        registry,
+    )
+
+    catalog = {info["name"]: info for info in builtin_catalog()}
+    items = []
+    for name in registry.names():
+        origin = registry.origin_of(name)
+        if name.startswith(PEFT_PREFIX):
+            continue
+        info = catalog.get(name) if origin == "builtin" else None
+        items.append(_method_item(info or get_method_class(name).build().describe(), origin))
+    for name in peft_method_names() if peft else []:
+        info = get_method_class(name).build().describe()
+        items.append(_method_item(info, registry.origin(name)))
+    return items
+
+
+def tasks(suite: str | None = None) -> list[Item]:
+    """Every task (of ``suite`` only, if given)."""
+    from pebench.datasets import resolve_tasks
+    from pebench.datasets import tasks as all_tasks
+
+    specs = resolve_tasks(suite) if suite else list(all_tasks().values())
+    return [
+        {
+            "name": t.name,
+            "group": t.group,
+            "classes": t.num_classes,
+            "format": t.data_format,
+            "version": t.version,
+            "aliases": list(t.aliases),
+            "description": t.description,
+        }
+        for t in specs
+    ]
+
+
+def suites() -> list[Item]:
+    """Every suite once (aliases skipped)."""
+    from pebench.datasets import suites as all_suites
+
+    unique = {s.name: s for s in all_suites().values()}
+    return [
+        {
+            "name": s.name,
+            "tasks": len(s.tasks),
+            "budget": s.default_budget,
+            "aggregate": s.aggregate,
+            "description": s.description,
+        }
+        for s in unique.values()
+    ]
+
+
+def budgets() -> list[Item]:
+    """Every registered budget."""
+    from pebench.budget import BUDGETS
+
+    return [
+        {
+            "name": b.id,
+            "trials": len(b.trials()),
+            "epochs": b.epochs,
+            "seeds": list(b.seeds),
+            "backbone": b.backbone,
+            "description": b.description,
+        }
+        for b in BUDGETS.values()
+    ]
+
+
+def format_items(items: list[Item]) -> str:
+    """Two lines per item: name and title (or description), then the other fields."""
+    lines = []
+    for it in items:
+        extra = "  ".join(
+            f"{k}={v}" for k, v in it.items() if k not in ("name", "title", "description")
+        )
+        lines.append(f"{it['name']:<20} {it.get('title') or it.get('description', '')}")
+        lines.append(f"{'':<20} {extra}")
+    return "\n".join(lines)
+
+
+__all__ = ["PEFT_HINT", "budgets", "format_items", "methods", "suites", "tasks"]

@@ -1,0 +1,23 @@
+"""The report subsystem: turn result rows into ``leaderboard.md``, ``results.csv`` and plots.
+
+It reads the validated run rows under ``<results>/runs/`` (and the published numbers in
+``<results>/reported.csv``), aggregates them per suite and configuration, and renders the
+leaderboard text and figures. Data flows one way, one module per step:
+
+* :mod:`~pebench.report.aggregate`: read the rows; seed values, suite means and the per-row
+  summary (:class:`~pebench.report.aggregate.Entry`) of one configuration on one suite;
+* :mod:`~pebench.report.tables`: one :class:`~pebench.report.tables.SuiteTable` per suite
+  (filtering, superseded reruns, status counts, ranking);
+* :mod:`~pebench.report.columns`: the declarative table of leaderboard columns and the cell
+  formatters;
+* :mod:`~pebench.report.markdown`: the text of ``leaderboard.md``;
+* :mod:`~pebench.report.plots`: the accuracy-vs-cost figures and their Pareto fronts;
+* :mod:`~pebench.report.reported`: published numbers, rendered in their own section;
+* :mod:`~pebench.report.leaderboard`: the entry points ``generate`` and ``is_stale``.
+
+The subsystem imports only the standard library, pandas, numpy, matplotlib (Agg canvas, never
+pyplot) and the torch-free ``pebench.results``, ``pebench.datasets`` and ``pebench.errors``. It
+never imports torch, timm or the run pipeline (``pebench.run``, ``pebench.train``,
+``pebench.data``, ``pebench.sweep``, ``pebench.cli``), so a leaderboard can be rebuilt on a
+machine without an accelerator stack.
+"""

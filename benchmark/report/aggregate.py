@@ -1,0 +1,236 @@
+"""Rows to numbers: read the run rows, then summarise one configuration on one suite.
+
+Conventions (protocol.md §8-§9):
+
+* accuracy = last-epoch test top-1 of the ``final`` phase with ``status == "ok"`` (the caller,
+  :mod:`pebench.report.tables`, picks those rows);
+* per task: the seed values, in percent; the cells show their mean and sample std (n - 1);
+* suite means average the per-task seed means and exist only when *every* task of the suite
+  has a result (never over fewer tasks);
+* ``aggregate == "vtab"`` suites have the plain mean over tasks *and* the mean of group means
+  (groups from the task specs, falling back to the rows' ``task_group``); the rank is the mean
+  of group means there, the plain mean otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pebench import results
+from pebench.datasets import Suite, TaskSpec
+
+SORT_KEYS = ("suite", "task", "method", "preset", "phase", "seed", "trial", "run_id")
+#: one leaderboard row per distinct value of these columns (plus ``method_config``)
+ROW_KEYS = ("method", "preset", "backbone", "weights", "budget", "data_format")
+#: context columns: printed once above a table when constant, as table columns when they vary
+CONTEXT = ("backbone", "weights", "budget", "data_format")
+RECONSTRUCTION = "(pebench reconstruction)"
+
+
+def aggregate(results_dir: str | Path) -> pd.DataFrame:
+    """Read and validate every run row under ``<results_dir>/runs/``.
+
+    Args:
+        results_dir: the results folder (holding ``runs/``).
+
+    Returns:
+        A DataFrame with exactly :data:`pebench.results.COLUMNS`, sorted by :data:`SORT_KEYS`.
+
+    Raises:
+        ResultsError: a malformed file (the message names the file, line and column).
+
+    """
+    rows = results.read_runs(results_dir)
+    if not rows:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in results.COLUMNS})
+    df = pd.DataFrame(rows, columns=results.COLUMNS)
+    df = df.sort_values(list(SORT_KEYS), kind="mergesort").reset_index(drop=True)
+    return df
+
+
+def _native(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as plain Python dicts (numpy scalars unboxed, so ``repr`` stays ``0.5``)."""
+    return [{k: _native(v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def registry(
+    suites: Mapping[str, Suite] | None, tasks: Mapping[str, TaskSpec] | None
+) -> tuple[Mapping[str, Suite], Mapping[str, TaskSpec]]:
+    """The suites and task specs to use: the global registry unless ``suites`` is given.
+
+    Args:
+        suites: suite name (aliases allowed) -> suite, or None for the global registry.
+        tasks: task name -> spec; defaults to the global registry when ``suites`` is None, else
+            to none.
+
+    Returns:
+        ``(suites, tasks)``.
+
+    """
+    if suites is None:
+        from pebench import datasets
+
+        return datasets.suites(), datasets.tasks() if tasks is None else tasks
+    return suites, {} if tasks is None else tasks
+
+
+def label(method: str, preset: str, reconstruction: bool, weights: str) -> str:
+    """The row label: ``method[.preset]``, marked when reconstructed or randomly initialised."""
+    out = method if preset == "default" else f"{method}.{preset}"
+    if reconstruction:
+        out += f" {RECONSTRUCTION}"
+    if weights == "random":
+        out += " †"
+    return out
+
+
+def mean(values: Sequence[float]) -> float:
+    """Mean of the non-NaN values (NaN when there is none)."""
+    vals = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(vals) if vals else math.nan
+
+
+# --------------------------------------------------------------------------- suite info --
+@dataclass
+class SuiteInfo:
+    """What the tables need to know about a suite (registered or inferred from the rows)."""
+
+    name: str
+    tasks: tuple[str, ...]
+    aggregate: str
+    groups: dict[str, str]
+    versions: dict[str, str]
+    description: str = ""
+    registered: bool = True
+
+    @property
+    def mean_names(self) -> list[str]:
+        """Names of the suite-mean columns; the last one ranks the rows."""
+        if self.aggregate == "vtab":
+            return [f"mean of {len(self.tasks)}", "mean of group means"]
+        return ["mean"]
+
+
+def suite_info(
+    name: str, rows: list[dict], suites: Mapping[str, Suite], tasks: Mapping
+) -> SuiteInfo:
+    """Describe suite ``name`` from the registry, or from its ``rows`` when not registered."""
+    row_groups = {r["task"]: r["task_group"] for r in rows}
+    if name in suites:
+        suite = suites[name]
+        specs = {t: tasks[t] for t in suite.tasks if t in tasks}
+        return SuiteInfo(
+            name=suite.name,
+            tasks=tuple(suite.tasks),
+            aggregate=suite.aggregate,
+            groups={
+                t: specs[t].group if t in specs else row_groups.get(t, "") for t in suite.tasks
+            },
+            versions={t: specs[t].version for t in specs},
+            description=suite.description,
+        )
+    observed = tuple(sorted(row_groups))
+    return SuiteInfo(name, observed, "mean", row_groups, {}, registered=False)
+
+
+# -------------------------------------------------------------------------------- entry --
+@dataclass
+class Entry:
+    """One leaderboard row: one configuration's final ``ok`` runs on one suite, summarised.
+
+    ``runs`` keeps the rows themselves, so a column can aggregate any result field over them.
+    """
+
+    key: tuple
+    label: str
+    context: dict[str, str]
+    random: bool
+    params_method: float
+    params_varies: bool
+    params_head: float
+    task_values: dict[str, list[float]]
+    means: dict[str, float]
+    rank: float
+    mem: dict[str, float]
+    runs: list[dict]
+
+
+def suite_means(info: SuiteInfo, task_means: Mapping[str, float]) -> dict[str, float]:
+    """The suite means (see :attr:`SuiteInfo.mean_names`), NaN unless every task has a mean."""
+    complete = info.registered and bool(info.tasks) and all(t in task_means for t in info.tasks)
+    if not complete:
+        return dict.fromkeys(info.mean_names, math.nan)
+    plain = statistics.fmean(task_means[t] for t in info.tasks)
+    if info.aggregate != "vtab":
+        return {"mean": plain}
+    by_group: dict[str, list[float]] = {}
+    for t in info.tasks:
+        by_group.setdefault(info.groups.get(t, ""), []).append(task_means[t])
+    return {
+        f"mean of {len(info.tasks)}": plain,
+        "mean of group means": statistics.fmean(statistics.fmean(v) for v in by_group.values()),
+    }
+
+
+def peak_memory(rows: Sequence[dict]) -> dict[str, float]:
+    """Maximum ``peak_mem_bytes`` per measurement kind (rows without a measurement skipped)."""
+    mem: dict[str, float] = {}
+    for r in rows:
+        if not math.isnan(r["peak_mem_bytes"]):
+            kind = r["peak_mem_kind"] or "unknown"
+            mem[kind] = max(mem.get(kind, -math.inf), r["peak_mem_bytes"])
+    return mem
+
+
+def entry(key: tuple, rows: list[dict], info: SuiteInfo, head: float) -> Entry:
+    """Summarise one configuration's final ``ok`` rows on a suite.
+
+    Args:
+        key: the :data:`ROW_KEYS` values plus ``method_config``.
+        rows: the configuration's final ``ok`` rows on the suite's tasks (one per task and seed).
+        info: the suite.
+        head: mean classification-head size over the suite's tasks (for the backbone).
+
+    Returns:
+        The :class:`Entry`.
+
+    """
+    method, preset, backbone, weights, budget, data_format, _ = key
+    by_task: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: (r["task"], r["seed"], r["run_id"])):
+        by_task.setdefault(r["task"], []).append(r)
+    task_values = {t: [100.0 * r["test_top1"] for r in rs] for t, rs in by_task.items()}
+    task_means = {t: statistics.fmean(v) for t, v in task_values.items()}
+    means = suite_means(info, task_means)
+    params_method = mean([mean([float(r["params_method"]) for r in rs]) for rs in by_task.values()])
+    return Entry(
+        key=key,
+        label=label(method, preset, any(r["method_reconstruction"] for r in rows), weights),
+        context={
+            "backbone": backbone,
+            "weights": weights,
+            "budget": budget,
+            "data_format": data_format,
+        },
+        random=weights == "random",
+        params_method=params_method,
+        params_varies=len({r["params_method"] for r in rows}) > 1,
+        params_head=params_method + head,
+        task_values=task_values,
+        means=means,
+        rank=means[info.mean_names[-1]],
+        mem=peak_memory(rows),
+        runs=rows,
+    )

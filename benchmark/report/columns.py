@@ -1,0 +1,294 @@
+"""The leaderboard columns, declared once: header, value, aggregation, format and legend.
+
+:data:`COLUMNS` is the single place a measured table's columns are defined; the markdown
+renderer builds the header, every cell and the legend from it. Adding a metric column is one
+:class:`Column` entry, e.g.::
+
+    Column(
+        "GFLOPs/img",
+        key="flops_per_image",  # a result-row field, aggregated over the row's runs
+        fmt=fixed(2, scale=1e9),
+        legend="GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs",
+    )
+
+A :class:`ColumnFamily` declares a group of columns that depends on the suite (one per task,
+per suite mean, per varying context field). Every formatter maps a missing value to
+:data:`MISSING`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pebench import results
+from pebench.report.aggregate import Entry, mean
+from pebench.report.tables import SuiteTable
+
+MISSING = "—"
+MIB = 1024.0**2
+
+Formatter = Callable[[Any], str]
+Aggregation = Callable[[Sequence[float]], float]
+
+
+# --------------------------------------------------------------------------- formatters --
+def fmt_params(count: float) -> str:
+    """Parameters in M with 4 significant digits, never rounded to a misleading 0.000."""
+    if math.isnan(count):
+        return MISSING
+    if count == 0:
+        return "0"
+    text = np.format_float_positional(count / 1e6, precision=4, unique=False, fractional=False)
+    return text.rstrip(".")
+
+
+def fmt_marked_params(value: tuple[float, bool]) -> str:
+    """``(count, varies)`` -> :func:`fmt_params`, with `` ‡`` when the count varies by task."""
+    count, varies = value
+    return fmt_params(count) + (" ‡" if varies else "")
+
+
+def fmt_acc(values: list[float] | None) -> str:
+    """Seed values -> ``mean ± sample std`` (one decimal), the plain mean for a single seed."""
+    if not values:
+        return MISSING
+    avg = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{avg:.1f}"
+    return f"{avg:.1f} ± {statistics.stdev(values):.1f}"
+
+
+def fmt_num(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals."""
+    return MISSING if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def fixed(digits: int, scale: float = 1.0) -> Formatter:
+    """A formatter: ``value / scale`` with ``digits`` decimals (:func:`fmt_num`)."""
+
+    def fmt(value: float) -> str:
+        return fmt_num(value / scale, digits)
+
+    return fmt
+
+
+def fmt_mem(mem: dict[str, float]) -> str:
+    """Peak memory per measurement kind, in MiB, kinds sorted by name."""
+    if not mem:
+        return MISSING
+    return "; ".join(f"{mem[k] / MIB:.1f} ({k})" for k in sorted(mem))
+
+
+def fmt_range(counts: list[int]) -> str:
+    """Sorted distinct counts -> ``n`` when all equal, else ``min–max``."""
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
+def maximum(values: Sequence[float]) -> float:
+    """Maximum of the non-NaN values (NaN when there is none); an :data:`Aggregation`."""
+    vals = [v for v in values if not math.isnan(v)]
+    return max(vals) if vals else math.nan
+
+
+# ------------------------------------------------------------------------------ columns --
+@dataclass(frozen=True)
+class Column:
+    """One column of a measured table.
+
+    Attributes:
+        header: the header text.
+        fmt: the raw value -> cell text.
+        key: a result-row field (:data:`pebench.results.COLUMNS`); the raw value is ``agg``
+            over the entry's runs. Give exactly one of ``key`` and ``value``.
+        value: the raw value as a function of the aggregated row (:class:`Entry`).
+        agg: how the runs' ``key`` values combine (NaN-skipping mean by default).
+        legend: the legend text (Markdown, no final period); None when another column's text
+            covers this one.
+        legend_group: columns with the same group share one legend bullet: their texts joined
+            with ``"; "``, where the group's first column would put its bullet. None: a bullet
+            of its own.
+        legend_first: the bullet goes before those of the columns without it (the accuracy
+            cells are explained before the cost columns).
+
+    """
+
+    header: str
+    fmt: Formatter = str
+    key: str | None = None
+    value: Callable[[Entry], Any] | None = None
+    agg: Aggregation = mean
+    legend: str | None = None
+    legend_group: str | None = None
+    legend_first: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.key is None) == (self.value is None):
+            raise ValueError(f"column {self.header!r}: give exactly one of key and value")
+        if self.key is not None and self.key not in results.COLUMNS:
+            raise ValueError(f"column {self.header!r}: {self.key!r} is not a result-row field")
+
+    def expand(self, table: SuiteTable) -> list[Column]:
+        """The concrete columns for ``table``: just this one."""
+        del table
+        return [self]
+
+    def raw(self, entry: Entry) -> Any:
+        """The unformatted value for ``entry``."""
+        if self.value is not None:
+            return self.value(entry)
+        return self.agg([r[self.key] for r in entry.runs])
+
+    def cell(self, entry: Entry) -> str:
+        """The cell text for ``entry``."""
+        return self.fmt(self.raw(entry))
+
+
+@dataclass(frozen=True)
+class ColumnFamily:
+    """Columns that depend on the suite: one per member (a task, a suite mean, a field).
+
+    Attributes:
+        members: the members of a table, in column order.
+        header: a member -> its header text.
+        value: ``(entry, member)`` -> the raw value.
+        fmt: the raw value -> cell text.
+        legend: see :class:`Column`.
+        legend_group: see :class:`Column`.
+        legend_first: see :class:`Column`.
+
+    """
+
+    members: Callable[[SuiteTable], Sequence[str]]
+    header: Callable[[str], str]
+    value: Callable[[Entry, str], Any]
+    fmt: Formatter = str
+    legend: str | None = None
+    legend_group: str | None = None
+    legend_first: bool = False
+
+    def expand(self, table: SuiteTable) -> list[Column]:
+        """One :class:`Column` per member of ``table``."""
+        return [
+            Column(self.header(m), self.fmt, value=lambda e, m=m: self.value(e, m))
+            for m in self.members(table)
+        ]
+
+
+Spec = Column | ColumnFamily
+
+
+def _short_task(task: str) -> str:
+    return task.split("/", 1)[1] if "/" in task else task
+
+
+def _params_excl(e: Entry) -> tuple[float, bool]:
+    return e.params_method, e.params_varies
+
+
+def _params_incl(e: Entry) -> tuple[float, bool]:
+    return e.params_head, e.params_varies
+
+
+def _seed_counts(e: Entry) -> list[int]:
+    return sorted({len(v) for v in e.task_values.values()})
+
+
+#: the measured tables' columns, left to right (the first must be the row label)
+COLUMNS: tuple[Spec, ...] = (
+    Column("method", value=operator.attrgetter("label")),
+    ColumnFamily(
+        members=operator.attrgetter("varying"),
+        header=lambda field: field.replace("_", " "),
+        value=lambda e, field: e.context[field],
+    ),
+    Column(
+        "params (M) excl. head",
+        fmt_marked_params,
+        value=_params_excl,
+        legend="**params (M) excl. head**: trainable parameters the method adds or unfreezes, "
+        "in millions, classification head excluded",
+        legend_group="params",
+    ),
+    Column(
+        "params (M) incl. head",
+        fmt_marked_params,
+        value=_params_incl,
+        legend="**incl. head** adds the mean head size over the suite's tasks",
+        legend_group="params",
+    ),
+    ColumnFamily(
+        members=lambda table: table.info.tasks,
+        header=_short_task,
+        value=lambda e, task: e.task_values.get(task),
+        fmt=fmt_acc,
+        legend="Task cells are mean ± sample std (n − 1) over seeds, a single number when there "
+        f"is one seed, and {MISSING} when no final run finished `ok`",
+        legend_first=True,
+    ),
+    ColumnFamily(
+        members=operator.attrgetter("mean_names"),
+        header=str,
+        value=lambda e, name: e.means[name],
+        fmt=fixed(2),
+        legend="Suite means average the per-task seed means and are shown only when **every** "
+        f"task of the suite has a result ({MISSING} otherwise; never a mean over fewer tasks). "
+        "VTAB-style suites report both the plain mean over tasks and the mean of group means",
+        legend_first=True,
+    ),
+    Column(
+        "peak mem (MiB)",
+        fmt_mem,
+        value=operator.attrgetter("mem"),
+        legend="peak mem: maximum over runs, with how it was measured",
+        legend_group="runs",
+    ),
+    Column(
+        "train img/s",
+        fixed(1),
+        key="train_images_per_s",
+        legend="img/s: mean over runs",
+        legend_group="runs",
+    ),
+    Column("eval img/s", fixed(1), key="eval_images_per_s"),
+    Column(
+        "seeds",
+        fmt_range,
+        value=_seed_counts,
+        legend="seeds: seeds per task",
+        legend_group="runs",
+    ),
+)
+
+
+def expand(columns: Sequence[Spec], table: SuiteTable) -> list[Column]:
+    """The concrete columns of ``table``, left to right."""
+    return [col for spec in columns for col in spec.expand(table)]
+
+
+def legend(columns: Sequence[Spec]) -> list[str]:
+    """The legend bullets of ``columns`` (no final period): ``legend_first`` ones first.
+
+    Within each of the two parts the bullets follow the column order; the texts of a
+    ``legend_group`` are joined into the bullet of the group's first column.
+    """
+    bullets: list[list[str]] = []
+    group_at: dict[str, int] = {}
+    for first in (True, False):
+        for spec in columns:
+            if spec.legend is None or spec.legend_first is not first:
+                continue
+            group = spec.legend_group
+            if group is not None and group in group_at:
+                bullets[group_at[group]].append(spec.legend)
+                continue
+            if group is not None:
+                group_at[group] = len(bullets)
+            bullets.append([spec.legend])
+    return ["; ".join(texts) for texts in bullets]

@@ -1,0 +1,206 @@
+"""Rows to suite tables: pick the rows a table shows, group them into entries, rank them.
+
+Per suite, in order: count every row's status (both phases) -> keep the final ``ok`` rows ->
+drop rows for tasks outside the suite and rows whose ``task_version`` differs from the
+registered task spec (stale) -> let a rerun of the same (configuration, task, seed) supersede
+the older row (latest ``created_at`` wins) -> group by configuration into
+:class:`~pebench.report.aggregate.Entry` rows -> tell same-label configurations apart by a
+config hash -> rank. Every row left out is counted in a note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pebench import results
+from pebench.datasets import Suite, TaskSpec
+from pebench.report.aggregate import (
+    CONTEXT,
+    ROW_KEYS,
+    Entry,
+    SuiteInfo,
+    entry,
+    label,
+    mean,
+    records,
+    registry,
+    suite_info,
+)
+
+#: (row label, phase, {status: count})
+StatusCount = tuple[str, str, dict[str, int]]
+
+
+@dataclass
+class SuiteTable:
+    """Everything rendered for one suite: the ranked entries, run status counts and notes."""
+
+    info: SuiteInfo
+    entries: list[Entry]
+    varying: list[str]
+    status: list[StatusCount]
+    failures: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mean_names(self) -> list[str]:
+        """Names of the suite-mean columns; the last one ranks the rows."""
+        return self.info.mean_names
+
+
+def _row_label(r: dict) -> str:
+    return label(r["method"], r["preset"], r["method_reconstruction"], r["weights"])
+
+
+def status_counts(rows: list[dict]) -> list[StatusCount]:
+    """Runs per (label, phase) and status, every row of both phases, sorted by label and phase."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for r in rows:
+        c = counts.setdefault((_row_label(r), r["phase"]), dict.fromkeys(results.STATUSES, 0))
+        c[r["status"]] += 1
+    phase_order = {p: i for i, p in enumerate(results.PHASES)}
+    return [
+        (lab, ph, c)
+        for (lab, ph), c in sorted(counts.items(), key=lambda kv: (kv[0][0], phase_order[kv[0][1]]))
+    ]
+
+
+def shown_final_rows(info: SuiteInfo, rows: list[dict], notes: list[str]) -> list[dict]:
+    """The final ``ok`` rows a table may show: suite tasks, registered version, a test accuracy.
+
+    Rows for tasks outside the suite and stale rows are counted in ``notes`` (appended).
+    """
+    final = [r for r in rows if r["phase"] == "final" and r["status"] == "ok"]
+    outside = sorted({r["task"] for r in final if r["task"] not in info.tasks})
+    if outside:
+        notes.append(
+            "Final rows for tasks outside the suite definition are not shown: "
+            + ", ".join(f"`{t}`" for t in outside)
+            + "."
+        )
+    stale = {
+        id(r)
+        for r in final
+        if r["task"] in info.versions and r["task_version"] != info.versions[r["task"]]
+    }
+    if stale:
+        notes.append(
+            f"{len(stale)} final row(s) carry a task version other than the registered one and "
+            "are not shown (rerun them)."
+        )
+    return [
+        r
+        for r in final
+        if r["task"] in info.tasks and id(r) not in stale and not math.isnan(r["test_top1"])
+    ]
+
+
+def _config_key(r: dict) -> tuple:
+    return (*(r[k] for k in ROW_KEYS), r["method_config"])
+
+
+def latest_runs(final: list[dict], notes: list[str]) -> list[dict]:
+    """Keep the newest row per (configuration, task, seed); the superseded are counted in notes."""
+    latest: dict[tuple, dict] = {}
+    for r in sorted(final, key=lambda r: (r["created_at"], r["run_id"])):
+        latest[(*_config_key(r), r["task"], r["seed"])] = r
+    if len(latest) < len(final):
+        notes.append(
+            f"{len(final) - len(latest)} final row(s) superseded by a newer run of the same "
+            "configuration, task and seed."
+        )
+    return list(latest.values())
+
+
+def head_means(info: SuiteInfo, rows: list[dict]) -> dict[str, float]:
+    """Mean head size per backbone over the suite's tasks (from every ``ok`` row)."""
+    heads: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r["task"] in info.tasks:
+            heads.setdefault(r["backbone"], {}).setdefault(r["task"], []).append(r["params_head"])
+    return {b: mean([mean(v) for v in per_task.values()]) for b, per_task in heads.items()}
+
+
+def build_entries(info: SuiteInfo, final: list[dict], heads: Mapping[str, float]) -> list[Entry]:
+    """One :class:`Entry` per configuration, in order of first appearance in ``final``."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in final:
+        groups.setdefault(_config_key(r), []).append(r)
+    return [entry(key, grp, info, heads.get(key[2], math.nan)) for key, grp in groups.items()]
+
+
+def disambiguate(entries: list[Entry]) -> None:
+    """Same label and context but different configs (``--set``): add a short config hash."""
+    seen: dict[tuple, int] = {}
+    for e in entries:
+        k = (e.label, *e.context.values())
+        seen[k] = seen.get(k, 0) + 1
+    for e in entries:
+        if seen[(e.label, *e.context.values())] > 1:
+            e.label += f" [cfg {hashlib.sha256(e.key[-1].encode()).hexdigest()[:8]}]"
+
+
+def _rank_key(e: Entry) -> tuple:
+    """Highest rank first, rows without a rank last; ties by label, then key."""
+    return (math.isnan(e.rank), -e.rank if not math.isnan(e.rank) else 0.0, e.label, e.key)
+
+
+def suite_table(info: SuiteInfo, rows: list[dict]) -> SuiteTable:
+    """Build the table of one suite from all of its rows (both phases, every status).
+
+    Args:
+        info: the suite.
+        rows: every row recorded for the suite.
+
+    Returns:
+        The :class:`SuiteTable`, entries ranked.
+
+    """
+    notes: list[str] = []
+    if not info.registered:
+        notes.append(
+            f"Suite `{info.name}` is not registered in this installation: its task list is "
+            "inferred from the results, so no suite mean is computed."
+        )
+    status = status_counts(rows)
+    failures = [r for r in rows if r["phase"] == "final" and r["status"] != "ok"]
+    final = latest_runs(shown_final_rows(info, rows, notes), notes)
+    entries = build_entries(info, final, head_means(info, rows))
+    disambiguate(entries)
+    entries.sort(key=_rank_key)
+    varying = [c for c in CONTEXT if len({e.context[c] for e in entries}) > 1]
+    return SuiteTable(info, entries, varying, status, failures, notes)
+
+
+def tables(
+    df: pd.DataFrame, suites: Mapping[str, Suite] | None, tasks: Mapping[str, TaskSpec] | None
+) -> list[SuiteTable]:
+    """One :class:`SuiteTable` per suite present in ``df`` (aliases merged), sorted by name.
+
+    Args:
+        df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
+        suites: see :func:`pebench.report.aggregate.registry`.
+        tasks: see :func:`pebench.report.aggregate.registry`.
+
+    Returns:
+        The tables (none for an empty ``df``).
+
+    """
+    rows = records(df)
+    if not rows:
+        return []
+    suites, tasks = registry(suites, tasks)
+    by_suite: dict[str, list[dict]] = {}
+    for r in rows:
+        canonical = suites[r["suite"]].name if r["suite"] in suites else r["suite"]
+        by_suite.setdefault(canonical, []).append(r)
+    return [
+        suite_table(suite_info(name, by_suite[name], suites, tasks), by_suite[name])
+        for name in sorted(by_suite)
+    ]

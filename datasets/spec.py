@@ -1,0 +1,213 @@
+"""Task and suite specs, the loader object, and the raw registry they are added to.
+
+Every data family (:mod:`~pebench.datasets.demo`, :mod:`~pebench.datasets.vtab`...) imports this
+module, declares its :class:`TaskSpec` list and calls :func:`register_suite`; nothing here imports
+a family, so the families never import each other (lookups live in
+:mod:`pebench.datasets.catalog`). Importing this module needs numpy only (no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pebench.registry import RegistryError
+
+#: split roles every task maps to its own split names
+ROLES = ("train", "val", "trainval", "test")
+
+#: ``(spec, split, data_dir, image_size) -> (uint8 images (N, H, W, 3), int64 labels)``
+LoadFn = Callable[["TaskSpec", str, "str | Path | None", int], tuple[np.ndarray, np.ndarray]]
+#: ``(spec, data_dir, image_size) -> (data_format, data manifest hash)``
+DescribeFn = Callable[["TaskSpec", "str | Path | None", int], tuple[str, str]]
+#: ``(spec, split, data_dir, image_size) -> SHA-256 the loader has verified, or None``
+Sha256Fn = Callable[["TaskSpec", str, "str | Path | None", int], "str | None"]
+
+
+def array_sha256(images: np.ndarray, labels: np.ndarray, chunk: int = 256) -> str:
+    """SHA-256 of the uint8 images (in chunks: memory maps stay on disk) then the int64 labels.
+
+    The one data-identity formula: prepared-cache manifests store it, result rows record its
+    first 16 hex digits as ``data_hash``.
+    """
+    h = hashlib.sha256()
+    for i in range(0, len(images), chunk):
+        h.update(np.ascontiguousarray(images[i : i + chunk]).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Loader:
+    """How one data family reads its tasks; each family defines one explicitly.
+
+    A task names its family's loader lazily (:attr:`TaskSpec.loader`, ``"module:attribute"``),
+    so the registry imports no data code until data are read.
+
+    Attributes:
+        load: image families: ``(spec, split, data_dir, image_size) -> (images, labels)``, uint8
+            ``(N, H, W, 3)`` and int64 ``(N,)``. ``None`` for video families, whose splits are
+            torch datasets built by :func:`pebench.datasets.video.video_split`.
+        describe: ``(spec, data_dir, image_size) -> (data_format, data_manifest)`` of the data a
+            run reads (prepared caches answer from their manifest, the demo suite hashes its
+            generated splits). ``None``: the task's own format and an empty manifest hash.
+        verified_sha256: ``(spec, split, data_dir, image_size)`` -> the :func:`array_sha256` of
+            a split the loader has just checked (so callers need not hash it again), or ``None``
+            when it does not know. ``None``: never known.
+    """
+
+    load: LoadFn | None = None
+    describe: DescribeFn | None = None
+    verified_sha256: Sha256Fn | None = None
+
+    def data_identity(
+        self, spec: TaskSpec, data_dir: str | Path | None, image_size: int
+    ) -> tuple[str, str]:
+        """``(data_format, data_manifest)`` through :attr:`describe`, or the task's defaults."""
+        if self.describe is None:
+            return spec.data_format, ""
+        return self.describe(spec, data_dir, image_size)
+
+    def known_sha256(
+        self, spec: TaskSpec, split: str, data_dir: str | Path | None, image_size: int
+    ) -> str | None:
+        """The verified SHA-256 of ``split`` if the loader knows it, else ``None``."""
+        if self.verified_sha256 is None:
+            return None
+        return self.verified_sha256(spec, split, data_dir, image_size)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One classification task.
+
+    Attributes:
+        name: canonical id, ``"<suite>/<task>"``.
+        suite: suite the task belongs to.
+        group: group inside the suite (VTAB: natural / specialized / structured).
+        num_classes: number of classes; labels are ``0 .. num_classes - 1``.
+        version: bumped whenever data, splits or evaluation change.
+        data_format: how the data is stored ("procedural", "noah-jpeg", "tfds", ...).
+        splits: role (see :data:`ROLES`) -> split name (e.g. ``"train" -> "train800"``).
+        loader: ``"module:attribute"`` naming the family's :class:`Loader` (imported only when
+            data are read). A plain function ``(spec, split, data_dir, image_size)`` is accepted
+            too and acts as a :class:`Loader` with only ``load``.
+        aliases: other names other code bases use for this task.
+        description: one line for ``pebench list tasks``.
+        sizes: split name -> number of examples (checked on load).
+        modality: ``"image"`` (loader returns arrays, see :mod:`pebench.datasets.cache`) or
+            ``"video"`` (splits are built by :func:`pebench.datasets.video.video_split`).
+        known_overlap: why identical images in train and test are inherent to the dataset
+            (recorded in the prepared cache instead of refused); ``""``: overlap is an error.
+        extra_formats: data formats the task may also be prepared from besides
+            ``data_format`` (VTAB-1k: ``("tfds",)``).
+    """
+
+    name: str
+    suite: str
+    group: str
+    num_classes: int
+    version: str
+    data_format: str
+    splits: dict[str, str]
+    loader: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)
+    modality: str = "image"
+    known_overlap: str = ""
+    extra_formats: tuple[str, ...] = ()
+
+    @property
+    def data_formats(self) -> tuple[str, ...]:
+        """Formats the task can be prepared from: its own first, then :attr:`extra_formats`."""
+        return (self.data_format, *self.extra_formats)
+
+    def get_loader(self) -> Loader:
+        """Import and return the task's :class:`Loader`.
+
+        Raises:
+            RegistryError: the attribute is neither a :class:`Loader` nor callable.
+        """
+        module, _, attr = self.loader.partition(":")
+        obj: Any = getattr(importlib.import_module(module), attr)
+        if isinstance(obj, Loader):
+            return obj
+        if callable(obj):
+            return Loader(load=obj)
+        raise RegistryError(f"task {self.name!r}: loader {self.loader!r} is not a Loader")
+
+    def load_fn(self) -> LoadFn:
+        """The loader's ``load`` function (image tasks).
+
+        Raises:
+            RegistryError: the task's family has no image loader (video tasks).
+        """
+        fn = self.get_loader().load
+        if fn is None:
+            raise RegistryError(f"task {self.name!r}: loader {self.loader!r} loads no arrays")
+        return fn
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named set of tasks with its aggregation rule.
+
+    Attributes:
+        name: suite id (``"demo"``, ``"vtab"``...).
+        tasks: canonical task ids in display order.
+        aggregate: ``"mean"`` (plain mean of tasks) or ``"vtab"`` (mean of all tasks and mean of
+            group means, both reported).
+        default_budget: budget id used when ``--budget`` is not given.
+        description: one line for ``pebench list suites``.
+        aliases: other names for the suite.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    aggregate: Literal["mean", "vtab"]
+    default_budget: str
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+#: every registered task by canonical name (filled by :func:`register_suite`)
+TASKS: dict[str, TaskSpec] = {}
+#: every registered suite by name and alias
+SUITES: dict[str, Suite] = {}
+
+
+def register_suite(suite: Suite, tasks: list[TaskSpec]) -> None:
+    """Add a suite and its tasks (names must be new)."""
+    for name in [suite.name, *suite.aliases]:
+        if name in SUITES:
+            raise RegistryError(f"duplicate suite name {name!r}")
+    for spec in tasks:
+        if spec.name in TASKS:
+            raise RegistryError(f"duplicate task name {spec.name!r}")
+        if set(spec.splits) != set(ROLES):
+            raise ValueError(f"task {spec.name!r} must map exactly the roles {ROLES}")
+        TASKS[spec.name] = spec
+    for name in [suite.name, *suite.aliases]:
+        SUITES[name] = suite
+
+
+__all__ = [
+    "ROLES",
+    "SUITES",
+    "TASKS",
+    "DescribeFn",
+    "LoadFn",
+    "Loader",
+    "Sha256Fn",
+    "Suite",
+    "TaskSpec",
+    "array_sha256",
+    "register_suite",
+]

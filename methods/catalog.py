@@ -1,0 +1,51 @@
+"""The committed catalog of built-in methods (``catalog.json``) and how to regenerate it.
+
+``pebench list methods`` must answer without importing torch, timm or peft, so the metadata of
+every built-in method (its ``describe()`` plus ``"origin": "builtin"``) is committed next to the
+plugins and read by :func:`pebench.methods.builtin_catalog`. After changing a built-in method's
+title, URL, caps or presets, regenerate it::
+
+    python -m pebench.methods.catalog
+
+``tests/test_methods_catalog.py`` fails while the committed file differs from the live classes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CATALOG_PATH = Path(__file__).with_name("catalog.json")
+
+
+def live_catalog() -> list[dict[str, Any]]:
+    """``describe()`` of every built-in method, sorted by name (imports the plugins: torch)."""
+    from pebench.methods import BUILTIN, get_method_class
+
+    return [
+        get_method_class(name).build().describe() | {"origin": "builtin"}
+        for name in sorted(BUILTIN)
+    ]
+
+
+def catalog_text(entries: list[dict[str, Any]] | None = None) -> str:
+    """The canonical JSON text of ``entries`` (default: :func:`live_catalog`)."""
+    entries = live_catalog() if entries is None else entries
+    return json.dumps(entries, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_catalog(path: Path = CATALOG_PATH) -> Path:
+    """Write :func:`catalog_text` to ``path`` (default: the committed ``catalog.json``)."""
+    path.write_text(catalog_text(), encoding="utf-8")
+    return path
+
+
+def main() -> None:
+    """Regenerate the committed catalog and say where it went."""
+    path = write_catalog()
+    print(f"wrote {len(json.loads(path.read_text(encoding='utf-8')))} methods to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The dependency rules of the code base, read from the source tree (every import, lazy ones too).
+
+Rules (see ``benchmark/__init__.py``):
+- no import cycle anywhere in ``pebench`` (function-local imports included);
+- methods import only the plugin contract (and each other);
+- the run pipeline never imports sweeping, reporting or the CLI;
+- reporting never imports torch, timm, peft or the run pipeline;
+- the budget imports nothing from ``pebench.datasets``;
+- the contracts never import the layers built on them (run pipeline, sweeping, reporting, CLI).
+
+Each rule is a predicate over the import graph, so the same checker is tested on graphs with a
+rule broken on purpose: a rule that cannot fail would prove nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: folder -> import name (pyproject's package-dir)
+FOLDERS = {"benchmark": "pebench", "methods": "pebench.methods", "datasets": "pebench.datasets"}
+
+CONTRACT = {
+    "pebench",
+    "pebench.errors",
+    "pebench.registry",
+    "pebench.method",
+    "pebench.vit",
+    "pebench.layers",
+    "pebench._compat",
+}
+RUN_PIPELINE = {"pebench.run", "pebench.train", "pebench.data", "pebench.metrics"}
+CONTRACTS = CONTRACT | {"pebench.results", "pebench.budget"}
+UPPER = ("pebench.sweep", "pebench.report", "pebench.cli")
+HEAVY = ("torch", "timm", "peft")
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT)
+    parts = [FOLDERS[rel.parts[0]], *rel.parts[1:]]
+    parts[-1] = parts[-1].removesuffix(".py")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    """Lines inside ``if TYPE_CHECKING:`` blocks (not imported at run time)."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> every module it imports (pebench modules by name; others by top-level name)."""
+    files = {_module_name(p): p for f in FOLDERS for p in (root / f).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = _type_checking_lines(tree)
+        edges: set[str] = set()
+        for node in ast.walk(tree):
+            if getattr(node, "lineno", None) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                edges.update(a.name if a.name.startswith("pebench") else a.name.split(".")[0]
+                             for a in node.names)  # fmt: skip
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if not node.module.startswith("pebench"):
+                    edges.add(node.module.split(".")[0])
+                    continue
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    edges.add(sub if sub in files else node.module)
+        edges.discard(name)
+        graph[name] = edges
+    return graph
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every broken rule, one line each (empty when the tree follows the rules)."""
+    bad = [f"import cycle: {' -> '.join(c)}" for c in cycles(graph)]
+    for mod, deps in sorted(graph.items()):
+        for dep in sorted(deps):
+            if _within(mod, "pebench.methods") and dep.startswith("pebench"):
+                if not (dep in CONTRACT or _within(dep, "pebench.methods")):
+                    bad.append(f"method plugin {mod} imports {dep} (only the plugin contract)")
+            if mod in RUN_PIPELINE and any(_within(dep, u) for u in UPPER):
+                bad.append(f"run pipeline {mod} imports {dep}")
+            if _within(mod, "pebench.report") and (
+                dep in HEAVY or dep in RUN_PIPELINE or _within(dep, "pebench.sweep")
+                or dep in ("pebench.cli", "pebench.backbones", "pebench.methods")
+            ):  # fmt: skip
+                bad.append(f"reporting {mod} imports {dep}")
+            if mod == "pebench.budget" and _within(dep, "pebench.datasets"):
+                bad.append(f"the budget imports {dep}")
+            if mod in CONTRACTS and (dep in RUN_PIPELINE or any(_within(dep, u) for u in UPPER)):
+                bad.append(f"contract {mod} imports {dep}")
+    return bad
+
+
+def test_the_source_tree_follows_the_dependency_rules():
+    graph = import_graph()
+    assert "pebench.sweep.dispatch" in graph and "pebench.run" in graph  # the tree was read
+    assert violations(graph) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "dep", "message"),
+    [
+        ("pebench.run", "pebench.sweep.worker", "import cycle"),  # worker imports run
+        ("pebench.methods.lora", "pebench.sweep.plan", "method plugin"),
+        ("pebench.train", "pebench.report.leaderboard", "run pipeline"),
+        ("pebench.report.leaderboard", "torch", "reporting"),
+        ("pebench.report.leaderboard", "pebench.run", "reporting"),
+        ("pebench.budget", "pebench.datasets", "the budget imports"),
+        ("pebench.results", "pebench.cli", "contract"),
+    ],
+)
+def test_each_rule_fails_when_broken(module, dep, message):
+    graph = import_graph()
+    graph[module] = graph[module] | {dep}
+    assert any(line.startswith(message) for line in violations(graph)), violations(graph)
+
+
+def test_lazy_imports_count():
+    """A function-local import is an edge: the old runner <-> worker cycle was one."""
+    graph = import_graph()
+    assert "pebench.run" in graph["pebench.sweep.worker"]  # imported inside _child
+    assert "pebench.sweep.ddp" in graph["pebench.sweep.worker"]  # inside _Torchrun.start
