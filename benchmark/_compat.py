@@ -44,7 +44,7 @@ def ensure_torchvision() -> str:
     if "mode" in _STATE:
         return _STATE["mode"]
     try:
-        import torchvision  # noqa: F401
+        import torchvision
 
         _STATE["mode"] = "ok"
     except ModuleNotFoundError:
@@ -71,7 +71,7 @@ def _declare_ops() -> None:
         _LIB.impl(name, _unavailable, "CompositeExplicitAutograd")
 
 
-def import_timm():  # noqa: ANN201 - returns the timm module
+def import_timm():
     """Return the ``timm`` module after :func:`ensure_torchvision`."""
     ensure_torchvision()
     import timm

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, get_args, get_origin
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from pebench.errors import PebenchError
+from pebench.config import (
+    Constraint,
+    MethodConfigError,
+    at_least_one,
+    check_config,
+    dropout_rate,
+    option,
+    parse_field,
+    unknown_preset,
+)
 from pebench.vit import Dims, PetlModule, check_vit, vit_dims
-
-
-class MethodConfigError(PebenchError, ValueError):
-    """A bad preset, ``--set`` key or value. The message names it and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,7 @@ class Method:
         """
         preset = preset or "default"
         if preset not in cls.preset_names():
-            raise MethodConfigError(
-                f"unknown preset {preset!r} for method {cls.name!r}; presets: "
-                f"{', '.join(cls.preset_names())}"
-            )
+            raise unknown_preset(preset, cls.name, cls.preset_names())
         values = dict(cls.presets.get(preset, {}))
         values.update({k: parse_field(cls.Config, k, v) for k, v in (overrides or {}).items()})
         try:
@@ -170,164 +171,6 @@ class Method:
         suite uses this mapping to check that every backbone tensor is still there, unchanged.
         """
         return key
-
-
-# -------------------------------------------------------------------------- config checks --
-_CONSTRAINT = "pebench.constraint"
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """What a Config field allows: bounds and/or a set of choices (see :func:`option`)."""
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    choices: tuple[Any, ...] | None = None
-
-    def allows(self, value: Any) -> bool:
-        """Whether ``value`` satisfies every bound and is one of the choices (NaN never is)."""
-        if self.choices is not None and value not in self.choices:
-            return False
-        bounds = (
-            (self.ge, lambda b: value >= b),
-            (self.gt, lambda b: value > b),
-            (self.le, lambda b: value <= b),
-            (self.lt, lambda b: value < b),
-        )
-        try:
-            return all(b is None or ok(b) for b, ok in bounds)
-        except TypeError:  # e.g. a string where a number is expected
-            return False
-
-    def describe(self) -> str:
-        """``">= 1"``, ``"in [0, 1)"``, ``"one of 'a', 'b'"`` (what the error message shows)."""
-        parts = []
-        if self.choices is not None:
-            parts.append("one of " + ", ".join(repr(c) for c in self.choices))
-        lo = f"[{self.ge:g}" if self.ge is not None else None
-        lo = f"({self.gt:g}" if self.gt is not None else lo
-        hi = f"{self.le:g}]" if self.le is not None else None
-        hi = f"{self.lt:g})" if self.lt is not None else hi
-        if lo and hi:
-            parts.append(f"in {lo}, {hi}")
-        else:
-            ops = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
-            parts += [f"{op} {bound:g}" for op, bound in ops if bound is not None]
-        return " and ".join(parts)
-
-
-def option(
-    default: Any,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-    choices: tuple[Any, ...] | None = None,
-) -> Any:
-    """A Config field with a default and a declared :class:`Constraint`.
-
-    ``r: int = option(8, ge=1)``; ``dropout: float = option(0.1, ge=0, lt=1)``;
-    ``act: str = option("gelu", choices=("relu", "gelu"))``. ``Literal[...]`` fields need no
-    ``option``: their choices are checked from the annotation.
-    """
-    rule = Constraint(ge=ge, gt=gt, le=le, lt=lt, choices=choices)
-    return dataclasses.field(default=default, metadata={_CONSTRAINT: rule})
-
-
-def at_least_one(default: int) -> Any:
-    """An integer field that must be >= 1 (ranks, bottlenecks, token counts)."""
-    return option(default, ge=1)
-
-
-def dropout_rate(default: float) -> Any:
-    """A dropout probability field: in [0, 1)."""
-    return option(default, ge=0.0, lt=1.0)
-
-
-def field_constraints(config_cls: type) -> dict[str, Constraint]:
-    """Field name -> :class:`Constraint`: declared with :func:`option`, or a ``Literal``'s."""
-    rules, types = {}, config_fields(config_cls)
-    for f in dataclasses.fields(config_cls):
-        rule = f.metadata.get(_CONSTRAINT)
-        if rule is None and get_origin(tp := types[f.name]) is Literal:
-            rule = Constraint(choices=get_args(tp))
-        if rule is not None:
-            rules[f.name] = rule
-    return rules
-
-
-def check_config(config: Any) -> None:
-    """Check every field of a Config instance against its :func:`field_constraints`.
-
-    Raises:
-        MethodConfigError: ``"<key> must be <allowed>, got <value>"`` for the first bad field.
-    """
-    for name, rule in field_constraints(type(config)).items():
-        value = getattr(config, name)
-        if not rule.allows(value):
-            raise MethodConfigError(f"{name} must be {rule.describe()}, got {value!r}")
-
-
-# ------------------------------------------------------------------------------- config parse --
-def config_fields(config_cls: type) -> dict[str, Any]:
-    """Field name -> resolved type of a Config dataclass."""
-    hints = typing.get_type_hints(config_cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
-
-
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def parse_field(config_cls: type, key: str, value: Any) -> Any:
-    """Parse ``value`` for field ``key`` of ``config_cls`` (strings come from ``--set``).
-
-    Raises:
-        MethodConfigError: unknown key (lists the fields) or a value of the wrong type.
-    """
-    fields = config_fields(config_cls)
-    if key not in fields:
-        allowed = ", ".join(f"{k}: {_type_name(t)}" for k, t in fields.items()) or "(none)"
-        raise MethodConfigError(f"unknown config key {key!r}; allowed fields: {allowed}")
-    tp = fields[key]
-    if not isinstance(value, str):
-        return value
-    try:
-        if get_origin(tp) is Literal:
-            for choice in get_args(tp):
-                if str(choice) == value:
-                    return choice
-            raise ValueError
-        if tp is bool:
-            low = value.lower()
-            if low in ("true", "1", "yes"):
-                return True
-            if low in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if tp in (int, float, str):
-            return tp(value)
-        return json.loads(value)
-    except ValueError as err:
-        raise MethodConfigError(
-            f"bad value {value!r} for config key {key!r}: expected {_type_name(tp)}"
-        ) from err
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, str]:
-    """Turn ``["r=8", "scale=0.1"]`` into a dict; malformed items raise."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise MethodConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 # ------------------------------------------------------------------------------------ prepare --
@@ -415,7 +258,6 @@ __all__ = [
     "dropout_rate",
     "load_tunable_state_dict",
     "option",
-    "parse_overrides",
     "prepare",
     "tunable_state_dict",
     "vit_dims",

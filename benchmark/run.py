@@ -97,7 +97,7 @@ def classify(err: BaseException) -> str:
     return "failed"
 
 
-def _device(opts: RunOptions):  # noqa: ANN202 - torch.device, torch imported lazily
+def _device(opts: RunOptions):
     """The run's device, with the process-wide torch settings every run shares."""
     import torch
 

@@ -139,7 +139,7 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def autocast(device: torch.device, budget: Budget):  # noqa: ANN201 - context manager
+def autocast(device: torch.device, budget: Budget):
     """bf16 autocast on CUDA under ``precision="auto"``, nothing on CPU."""
     if device.type == "cuda" and budget.precision == "auto":
         return torch.autocast("cuda", dtype=torch.bfloat16)

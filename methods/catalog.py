@@ -1,7 +1,8 @@
 """The committed catalog of built-in methods (``catalog.json``) and how to regenerate it.
 
 ``pebench list methods`` must answer without importing torch, timm or peft, so the metadata of
-every built-in method (its ``describe()`` plus ``"origin": "builtin"``) is committed next to the
+every built-in method (its ``describe()``, ``"origin": "builtin"`` and its config fields) is
+committed next to the
 plugins and read by :func:`pebench.methods.builtin_catalog`. After changing a built-in method's
 title, URL, caps or presets, regenerate it::
 
@@ -20,11 +21,17 @@ CATALOG_PATH = Path(__file__).with_name("catalog.json")
 
 
 def live_catalog() -> list[dict[str, Any]]:
-    """``describe()`` of every built-in method, sorted by name (imports the plugins: torch)."""
+    """Every built-in method's entry, sorted by name (imports the plugins: torch).
+
+    An entry is ``describe()``, ``"origin": "builtin"`` and ``"config"``: field -> type (what
+    ``--set`` may name, as error messages show it).
+    """
+    from pebench.config import field_types
     from pebench.methods import BUILTIN, get_method_class
 
     return [
-        get_method_class(name).build().describe() | {"origin": "builtin"}
+        get_method_class(name).build().describe()
+        | {"origin": "builtin", "config": field_types(get_method_class(name).Config)}
         for name in sorted(BUILTIN)
     ]
 

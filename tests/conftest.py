@@ -3,7 +3,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from pebench._compat import ensure_torchvision  # noqa: E402
+from pebench._compat import ensure_torchvision
 
 ensure_torchvision()  # before any test module imports timm (PyPI torchvision on CPU torch)
 

@@ -26,6 +26,7 @@ FOLDERS = {"benchmark": "pebench", "methods": "pebench.methods", "datasets": "pe
 CONTRACT = {
     "pebench",
     "pebench.errors",
+    "pebench.config",
     "pebench.registry",
     "pebench.method",
     "pebench.vit",

@@ -141,3 +141,50 @@ def test_bench_reports_ratios_against_linear(capsys):
     assert rows["lora"]["params_method"] == 2 * 4 * 64 * 8
     assert rows["lora"]["flops_per_image"] > rows["linear"]["flops_per_image"]
     assert rows["lora"]["checkpoint_bytes"] > rows["linear"]["checkpoint_bytes"]
+
+
+# --------------------------------------------------------------------- answers without torch --
+@pytest.mark.parametrize(
+    ("argv", "code", "expected"),
+    [
+        (["--version"], 0, "pebench 0.1.0"),
+        (["list", "methods"], 0, "lv_adapter"),
+        (["list", "budgets"], 0, "demo-v1"),
+        (["list", "tasks", "--suite", "vtab"], 0, "vtab/svhn"),
+        (["run", "--method", "lroa"], 2, "Did you mean 'lora'?"),
+        (["run", "--method", "lora", "--set", "rr=3"], 2, "unknown config key 'rr'"),
+        (["run", "--method", "lora.big"], 2, "unknown preset 'big'"),
+        (["run", "--method", "lora", "--set", "r8"], 2, "--set expects KEY=VALUE"),
+        (["run", "--method", "lora", "--tasks", "demo/nope"], 2, "unknown suite or task"),
+        (["run", "--method", "lora", "--budget", "demo-v9"], 2, "unknown budget 'demo-v9'"),
+        (["status", "--method", "lroa"], 2, "unknown method 'lroa'"),
+    ],
+)
+def test_answers_that_need_no_model_import_no_torch(argv, code, expected, tmp_path):
+    """--help-speed answers: nothing heavy is imported before the answer (a fresh process)."""
+    probe = (
+        "import sys\n"
+        "from pebench.cli import main\n"
+        "try:\n"
+        f"    rc = main({argv!r})\n"
+        "except SystemExit as e:\n"
+        "    rc = e.code\n"
+        "heavy = sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules)\n"
+        "print('RC', rc, 'HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert f"RC {code} HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert expected in out.stdout + out.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_list_methods_with_peft_probes_the_installed_peft(capsys):
+    pytest.importorskip("peft")
+    assert main(["list", "methods", "--peft", "--json"]) == 0
+    names = [m["name"] for m in json.loads(capsys.readouterr().out)]
+    assert "lora" in names and "peft:lora" in names
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "peft:lora" not in out and "pebench list methods --peft" in out

@@ -36,5 +36,8 @@ def test_catalog_and_names_do_not_import_torch():
 
 def test_catalog_is_json_with_describe_keys():
     entries = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
-    keys = set(LoRA.build().describe()) | {"origin"}
+    keys = set(LoRA.build().describe()) | {"origin", "config"}
     assert all(set(e) == keys for e in entries)
+    lora = next(e for e in entries if e["name"] == "lora")
+    assert lora["config"] == {"r": "int", "alpha": "float", "dropout": "float",
+                              "form": "'qv' | 'noah_qkv'"}  # fmt: skip

@@ -6,9 +6,8 @@ from typing import Literal
 
 import pytest
 
-from pebench.method import (
+from pebench.config import (
     Constraint,
-    Method,
     MethodConfigError,
     at_least_one,
     check_config,
@@ -16,6 +15,7 @@ from pebench.method import (
     field_constraints,
     option,
 )
+from pebench.method import Method
 from pebench.methods import BUILTIN, get_method_class
 
 

@@ -78,7 +78,7 @@ class BackboneError(PebenchError, ValueError):
     """Unknown backbone, unreadable weights file, or weights that cannot be fetched."""
 
 
-def _make_small(name: str):  # noqa: ANN202 - timm entrypoint factory
+def _make_small(name: str):
     def entry(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
         args = dict(img_size=32, **_SMALL[name])
         args.update(kwargs)

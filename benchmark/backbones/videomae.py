@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from pebench._compat import import_timm
 
@@ -171,7 +172,8 @@ class TubeletEmbed(nn.Module):
         """Spatial reduction of the token grid (timm ``PatchEmbed`` API)."""
         return self.patch_size[0] if as_scalar else self.patch_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5 or tuple(x.shape[1:]) != self.clip_shape:
             raise ValueError(
                 f"video backbone expects clips (B, C, T, H, W) = "
@@ -253,7 +255,7 @@ class VideoVisionTransformer(VisionTransformer):
         )
 
 
-def _entry(name: str):  # noqa: ANN202 - timm entrypoint factory
+def _entry(name: str):
     def entry(pretrained: bool = False, **kwargs: Any) -> VideoVisionTransformer:
         if pretrained:
             raise ValueError(

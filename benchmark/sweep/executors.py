@@ -173,7 +173,7 @@ class LocalExecutor(_Base):
         """The run's row (a worker exception becomes a failure row)."""
         try:
             return handle.result()
-        except Exception as err:  # noqa: BLE001 - recorded as a row
+        except Exception as err:
             return self._lost(spec, results_dir, err, "", "")
 
     def cancel(self, handles: list[Future]) -> None:
@@ -248,7 +248,7 @@ class SlurmExecutor(_Base):
         """The job's row, or a failure row naming the job and its log if it died."""
         try:
             return handle.result()
-        except Exception as err:  # noqa: BLE001 - killed, preempted, node failure
+        except Exception as err:
             return self._lost(spec, results_dir, err, str(handle.job_id), str(handle.paths.stderr))
 
     def cancel(self, handles: list[Any]) -> None:
@@ -315,7 +315,7 @@ class RayExecutor(_Base):
         """The task's row, or a failure row naming the task if its worker died."""
         try:
             return self._ray.get(handle)
-        except Exception as err:  # noqa: BLE001 - worker crash, node failure
+        except Exception as err:
             return self._lost(spec, results_dir, err, handle.task_id().hex(), "")
 
     def cancel(self, handles: list[Any]) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 import pebench
 from pebench import results as R
 from pebench.budget import Budget, get_budget
+from pebench.config import unknown_key, unknown_preset
 from pebench.datasets import TaskSpec, describe_data, get_suite, resolve_tasks
 from pebench.errors import PebenchError
-from pebench.methods import PEFT_PREFIX, build_method, registry, split_spec
+from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry, split_spec
 from pebench.registry import RegistryError, suggest
 from pebench.run import RunOptions, RunSpec
 
@@ -59,7 +60,7 @@ class Sweep:
     backbone: str
     weights: str | None
     results_dir: Path
-    options: RunOptions = RunOptions()  # noqa: RUF009 - frozen, so safely shared
+    options: RunOptions = RunOptions()
     static: dict[str, Any] = field(default_factory=dict)
     data: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -217,13 +218,26 @@ def check_fits(spec: TaskSpec, budget: Budget) -> None:
         )
 
 
-def _check_names(methods: Sequence[str]) -> list[tuple[str, str | None]]:
-    """``(name, preset)`` of each method spec; unknown names fail without importing any method."""
+def _check_names(
+    methods: Sequence[str], preset: str | None, overrides: dict[str, Any]
+) -> list[tuple[str, str | None]]:
+    """``(name, preset)`` of each method spec, checked without importing any method.
+
+    Unknown names fail from the registry's name table; a built-in method's unknown preset or
+    ``--set`` key from the method catalog (third-party and peft methods are checked when built).
+    """
     known = registry.names()
+    catalog = {entry["name"]: entry for entry in builtin_catalog()}
     named = [split_spec(m) for m in methods]
-    for name, _ in named:
+    for name, spec_preset in named:
         if name not in known and not name.startswith(PEFT_PREFIX):
             raise RegistryError(suggest(name, known, "method"))
+        if (entry := catalog.get(name)) is None or registry.origin_of(name) != "builtin":
+            continue
+        if (chosen := preset or spec_preset or "default") not in entry["presets"]:
+            raise unknown_preset(chosen, name, entry["presets"])
+        if bad := [k for k in overrides if k not in entry["config"]]:
+            raise unknown_key(bad[0], entry["config"])
     return named
 
 
@@ -268,7 +282,7 @@ def plan_sweeps(
             file; a data cache never prepared.
     """
     s = selection
-    named = _check_names(methods)
+    named = _check_names(methods, s.preset, s.overrides)
     task_specs = resolve_tasks(s.tasks or "demo")
     budget = get_budget(s.budget or get_suite(task_specs[0].suite).default_budget)
     for spec in task_specs:
