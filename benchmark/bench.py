@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from pebench.backbones import create_backbone
@@ -72,19 +73,10 @@ def _time_eval(model: Any, x: torch.Tensor, steps: int, dev: torch.device) -> fl
     return steps * len(x) / (time.perf_counter() - t0)
 
 
-def run_bench(
-    methods: list[str],
-    backbone: str = "pebench_vit_micro",
-    image_size: int = 32,
-    batch_size: int = 64,
-    steps: int = 5,
-    rounds: int = 5,
-    device: str = "cpu",
-    num_classes: int = 10,
-) -> list[BenchRow]:
-    """Measure every method in ``methods`` (``linear`` is always included as the reference)."""
-    dev = torch.device(device)
-    names = ["linear"] + [m for m in methods if m != "linear"]
+def _prepared(
+    names: list[str], backbone: str, image_size: int, num_classes: int, dev: torch.device
+) -> tuple[dict[str, nn.Module], dict[str, nn.Module], dict[str, BenchRow]]:
+    """Each method on a fresh random backbone (and merged, where it can be), with its counts."""
     models, merged, rows = {}, {}, {}
     for name in names:
         torch.manual_seed(0)
@@ -104,6 +96,23 @@ def run_bench(
             eval_images_per_s=0.0,
             merged_eval_images_per_s=None,
         )
+    return models, merged, rows
+
+
+def run_bench(
+    methods: list[str],
+    backbone: str = "pebench_vit_micro",
+    image_size: int = 32,
+    batch_size: int = 64,
+    steps: int = 5,
+    rounds: int = 5,
+    device: str = "cpu",
+    num_classes: int = 10,
+) -> list[BenchRow]:
+    """Measure every method in ``methods`` (``linear`` is always included as the reference)."""
+    dev = torch.device(device)
+    names = ["linear"] + [m for m in methods if m != "linear"]
+    models, merged, rows = _prepared(names, backbone, image_size, num_classes, dev)
     g = torch.Generator().manual_seed(0)
     x = example_input(models[names[0]], batch_size, image_size=image_size, generator=g).to(dev)
     y = torch.randint(0, num_classes, (batch_size,), generator=g).to(dev)
