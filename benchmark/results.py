@@ -50,6 +50,9 @@ SCHEMA: dict[str, str] = {
     # metrics
     "test_top1": "frac",
     "val_top1": "frac",
+    # selection (final rows): the grid the trial was chosen from and where in it it lies
+    "selection_grid": "str",
+    "selection_edge": "str",
     "train_loss": "float",
     "params_method": "count",
     "params_head": "count",
@@ -81,9 +84,18 @@ SCHEMA: dict[str, str] = {
 }
 COLUMNS = list(SCHEMA)
 #: columns added after the first release: a file written before them still reads (as "")
-ADDED_COLUMNS = ("data_manifest", "data_skipped", "executor", "job_id", "log_path")
+ADDED_COLUMNS = (
+    "data_manifest",
+    "data_skipped",
+    "executor",
+    "job_id",
+    "log_path",
+    "selection_grid",
+    "selection_edge",
+)
 PHASES = ("search", "final")
-STATUSES = ("ok", "diverged", "oom", "failed", "timeout")
+#: ``blocked``: finals not run because a search trial of their task has no final outcome
+STATUSES = ("ok", "diverged", "oom", "failed", "timeout", "blocked")
 #: statuses that are final outcomes: a rerun of the same command skips them
 DONE_STATUSES = ("ok", "diverged")
 #: what makes two runs the same run. ``data_manifest`` (the prepared data's lineage, known before

@@ -58,10 +58,11 @@ def test_added_column_renders_header_value_and_legend(tmp_path, monkeypatch):
     legend = _legend(md)
     assert "- GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs." in legend
     # its own bullet after the existing column bullets, before the ranking bullet
-    assert legend.index("- GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs.") == 5
+    assert legend.index("- GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs.") == 6
     assert legend[-1].startswith("- Rows are sorted")
     # a legend group stays one bullet even with a column inserted between its members
-    assert legend[4] == (
+    assert legend[4].startswith("- selected lr: the learning rates the validation search")
+    assert legend[5] == (
         "- peak mem: maximum over runs, with how it was measured; img/s: mean over runs; "
         "seeds: seeds per task."
     )
@@ -103,6 +104,7 @@ def test_column_table_shape():
         "**params (M) excl. head**: trainable parameters the method adds or unfreezes, in "
         "millions, classification head excluded; **incl. head** adds the mean head size over "
         "the suite's tasks",
+        columns.COLUMNS[6].legend,
         "peak mem: maximum over runs, with how it was measured; img/s: mean over runs; seeds: "
         "seeds per task",
     ]

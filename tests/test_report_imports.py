@@ -16,7 +16,7 @@ import pebench.report
 REPORT = Path(pebench.report.__file__).resolve().parent
 ALLOWED_THIRD_PARTY = {"__future__", "numpy", "pandas", "matplotlib"}
 #: second name component of the allowed ``pebench`` modules
-ALLOWED_PEBENCH = {"report", "results", "datasets", "errors"}
+ALLOWED_PEBENCH = {"report", "results", "datasets", "errors", "selection"}
 
 
 def _imports(path: Path) -> set[str]:

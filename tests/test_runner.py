@@ -13,8 +13,9 @@ import pytest
 
 from pebench import results as R
 from pebench.run import RunOptions
+from pebench.selection import select_trial
 from pebench.sweep.markers import marker_path
-from pebench.sweep.plan import plan_sweep, select_trial
+from pebench.sweep.plan import plan_sweep
 from pebench.sweep.worker import run_one
 
 pytestmark = pytest.mark.slow
@@ -86,7 +87,7 @@ def test_divergence_is_recorded_and_sweep_goes_on(tmp_path):
 
 def test_placeholder_final_rows_are_replaced_after_a_successful_rerun(tmp_path):
     failed = _run(tmp_path, method="linear", seeds=[0], timeout_s=0.01)
-    assert [r["status"] for r in failed] == ["timeout", "timeout", "failed"]
+    assert [r["status"] for r in failed] == ["timeout", "timeout", "blocked"]
     rows = _run(tmp_path, method="linear", seeds=[0])
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
     on_disk = R.read_runs(tmp_path)

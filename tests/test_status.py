@@ -62,10 +62,10 @@ def test_status_before_anything_ran_counts_every_run_missing(swept):
 def test_status_after_runs_done_and_failed(swept, capsys):
     results, _ = swept
     summary = _status(results, capsys)
-    # lora: 2 timed-out trials, 2 placeholder finals ("no search trial ok"): all failed
+    # lora: 2 timed-out trials (run twice each), 2 blocked placeholder finals: all failed
     assert _counts(summary) == {"linear": [4, 0, 0, 0], "lora": [0, 0, 4, 0]}
     failed = {(f["phase"], f["status"]) for f in summary["failed"]}
-    assert failed == {("search", "timeout"), ("final", "failed")}
+    assert failed == {("search", "timeout"), ("final", "blocked")}
     assert main(["status", "--method", "linear,lora", *SEL, "--results", str(results)]) == 0
     table = capsys.readouterr().out
     assert "linear" in table and "failed: lora demo/shapes search trial=0 seed=0 timeout" in table

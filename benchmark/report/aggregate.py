@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,8 @@ class Entry:
     rank: float
     mem: dict[str, float]
     runs: list[dict]
+    #: task -> (selected lr, its edge in the grid: ``""`` inside, else ``lr-low`` ...)
+    selected: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 def suite_means(info: SuiteInfo, task_means: Mapping[str, float]) -> dict[str, float]:
@@ -233,4 +235,5 @@ def entry(key: tuple, rows: list[dict], info: SuiteInfo, head: float) -> Entry:
         rank=means[info.mean_names[-1]],
         mem=peak_memory(rows),
         runs=rows,
+        selected={t: (rs[0]["lr"], rs[0]["selection_edge"]) for t, rs in by_task.items()},
     )

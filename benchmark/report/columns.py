@@ -196,6 +196,16 @@ def _params_incl(e: Entry) -> tuple[float, bool]:
     return e.params_head, e.params_varies
 
 
+def fmt_selected(selected: dict[str, tuple[float, str]]) -> str:
+    """Selected learning rates over tasks (``3e-03``, ``1e-03–1e-02``), ``⚑n`` for n edges."""
+    if not selected:
+        return MISSING
+    lrs = sorted({lr for lr, _ in selected.values()})
+    text = f"{lrs[0]:.0e}" if len(lrs) == 1 else f"{lrs[0]:.0e}–{lrs[-1]:.0e}"
+    edges = sum(bool(edge) for _, edge in selected.values())
+    return text + (f" ⚑{edges}" if edges else "")
+
+
 def _seed_counts(e: Entry) -> list[int]:
     return sorted({len(v) for v in e.task_values.values()})
 
@@ -241,6 +251,14 @@ COLUMNS: tuple[Spec, ...] = (
         f"task of the suite has a result ({MISSING} otherwise; never a mean over fewer tasks). "
         "VTAB-style suites report both the plain mean over tasks and the mean of group means",
         legend_first=True,
+    ),
+    Column(
+        "selected lr",
+        fmt_selected,
+        value=operator.attrgetter("selected"),
+        legend="selected lr: the learning rates the validation search selected over the "
+        "suite's tasks (range); ⚑n: n of them on an edge of the search grid, where the optimum "
+        "may lie beyond it",
     ),
     Column(
         "peak mem (MiB)",

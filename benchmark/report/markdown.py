@@ -96,6 +96,8 @@ def _measured(table: SuiteTable, columns: Sequence[cols.Spec]) -> list[str]:
     shown = cols.expand(columns, table)
     body = [[c.cell(e) for c in shown] for e in table.entries]
     lines = [_context_line(table), "", *md_table([c.header for c in shown], body)]
+    edges, picks = table.edge_counts
+    lines += ["", f"Selections on an edge of the search grid: {edges} of {picks} (⚑)."]
     return lines + _footnotes(table.entries)
 
 

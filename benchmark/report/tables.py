@@ -32,6 +32,7 @@ from pebench.report.aggregate import (
     registry,
     suite_info,
 )
+from pebench.selection import edge, select_trial, unsettled
 
 #: (row label, phase, {status: count})
 StatusCount = tuple[str, str, dict[str, int]]
@@ -52,6 +53,12 @@ class SuiteTable:
     def mean_names(self) -> list[str]:
         """Names of the suite-mean columns; the last one ranks the rows."""
         return self.info.mean_names
+
+    @property
+    def edge_counts(self) -> tuple[int, int]:
+        """``(selections on a grid edge, selections)`` over every (entry, task) shown."""
+        picks = [edge for e in self.entries for _, edge in e.selected.values()]
+        return sum(bool(edge) for edge in picks), len(picks)
 
 
 def _row_label(r: dict) -> str:
@@ -118,6 +125,38 @@ def latest_runs(final: list[dict], notes: list[str]) -> list[dict]:
     return list(latest.values())
 
 
+def matching_selection(final: list[dict], rows: list[dict], notes: list[str]) -> list[dict]:
+    """Keep the finals that retrain the trial their task's search rows select.
+
+    A final of another trial (the search was rerun and another trial won, or a trial died and
+    the finals ran on a partial grid) is stale: left out and counted in ``notes``. Each kept row
+    is a copy whose ``selection_edge`` is filled from the search grid when the row predates that
+    column.
+    """
+    search: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["phase"] == "search":
+            search.setdefault((*_config_key(r), r["task"]), []).append(r)
+    kept, stale = [], 0
+    for r in final:
+        trials = search.get((*_config_key(r), r["task"]), [])
+        best = select_trial(trials)
+        if trials and (best is None or unsettled(trials) or best["trial"] != r["trial"]):
+            stale += 1
+            continue
+        r = dict(r)
+        if not r["selection_grid"] and trials:
+            lrs, wds = [t["lr"] for t in trials], [t["weight_decay"] for t in trials]
+            r["selection_edge"] = edge(r["lr"], r["weight_decay"], lrs, wds)
+        kept.append(r)
+    if stale:
+        notes.append(
+            f"{stale} final row(s) do not retrain the trial their task's search rows select "
+            "(stale: the search changed or was incomplete) and are not averaged."
+        )
+    return kept
+
+
 def head_means(info: SuiteInfo, rows: list[dict]) -> dict[str, float]:
     """Mean head size per backbone over the suite's tasks (from every ``ok`` row)."""
     heads: dict[str, dict[str, list[float]]] = {}
@@ -171,6 +210,7 @@ def suite_table(info: SuiteInfo, rows: list[dict]) -> SuiteTable:
     status = status_counts(rows)
     failures = [r for r in rows if r["phase"] == "final" and r["status"] != "ok"]
     final = latest_runs(shown_final_rows(info, rows, notes), notes)
+    final = matching_selection(final, rows, notes)
     entries = build_entries(info, final, head_means(info, rows))
     disambiguate(entries)
     entries.sort(key=_rank_key)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pebench import results as R
+from pebench.selection import SETTLED, unsettled
 from pebench.sweep.markers import marker_is_live, read_marker
 
 if TYPE_CHECKING:  # the planner runs a sweep through this module, so no run-time import back
@@ -26,6 +27,13 @@ if TYPE_CHECKING:  # the planner runs a sweep through this module, so no run-tim
 
 Row = dict[str, Any]
 Key = tuple[Path, str]
+#: executions of one search trial in one dispatch before its task's finals are blocked
+TRIAL_ATTEMPTS = 2
+#: the error of blocked finals (formatted with the trials that have no final outcome)
+BLOCKED = (
+    "finals not run on a partial grid: search {trials} ended without a final outcome after "
+    "{attempts} attempt(s); rerun the same command to retry"
+)
 
 
 @dataclass
@@ -37,6 +45,8 @@ class Cell:
     search: list[RunSpec]
     finals: list[RunSpec] | None = None
     rows: dict[str, Row] = field(default_factory=dict)
+    #: run id -> executions of that search trial in this dispatch
+    attempts: dict[str, int] = field(default_factory=dict)
 
     def search_done(self) -> bool:
         """Whether every search trial has a recorded row."""
@@ -123,20 +133,59 @@ class Dispatcher:
         self.submit(todo)
 
     def advance(self) -> None:
-        """Launch the finals of every cell whose search is complete."""
-        ready = []
+        """Launch the finals of every cell whose search is complete and settled.
+
+        A search trial without a final outcome (``failed``, ``oom``, ``timeout``: a killed or
+        crashed run) is run again, up to :data:`TRIAL_ATTEMPTS` executions in this dispatch;
+        after that the finals are recorded ``blocked`` instead of running on a partial grid.
+        """
+        ready, retry = [], []
         for cell in self.cells:
             if cell.finals is not None or not cell.search_done():
                 continue
             search_rows = [cell.rows[s.run_id] for s in cell.search]
-            cell.finals = cell.sweep.final_specs(cell.task, search_rows)
-            if cell.finals and cell.finals[0].trial == -1:
-                for row in cell.sweep.write_placeholders(cell.finals):
-                    self.record(cell, row)
+            if again := self._retry(cell):
+                retry.extend((cell, s) for s in again)
+            elif unsettled(search_rows):
+                self._block(cell, search_rows)
             else:
-                cell.sweep.drop_stale_placeholders(cell.task)
-                ready.extend((cell, s) for s in cell.finals)
-        self.launch(ready)
+                ready.extend(self._finals(cell, search_rows))
+        self.launch(retry + ready)
+
+    def _retry(self, cell: Cell) -> list[RunSpec]:
+        """The unsettled search trials of ``cell`` that may run once more (forgotten here)."""
+        again = [
+            s
+            for s in cell.search
+            if cell.rows[s.run_id]["status"] not in SETTLED
+            and cell.attempts.get(s.run_id, 1) < TRIAL_ATTEMPTS
+        ]
+        for s in again:
+            cell.attempts[s.run_id] = cell.attempts.get(s.run_id, 1) + 1
+            del cell.rows[s.run_id]
+        return again
+
+    def _block(self, cell: Cell, search_rows: list[Row]) -> None:
+        """Record the finals of ``cell`` as ``blocked``, naming the unsettled trials."""
+        trials = ", ".join(
+            f"trial {r['trial']} (lr={r['lr']:g}, wd={r['weight_decay']:g}: {r['status']}, "
+            f"{(r['error'].splitlines() or [''])[0][:120]})"
+            for r in unsettled(search_rows)
+        )
+        error = BLOCKED.format(trials=trials, attempts=TRIAL_ATTEMPTS)
+        cell.finals = cell.sweep.placeholders(cell.task)
+        for row in cell.sweep.write_placeholders(cell.finals, "blocked", error):
+            self.record(cell, row)
+
+    def _finals(self, cell: Cell, search_rows: list[Row]) -> list[tuple[Cell, RunSpec]]:
+        """The finals of a settled search: placeholders without an ``ok`` trial, else runs."""
+        cell.finals = cell.sweep.final_specs(cell.task, search_rows)
+        if cell.finals and cell.finals[0].trial == -1:
+            for row in cell.sweep.write_placeholders(cell.finals):
+                self.record(cell, row)
+            return []
+        cell.sweep.retire_other_finals(cell.task, cell.finals[0].trial)
+        return [(cell, s) for s in cell.finals]
 
     def check_foreign(self) -> None:
         """Take over runs whose other worker is gone; record those it finished."""

@@ -26,6 +26,7 @@ from pebench.errors import PebenchError
 from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry, split_spec
 from pebench.registry import RegistryError, suggest
 from pebench.run import RunOptions, RunSpec
+from pebench.selection import select_trial, selection_fields
 
 #: the error of a placeholder final: its task's search had no ``ok`` trial
 NO_TRIAL_OK = "no search trial finished with status ok"
@@ -127,36 +128,66 @@ class Sweep:
     def final_specs(self, task: TaskSpec, search_rows: list[dict[str, Any]]) -> list[RunSpec]:
         """The final runs of ``task`` (trainval → test, one per seed) given its search rows.
 
-        Without a search trial ``ok`` the finals are placeholders (``trial`` -1, NaN lr/wd) that
-        are never executed: :meth:`write_placeholders` records them as ``failed`` rows.
+        Each final row records its selection: the trial's validation score, the grid it was
+        chosen from and whether it lies on an edge of that grid (:mod:`pebench.selection`).
+        Without a search trial ``ok`` the finals are placeholders (``trial`` -1, NaN lr/wd):
+        see :meth:`placeholders`.
         """
         best = select_trial(search_rows)
-        out = []
-        for seed in self.seeds:
-            if best is None:
-                out.append(self.spec(self.base_row(task, "final", -1, math.nan, math.nan, seed)))
-                continue
-            lr, wd = best["lr"], best["weight_decay"]
-            base = self.base_row(task, "final", best["trial"], lr, wd, seed)
-            base["val_top1"] = best["val_top1"]
-            out.append(self.spec(base))
-        return out
+        if best is None:
+            return self.placeholders(task)
+        lr, wd = best["lr"], best["weight_decay"]
+        chosen = selection_fields(best, self.budget.lr_grid, self.budget.wd_grid)
+        return [
+            self.spec(self.base_row(task, "final", best["trial"], lr, wd, seed) | chosen)
+            for seed in self.seeds
+        ]
 
-    def write_placeholders(self, specs: list[RunSpec]) -> list[dict[str, Any]]:
-        """Record the finals of a task whose search had no ``ok`` trial; returns their rows."""
+    def placeholders(self, task: TaskSpec) -> list[RunSpec]:
+        """Finals that cannot be named (no trial selected): ``trial`` -1, NaN lr and wd."""
+        return [
+            self.spec(self.base_row(task, "final", -1, math.nan, math.nan, seed))
+            for seed in self.seeds
+        ]
+
+    def write_placeholders(
+        self, specs: list[RunSpec], status: str = "failed", error: str = NO_TRIAL_OK
+    ) -> list[dict[str, Any]]:
+        """Record finals that were not run (no ``ok`` trial, or blocked); returns their rows.
+
+        An existing row with a final status is kept (a concurrent sweep may have finished it).
+        """
         rows = []
         for spec in specs:
-            base = dict(spec.base_row, status="failed", error=NO_TRIAL_OK)
+            base = dict(spec.base_row, status=status, error=error)
             if R.finished(self.results_dir, base["run_id"]) is None:
                 R.write_row(self.results_dir, base)
             rows.append(R.read_csv(R.run_path(self.results_dir, base["run_id"]))[0])
         return rows
 
-    def drop_stale_placeholders(self, task: TaskSpec) -> None:
-        """Delete placeholder finals written while no trial had succeeded (obsolete now)."""
-        for seed in self.seeds:
-            stale = self.base_row(task, "final", -1, math.nan, math.nan, seed)["run_id"]
-            R.run_path(self.results_dir, stale).unlink(missing_ok=True)
+    def retire_other_finals(self, task: TaskSpec, trial: int) -> list[Path]:
+        """Take finals of ``task`` that another selection made out of the results.
+
+        When a rerun of the search changes which trial wins, the finals of the old winner no
+        longer match the search rows: they are moved to ``runs/stale/`` (kept, never read by the
+        leaderboard), and placeholders of an earlier failed search are deleted. Returns the
+        paths moved.
+        """
+        moved = []
+        for spec in self.placeholders(task):
+            R.run_path(self.results_dir, spec.run_id).unlink(missing_ok=True)
+        for i, (lr, wd) in enumerate(self.budget.trials()):
+            if i == trial:
+                continue
+            for seed in self.seeds:
+                rid = self.base_row(task, "final", i, lr, wd, seed)["run_id"]
+                path = R.run_path(self.results_dir, rid)
+                if path.exists():
+                    stale = path.parent / "stale" / path.name
+                    stale.parent.mkdir(exist_ok=True)
+                    os.replace(path, stale)
+                    moved.append(stale)
+        return moved
 
     def run(self, executor: Any = None) -> list[dict[str, Any]]:
         """Execute the sweep (locally, one run at a time, unless ``executor`` is given).
@@ -171,14 +202,6 @@ class Sweep:
             with LocalExecutor() as local:
                 return dispatch([self], local)
         return dispatch([self], executor)
-
-
-def select_trial(search_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Best search trial by validation accuracy; ties go to the smaller lr, then smaller wd."""
-    ok = [r for r in search_rows if r["status"] == "ok" and not math.isnan(r["val_top1"])]
-    if not ok:
-        return None
-    return min(ok, key=lambda r: (-r["val_top1"], r["lr"], r["weight_decay"]))
 
 
 @dataclass(frozen=True)
@@ -354,5 +377,4 @@ __all__ = [
     "config_summary",
     "plan_sweep",
     "plan_sweeps",
-    "select_trial",
 ]
