@@ -174,6 +174,10 @@ class Method:
 
 
 # ------------------------------------------------------------------------------------ prepare --
+class ContractError(ValueError):
+    """A method broke the plugin contract (the message says what it did)."""
+
+
 def _head_names(model: nn.Module) -> set[str]:
     head = check_vit(model).get_classifier()
     prefix = next(n for n, m in model.named_modules() if m is head)
@@ -187,6 +191,7 @@ def prepare(model: nn.Module, method: Method, num_classes: int) -> ParamCount:
 
     Raises:
         pebench.vit.NotAViTError: ``model`` is not a timm ViT.
+        ContractError: the method registers buffers (state outside the parameter count).
         ValueError: the method's declared trainable set is inconsistent with the model or caps.
     """
     vit = check_vit(model)
@@ -194,9 +199,17 @@ def prepare(model: nn.Module, method: Method, num_classes: int) -> ParamCount:
     head = _head_names(vit)
     # backbone tensors are tracked by identity: a wrapper may move them to new names
     backbone = {id(p): p for n, p in vit.named_parameters() if n not in head}
+    buffers = {id(b) for b in vit.buffers()}
     vit.requires_grad_(False)
     if method.attach(vit) is not vit:
         raise ValueError(f"method {method.name!r}: attach() must modify the model in place")
+    if added_buffers := [(n, b.numel()) for n, b in vit.named_buffers() if id(b) not in buffers]:
+        raise ContractError(
+            f"method {method.name!r} registers buffers {[n for n, _ in added_buffers][:4]} "
+            f"({sum(k for _, k in added_buffers):,} values): state kept in buffers escapes the "
+            "parameter count; hold it in nn.Parameter tensors (the core counts and trains the "
+            "declared ones)"
+        )
     params = dict(vit.named_parameters())
     names = set(method.trainable(vit))
     if unknown := names - params.keys():
@@ -220,6 +233,46 @@ def prepare(model: nn.Module, method: Method, num_classes: int) -> ParamCount:
         backbone=sum(p.numel() for p in backbone.values()),
         inference_extra=0 if method.caps.mergeable else added,
     )
+
+
+class Guard:
+    """What :func:`prepare` fixed, checked again after a run trained and evaluated the model.
+
+    A plugin cannot change the accounting behind the core's back: the trainable set (a flipped
+    ``requires_grad``), the parameter and buffer names (renamed or added tensors) and the frozen
+    tensors (updated in place) must be exactly as they were after :func:`prepare`. The frozen
+    tensors are compared bit for bit against a copy taken on the model's device.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        self.trainable = {n for n, p in params.items() if p.requires_grad}
+        self.params = set(params)
+        self.buffers = {n for n, _ in model.named_buffers()}
+        self.frozen = {n: p.detach().clone() for n, p in params.items() if not p.requires_grad}
+
+    def verify(self, model: nn.Module, method: str) -> None:
+        """Raise :class:`ContractError` naming every change since construction."""
+        params = dict(model.named_parameters())
+        problems = []
+        if set(params) != self.params or {n for n, _ in model.named_buffers()} != self.buffers:
+            moved = sorted(set(params) ^ self.params)
+            problems.append(f"renamed, added or removed tensors {moved[:4]}")
+        flipped = sorted({n for n, p in params.items() if p.requires_grad} ^ self.trainable)
+        if flipped:
+            problems.append(f"changed requires_grad of {flipped[:4]} (the core sets it)")
+        changed = [
+            n for n, before in self.frozen.items()
+            if n in params and not torch.equal(params[n].detach(), before)
+        ]  # fmt: skip
+        if changed:
+            problems.append(
+                f"changed frozen tensors in place: {changed[:4]} ({len(changed)} in all)"
+            )
+        if problems:
+            raise ContractError(
+                f"method {method!r} broke the plugin contract: " + "; ".join(problems)
+            )
 
 
 def tunable_names(model: nn.Module) -> list[str]:
@@ -249,7 +302,9 @@ def load_tunable_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor])
 __all__ = [
     "Caps",
     "Constraint",
+    "ContractError",
     "Dims",
+    "Guard",
     "Method",
     "MethodConfigError",
     "ParamCount",

@@ -35,6 +35,7 @@ SCHEMA: dict[str, str] = {
     "method_config": "str",
     "method_origin": "str",
     "method_reconstruction": "bool",
+    "checks": "str",
     "backbone": "str",
     "weights": "str",
     "task": "str",
@@ -92,6 +93,7 @@ ADDED_COLUMNS = (
     "log_path",
     "selection_grid",
     "selection_edge",
+    "checks",
 )
 PHASES = ("search", "final")
 #: ``blocked``: finals not run because a search trial of their task has no final outcome

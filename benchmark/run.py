@@ -137,6 +137,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     from pebench.budget import get_budget
     from pebench.data import run_splits
     from pebench.datasets import get_task
+    from pebench.method import Guard
     from pebench.metrics import (
         checkpoint_bytes,
         flops_per_image,
@@ -155,6 +156,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     t_start = time.perf_counter()
     bb = _model(spec, budget, task.num_classes, row)
     model = bb.model.to(device)
+    guard = Guard(model)  # before any forward pass: what prepare fixed, checked after the run
     row["flops_per_image"] = flops_per_image(model, budget.image_size, device)
     tr, ev, skipped = run_splits(
         task, spec.phase, budget, bb.mean, bb.std, opts.data_dir, spec.seed
@@ -166,6 +168,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         workers=opts.data_workers,
     )  # fmt: skip
     acc, eval_ips = evaluate(model, ev, budget, device, workers=opts.data_workers)
+    guard.verify(model, spec.method)
     row["val_top1" if spec.phase == "search" else "test_top1"] = acc
     mem, kind = peak_memory(device)
     row.update(

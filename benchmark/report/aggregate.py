@@ -33,6 +33,7 @@ ROW_KEYS = ("method", "preset", "backbone", "weights", "budget", "data_format")
 #: context columns: printed once above a table when constant, as table columns when they vary
 CONTEXT = ("backbone", "weights", "budget", "data_format")
 RECONSTRUCTION = "(pebench reconstruction)"
+UNCHECKED = "(checks skipped)"
 
 
 def aggregate(results_dir: str | Path) -> pd.DataFrame:
@@ -219,7 +220,8 @@ def entry(key: tuple, rows: list[dict], info: SuiteInfo, head: float) -> Entry:
     params_method = mean([mean([float(r["params_method"]) for r in rs]) for rs in by_task.values()])
     return Entry(
         key=key,
-        label=label(method, preset, any(r["method_reconstruction"] for r in rows), weights),
+        label=label(method, preset, any(r["method_reconstruction"] for r in rows), weights)
+        + (f" {UNCHECKED}" if any(r["checks"] == "skipped" for r in rows) else ""),
         context={
             "backbone": backbone,
             "weights": weights,

@@ -275,12 +275,60 @@ def _resolve_weights(backbone: str, weights: str | None, image_size: int, load: 
     return tag
 
 
-def _static(name: str, preset: str, overrides: dict[str, Any], tag: str) -> dict[str, Any]:
+#: the conformance checks ``pebench run`` requires of a method before its first run (cheap, and
+#: the ones a plugin can cheat with: hidden state, batch statistics, untracked training)
+RUN_CHECKS = (
+    "registration",
+    "timm_api",
+    "trainable_set",
+    "training_step",
+    "per_sample_independence",
+    "measurable",
+)
+
+
+class ConformanceError(PebenchError, ValueError):
+    """A method fails the conformance checks ``pebench run`` requires (``--skip-checks``)."""
+
+
+def check_method(name: str, results_dir: Path) -> None:
+    """Run :data:`RUN_CHECKS` once per (method, origin, pebench version); refuse a failure.
+
+    A pass is remembered in ``<results>/checks/<name>.json``, so a resumed or extended sweep
+    does not pay for the checks again; a failure is never remembered.
+
+    Raises:
+        ConformanceError: naming the failed checks and what they saw.
+    """
+    from pebench.conformance import run_checks
+
+    key = {"method": name, "origin": registry.origin(name), "pebench": pebench.__version__}
+    path = Path(results_dir) / "checks" / f"{name.replace(':', '_')}.json"
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == key | {"checks": list(RUN_CHECKS)}:
+            return
+    except (OSError, ValueError):
+        pass
+    failed = [r for r in run_checks(name, only=list(RUN_CHECKS)) if not r.passed]
+    if failed:
+        detail = "; ".join(f"{r.name}: {r.detail.splitlines()[0]}" for r in failed)
+        raise ConformanceError(
+            f"method {name!r} fails the conformance checks pebench run requires ({detail}); "
+            f"`pebench check {name}` shows every check; --skip-checks runs it anyway and marks "
+            "its rows `checks=skipped`"
+        )
+    R.atomic_write_text(path, json.dumps(key | {"checks": list(RUN_CHECKS)}))
+
+
+def _static(
+    name: str, preset: str, overrides: dict[str, Any], tag: str, checks: str
+) -> dict[str, Any]:
     """Row metadata shared by every run of one method's sweep."""
     return {
         "method_config": build_method(name, overrides, preset).config_json(),
         "method_origin": registry.origin(name),
         "method_reconstruction": bool(registry.get(name).reconstruction),
+        "checks": checks,
         "weights": tag,
     }
 
@@ -290,6 +338,7 @@ def plan_sweeps(
     selection: Selection = DEFAULT_SELECTION,
     options: RunOptions = DEFAULT_OPTIONS,
     load_weights: bool = True,
+    checks: bool = True,
 ) -> list[Sweep]:
     """One validated sweep per method; every input is checked before anything runs or is written.
 
@@ -297,7 +346,9 @@ def plan_sweeps(
     method configs, the backbone and weights. The task list, budget and weights are resolved
     once for all methods: the weights file is hashed once and the backbone loaded once
     (``load_weights=False`` skips the load, for ``pebench status``, which needs only run ids).
-    A relative ``data_dir`` is made absolute, since workers may start elsewhere.
+    With ``checks``, each method must pass :data:`RUN_CHECKS` (:func:`check_method`); without,
+    its rows say ``checks=skipped``. A relative ``data_dir`` is made absolute, since workers may
+    start elsewhere.
 
     Raises:
         pebench.errors.PebenchError: unknown method, preset, ``--set`` key or value, task, suite,
@@ -313,6 +364,8 @@ def plan_sweeps(
     presets = [s.preset or preset or "default" for _, preset in named]
     for (name, _), preset in zip(named, presets, strict=True):
         build_method(name, s.overrides, preset=preset)  # presets, keys and values
+    for name in dict.fromkeys(name for name, _ in named) if checks else ():
+        check_method(name, Path(s.results_dir))
     backbone = s.backbone or budget.backbone
     tag = _resolve_weights(backbone, s.weights, budget.image_size, load_weights)
     if options.data_dir:
@@ -333,7 +386,7 @@ def plan_sweeps(
             weights=s.weights,
             results_dir=Path(s.results_dir),
             options=options,
-            static=_static(name, preset, s.overrides, tag),
+            static=_static(name, preset, s.overrides, tag, "passed" if checks else "skipped"),
             data=data,
         )  # fmt: skip
         for (name, _), preset in zip(named, presets, strict=True)
@@ -344,10 +397,11 @@ def plan_sweep(
     method: str,
     options: RunOptions = DEFAULT_OPTIONS,
     load_weights: bool = True,
+    checks: bool = True,
     **selection: Any,
 ) -> Sweep:
     """The sweep of one ``method`` (:func:`plan_sweeps`); ``selection``: :class:`Selection` keys."""
-    return plan_sweeps([method], Selection(**selection), options, load_weights)[0]
+    return plan_sweeps([method], Selection(**selection), options, load_weights, checks)[0]
 
 
 def config_summary(sweep: Sweep) -> str:
@@ -369,9 +423,12 @@ def config_summary(sweep: Sweep) -> str:
 
 
 __all__ = [
+    "RUN_CHECKS",
+    "ConformanceError",
     "NO_TRIAL_OK",
     "PlanError",
     "check_fits",
+    "check_method",
     "Selection",
     "Sweep",
     "config_summary",
