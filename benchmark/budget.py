@@ -6,8 +6,11 @@ precision and seeds. Changing any of it means a new budget id, never an edit of 
 
 Protocol (VTAB-1k style): each grid point trains on the ``train`` split and is scored on ``val``
 (last epoch); the best trial (ties: smaller lr, then smaller weight decay) is retrained on
-``trainval`` for every seed and the **last-epoch** ``test`` accuracy is reported. Test data are
-never read before the final phase.
+``trainval`` for every seed and the **last-epoch** ``test`` accuracy is reported. Before the
+final phase no test label and no test image reaches a method, its optimizer or the selection; the
+one read of the test split by a search run is the cache's train/test overlap check, which hashes
+the test images (pixels in, SHA-256 out, labels untouched) to refuse a cache whose test images
+also occur in a training split.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from itertools import product
 from typing import Any, Literal
 
+from pebench.errors import PebenchError
 from pebench.registry import RegistryError, suggest
 
 
@@ -67,6 +71,10 @@ class VideoProtocol:
         return self.test_segments * self.test_crops
 
 
+class BudgetError(PebenchError, ValueError):
+    """A budget that does not fit what it is asked to train (the message says why)."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """One versioned training protocol.
@@ -110,6 +118,23 @@ class Budget:
     description: str = ""
     video: VideoProtocol | None = None
     skip_bad: bool = False
+
+    def check_task(self, task: Any) -> None:
+        """Refuse a task of the other modality (image vs video) than this budget's.
+
+        ``task`` is a :class:`pebench.datasets.TaskSpec` (read for its ``name`` and
+        ``modality``; the budget imports nothing from ``pebench.datasets``).
+
+        Raises:
+            BudgetError: naming the task, its modality and the budget.
+        """
+        video_task = task.modality == "video"
+        if video_task != (self.video is not None):
+            kind, other = ("a video", "an image") if video_task else ("an image", "a video")
+            raise BudgetError(
+                f"task {task.name!r} is {kind} task but budget {self.id!r} is {other} budget; "
+                f"choose {kind} budget (pebench list budgets)"
+            )
 
     def trials(self) -> list[tuple[float, float]]:
         """The (lr, weight decay) grid in a fixed order."""

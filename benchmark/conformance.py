@@ -187,11 +187,12 @@ def check_identity_at_init(method_cls: type[Method]) -> None:
 
 
 def check_training_step(method_cls: type[Method]) -> None:
-    """Only trainable params change after a few steps; all get gradients; nothing NaN."""
+    """Only trainable params change after a few steps (no buffer); all get gradients; no NaN."""
     for kind in KINDS:
         model, _ = prepared(method_cls, kind)
         model.train()
         before = {k: v.detach().clone() for k, v in model.named_parameters()}
+        buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.0)
         got_grad = {n: False for n, p in model.named_parameters() if p.requires_grad}
@@ -215,6 +216,11 @@ def check_training_step(method_cls: type[Method]) -> None:
             assert changed == p.requires_grad, (
                 f"{kind}: {n} changed={changed}, trainable={p.requires_grad}"
             )
+        learned = [n for n, b in model.named_buffers() if not torch.equal(b, buffers[n])]
+        assert not learned, (
+            f"{kind}: buffers changed during training: {learned[:4]} (state learned outside "
+            "the parameters, which no parameter count sees)"
+        )
 
 
 def check_merge(method_cls: type[Method]) -> None:

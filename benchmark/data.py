@@ -155,21 +155,6 @@ def load_split(
     return Split(data, torch.from_numpy(data.labels), sha256)
 
 
-def check_fits(spec: TaskSpec, budget: Budget) -> None:
-    """Refuse a budget made for the other modality (image vs video) than the task's.
-
-    Raises:
-        DataError: naming the task, its modality and the budget.
-    """
-    video_task = spec.modality == "video"
-    if video_task != (budget.video is not None):
-        kind, other = ("a video", "an image") if video_task else ("an image", "a video")
-        raise DataError(
-            f"task {spec.name!r} is {kind} task but budget {budget.id!r} is {other} budget; "
-            f"choose {kind} budget (pebench list budgets)"
-        )
-
-
 def run_splits(
     spec: TaskSpec,
     phase: str,
@@ -188,9 +173,10 @@ def run_splits(
     the views multiply its cost).
 
     Raises:
-        DataError: a budget of the other modality, or data that fail their checks.
+        BudgetError: a budget of the other modality.
+        DataError: data that fail their checks.
     """
-    check_fits(spec, budget)
+    budget.check_task(spec)
     train_role, eval_role = ("train", "val") if phase == "search" else ("trainval", "test")
     if budget.video is None:
         load = dict(data_dir=data_dir, image_size=budget.image_size, mean=mean, std=std)

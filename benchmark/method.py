@@ -191,7 +191,6 @@ def prepare(model: nn.Module, method: Method, num_classes: int) -> ParamCount:
 
     Raises:
         pebench.vit.NotAViTError: ``model`` is not a timm ViT.
-        ContractError: the method registers buffers (state outside the parameter count).
         ValueError: the method's declared trainable set is inconsistent with the model or caps.
     """
     vit = check_vit(model)
@@ -199,17 +198,9 @@ def prepare(model: nn.Module, method: Method, num_classes: int) -> ParamCount:
     head = _head_names(vit)
     # backbone tensors are tracked by identity: a wrapper may move them to new names
     backbone = {id(p): p for n, p in vit.named_parameters() if n not in head}
-    buffers = {id(b) for b in vit.buffers()}
     vit.requires_grad_(False)
     if method.attach(vit) is not vit:
         raise ValueError(f"method {method.name!r}: attach() must modify the model in place")
-    if added_buffers := [(n, b.numel()) for n, b in vit.named_buffers() if id(b) not in buffers]:
-        raise ContractError(
-            f"method {method.name!r} registers buffers {[n for n, _ in added_buffers][:4]} "
-            f"({sum(k for _, k in added_buffers):,} values): state kept in buffers escapes the "
-            "parameter count; hold it in nn.Parameter tensors (the core counts and trains the "
-            "declared ones)"
-        )
     params = dict(vit.named_parameters())
     names = set(method.trainable(vit))
     if unknown := names - params.keys():
@@ -239,24 +230,27 @@ class Guard:
     """What :func:`prepare` fixed, checked again after a run trained and evaluated the model.
 
     A plugin cannot change the accounting behind the core's back: the trainable set (a flipped
-    ``requires_grad``), the parameter and buffer names (renamed or added tensors) and the frozen
-    tensors (updated in place) must be exactly as they were after :func:`prepare`. The frozen
-    tensors are compared bit for bit against a copy taken on the model's device.
+    ``requires_grad``), the parameter and buffer names (renamed or added tensors), the frozen
+    tensors (updated in place) and every buffer (learned state kept outside the parameters, which
+    no count would see) must be exactly as they were after :func:`prepare`. Constant buffers
+    (VeRA's random projections, OFT/BOFT index tables) are fine. Frozen tensors and buffers are
+    compared bit for bit against a copy taken on the model's device.
     """
 
     def __init__(self, model: nn.Module) -> None:
         params = dict(model.named_parameters())
         self.trainable = {n for n, p in params.items() if p.requires_grad}
         self.params = set(params)
-        self.buffers = {n for n, _ in model.named_buffers()}
         self.frozen = {n: p.detach().clone() for n, p in params.items() if not p.requires_grad}
+        self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
 
     def verify(self, model: nn.Module, method: str) -> None:
         """Raise :class:`ContractError` naming every change since construction."""
         params = dict(model.named_parameters())
         problems = []
-        if set(params) != self.params or {n for n, _ in model.named_buffers()} != self.buffers:
-            moved = sorted(set(params) ^ self.params)
+        buffers = dict(model.named_buffers())
+        if set(params) != self.params or set(buffers) != set(self.buffers):
+            moved = sorted((set(params) ^ self.params) | (set(buffers) ^ set(self.buffers)))
             problems.append(f"renamed, added or removed tensors {moved[:4]}")
         flipped = sorted({n for n, p in params.items() if p.requires_grad} ^ self.trainable)
         if flipped:
@@ -268,6 +262,13 @@ class Guard:
         if changed:
             problems.append(
                 f"changed frozen tensors in place: {changed[:4]} ({len(changed)} in all)"
+            )
+        learned = [n for n, b in buffers.items() if not torch.equal(b, self.buffers.get(n, b))]
+        if learned:
+            problems.append(
+                f"changed buffers during the run: {learned[:4]} "
+                f"({sum(buffers[n].numel() for n in learned):,} values: state learned outside "
+                "the parameters, which no parameter count sees)"
             )
         if problems:
             raise ContractError(

@@ -31,6 +31,11 @@ Deliberate deviations from the official code:
   4. ``mlp_scale_init="zeros"`` (preset ``mlp_zeros``) is a labelled deviation that makes ``arc``
      the identity at init; the default keeps the official xavier init.
   5. ``arc_att`` has no ``mlp_scale_init`` field (it has no MLP side).
+  6. Weight decay: the core decays only tensors with >= 2 dims (:func:`pebench.train.param_groups`:
+     biases, norms, scales and other vectors are not decayed) for every method alike, so the scale
+     vectors c_l are not decayed; the official AdamW decays every tensor, c_l included. pebench
+     keeps one rule for all methods (a per-method decay set would be a per-method optimizer); at
+     the budgets' weight decay of 1e-4 the difference is a factor (1 - lr·1e-4) per step on c_l.
 Official-code bugs not copied: the VTAB freeze filter above, the broken ``--dataset`` choices,
 test-set checkpoint selection, the head-bias-into-weight copy when ``zero_head=False``.
 """

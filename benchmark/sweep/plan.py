@@ -222,25 +222,6 @@ DEFAULT_SELECTION = Selection()
 DEFAULT_OPTIONS = RunOptions()
 
 
-class PlanError(PebenchError, ValueError):
-    """A selection that cannot be planned (e.g. a budget of another modality than a task)."""
-
-
-def check_fits(spec: TaskSpec, budget: Budget) -> None:
-    """Refuse a budget made for the other modality (image vs video) than the task's.
-
-    Raises:
-        PlanError: naming the task, its modality and the budget.
-    """
-    video_task = spec.modality == "video"
-    if video_task != (budget.video is not None):
-        kind, other = ("a video", "an image") if video_task else ("an image", "a video")
-        raise PlanError(
-            f"task {spec.name!r} is {kind} task but budget {budget.id!r} is {other} budget; "
-            f"choose {kind} budget (pebench list budgets)"
-        )
-
-
 def _check_names(
     methods: Sequence[str], preset: str | None, overrides: dict[str, Any]
 ) -> list[tuple[str, str | None]]:
@@ -360,12 +341,10 @@ def plan_sweeps(
     task_specs = resolve_tasks(s.tasks or "demo")
     budget = get_budget(s.budget or get_suite(task_specs[0].suite).default_budget)
     for spec in task_specs:
-        check_fits(spec, budget)
+        budget.check_task(spec)  # an image budget for a video task (or the reverse) is refused
     presets = [s.preset or preset or "default" for _, preset in named]
     for (name, _), preset in zip(named, presets, strict=True):
         build_method(name, s.overrides, preset=preset)  # presets, keys and values
-    for name in dict.fromkeys(name for name, _ in named) if checks else ():
-        check_method(name, Path(s.results_dir))
     backbone = s.backbone or budget.backbone
     tag = _resolve_weights(backbone, s.weights, budget.image_size, load_weights)
     if options.data_dir:
@@ -373,6 +352,8 @@ def plan_sweeps(
     # the data lineage of every task (format and manifest hash), read once, before any run:
     # a cache that was never prepared fails here, with the command that prepares it
     data = {t.name: describe_data(t, options.data_dir, budget.image_size) for t in task_specs}
+    for name in dict.fromkeys(name for name, _ in named) if checks else ():
+        check_method(name, Path(s.results_dir))  # last: bad input fails before anything is written
     seeds = tuple(s.seeds) if s.seeds else budget.seeds
     return [
         Sweep(
@@ -426,8 +407,6 @@ __all__ = [
     "RUN_CHECKS",
     "ConformanceError",
     "NO_TRIAL_OK",
-    "PlanError",
-    "check_fits",
     "check_method",
     "Selection",
     "Sweep",
