@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from pebench.backbones import create_backbone
 from pebench.backbones.videomae import example_input
 from pebench.method import prepare
-from pebench.methods import build_method, get_method_class
+from pebench.methods import build_method
 from pebench.metrics import checkpoint_bytes, flops_per_image
 
 
@@ -85,7 +85,7 @@ def _prepared(
         count = prepare(model, method, num_classes)
         model.to(dev)
         models[name] = model
-        if get_method_class(method.name).caps.mergeable:
+        if method.mergeable_on(model):
             merged[name] = method.merge(copy.deepcopy(model)).eval()
         rows[name] = BenchRow(
             method=name,

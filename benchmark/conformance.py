@@ -230,6 +230,17 @@ def check_merge(method_cls: type[Method]) -> None:
     for kind in KINDS:
         model, method = prepared(method_cls, kind)
         perturb_trainable(model)
+        if not method.mergeable_on(model):  # refused on this backbone: clearly, changing nothing
+            before = copy.deepcopy(model.state_dict())
+            try:
+                method.merge(model)
+            except (ValueError, NotImplementedError):
+                pass
+            else:
+                raise AssertionError(f"{kind}: mergeable_on is False but merge() did not raise")
+            same = all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+            assert same, f"{kind}: a refused merge changed the model"
+            continue
         x = inputs(model)
         with torch.no_grad():
             ref = model(x)

@@ -36,7 +36,8 @@ class Caps:
 
     Attributes:
         identity_at_init: pre-logits equal the plain backbone's right after ``attach``.
-        mergeable: :meth:`Method.merge` folds everything into backbone weights.
+        mergeable: :meth:`Method.merge` folds everything into backbone weights (on every
+            backbone, unless :meth:`Method.mergeable_on` says otherwise for one).
         unfreezes_backbone: the trainable set contains backbone parameters (BitFit, full).
     """
 
@@ -159,6 +160,15 @@ class Method:
         """Closed-form trainable parameter count (head excluded) from the paper."""
         raise NotImplementedError
 
+    def mergeable_on(self, model: nn.Module) -> bool:
+        """Whether :meth:`merge` folds this method, attached to ``model``, into its weights.
+
+        ``caps.mergeable`` by default; a method whose placement depends on the backbone (SSF on
+        average-pool backbones) says so here, and the core counts its inference cost from it.
+        """
+        del model
+        return self.caps.mergeable
+
     def merge(self, model: nn.Module) -> nn.Module:
         """Fold the trained method into the backbone weights (only where ``caps.mergeable``)."""
         raise NotImplementedError(f"method {self.name!r} is not mergeable")
@@ -222,7 +232,7 @@ def prepare(model: nn.Module, method: Method, num_classes: int) -> ParamCount:
         method=sum(params[n].numel() for n in names),
         head=sum(params[n].numel() for n in head),
         backbone=sum(p.numel() for p in backbone.values()),
-        inference_extra=0 if method.caps.mergeable else added,
+        inference_extra=0 if method.mergeable_on(vit) else added,
     )
 
 

@@ -9,20 +9,27 @@ Wang, NeurIPS 2022) — https://arxiv.org/abs/2210.07558 — code: https://githu
     block:  norm1 ─[ssf D]─ qkv ─[ssf 3D]─ attention ─ proj ─[ssf D]─ (+)
             norm2 ─[ssf D]─ fc1 ─[ssf hidden]─ GELU ─ fc2 ─[ssf D]─ (+)
 
-Avg-pool backbones (``fc_norm`` after pooling, ``norm`` = Identity) get the final SSF after
-``fc_norm`` instead (both are the last LayerNorm before the head; the count is the same).
+Avg-pool backbones (``norm`` = Identity, mean pooling, then ``fc_norm``; the VideoMAE layout too)
+get the final SSF where the official code puts it, after ``norm``: on every token, **before**
+pooling and ``fc_norm`` (``ssf_scale_1``/``ssf_shift_1`` follow ``self.norm`` in the official
+``forward_features``). There it changes what ``fc_norm`` normalises; after ``fc_norm`` the head
+would absorb it (2·D parameters that add nothing). The count is the same either way.
 
 Where the modules live (backbone keys unchanged): after ``norm1``/``norm2`` in the ``attn_in``/
 ``mlp_in`` slots of :class:`~pebench.vit.PetlBlock`; after ``qkv``/``proj``/``fc1``/``fc2`` and the
-final LayerNorm as an ``ssf`` child of the layer (:func:`pebench.vit.wrap_output`: the layer's
-class is swapped in place, original forward then ``ssf``); after the patch
-embedding in ``patch_embed.norm`` (an Identity in timm ViTs; a LayerNorm there is wrapped).
+final LayerNorm (cls-token backbones) as an ``ssf`` child of the layer
+(:func:`pebench.vit.wrap_output`: the layer's class is swapped in place, original forward then
+``ssf``); after the patch embedding in ``patch_embed.norm`` and, on avg-pool backbones, in
+``norm`` (Identities in timm ViTs, replaced; a LayerNorm there is wrapped).
 
 Init γ ~ N(1, 0.02²), β ~ N(0, 0.02²): close to, not exactly, the backbone (not identity at init).
 Count: depth·2·(D + 3D + D + D + hidden + D) + 2·2·D (ViT-B/16: 12·2·8448 + 4·768 = 205,824).
 Merge (exact): after a Linear ``W ← diag(γ) W``, ``b ← γ ⊙ b + β``; after a LayerNorm
 ``weight ← γ ⊙ weight``, ``bias ← γ ⊙ bias + β``; after ``patch_embed`` scale the conv's output
-channels and bias likewise. The merged model is a plain timm ViT again.
+channels and bias likewise. The merged model is a plain timm ViT again. On avg-pool backbones the
+final SSF sits between the residual stream and ``fc_norm``, where nothing can absorb it: SSF is
+not mergeable there (:meth:`SSF.mergeable_on`; merge raises) and its parameters count as
+inference cost, the price of the official placement.
 
 Deviations: none in the method. Backbone weights and normalisation come from the budget (the
 official code uses AugReg IN-21k weights with 0.5/0.5 normalisation). Layers without a bias
@@ -105,6 +112,11 @@ def final_norm(model: nn.Module) -> tuple[str, nn.LayerNorm]:
     raise NotAViTError("SSF needs a final LayerNorm (`norm` or `fc_norm`); this ViT has neither")
 
 
+def pre_pool(model: nn.Module) -> bool:
+    """Whether the final SSF goes before pooling (``norm`` is an Identity: avg-pool backbones)."""
+    return final_norm(model)[0] == "fc_norm" and isinstance(model.norm, nn.Identity | ScaleShift)
+
+
 class SSF(Method):
     """Scale-and-shift after patch embedding, norm1, qkv, proj, norm2, fc1, fc2 and final norm."""
 
@@ -147,8 +159,15 @@ class SSF(Method):
             set_slot(blk, "mlp_in", self._ssf(fc1.in_features, fc1.weight))
             for lin in (qkv, blk.attn.proj, fc1, blk.mlp.fc2):
                 wrap_ssf(lin, self._ssf(lin.out_features, lin.weight))
-        wrap_ssf(last, self._ssf(last.weight.numel(), last.weight))
+        if pre_pool(vit):  # official placement: on the tokens, before pooling and fc_norm
+            vit.norm = self._ssf(last.weight.numel(), last.weight)
+        else:
+            wrap_ssf(last, self._ssf(last.weight.numel(), last.weight))
         return vit
+
+    @override
+    def mergeable_on(self, model: nn.Module) -> bool:
+        return not pre_pool(check_vit(model))
 
     @override
     def expected_num_params(self, dims: Dims) -> int:
@@ -174,12 +193,18 @@ class SSF(Method):
                 lin = blk.get_submodule(lname)
                 out.append((f"blocks.{i}.{lname}", lin, lin.ssf))
         attr, last = final_norm(vit)
-        return out + [(attr, last, last.ssf)]
+        return out + [(attr, last, last.ssf)]  # cls-token backbones (pre-pool ones do not merge)
 
     @torch.no_grad()
     @override
     def merge(self, model: nn.Module) -> nn.Module:
         vit = check_vit(model)
+        if pre_pool(vit):
+            raise ValueError(
+                "SSF is not mergeable on an average-pool backbone: its final scale-shift acts on "
+                "the tokens before pooling and fc_norm (the official placement), where no weight "
+                "can absorb it"
+            )
         folds = self._folds(vit)
         for where, layer, _ in folds:  # check everything before changing anything
             if getattr(layer, "bias", None) is None:

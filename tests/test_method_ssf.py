@@ -52,10 +52,18 @@ def ref_block(model, i, t):
 
 
 def ref_prelogits(model, img):
-    """The SSF-tuned ViT written out by hand (patch embed, blocks, final norm, pooling)."""
+    """The SSF-tuned ViT written out by hand (patch embed, blocks, final SSF, pooling).
+
+    Official placement of the final SSF (``dongzelian/SSF`` ``forward_features``: after
+    ``self.norm``): after the final LayerNorm on cls-token backbones; on avg-pool backbones
+    (``norm`` = Identity) on every token, before the mean pooling and ``fc_norm``.
+    """
     t = add_prefix_and_pos(model, aff(model, patch_tokens(model, img), "patch_embed.norm"))
     for i in range(len(model.blocks)):
         t = ref_block(model, i, t)
+    if model.cls_token is None:
+        t = aff(model, t, "norm")
+        return layer_norm(t[:, -model.patch_embed.num_patches :].mean(1), model.fc_norm)
     return pre_logits(model, t, ssf_norm)
 
 
@@ -97,7 +105,7 @@ def test_count_follows_formula(depth, mlp_ratio):
 def test_trainable_set_and_keys(kind):
     plain = tiny_vit(kind)
     model, method, _ = prepared(kind)
-    final = "norm.ssf" if kind == "cls" else "fc_norm.ssf"
+    final = "norm.ssf" if kind == "cls" else "norm"  # avg-pool: on the tokens, before pooling
     where = ["patch_embed.norm", final]
     for i in range(2):
         where += [f"blocks.{i}.attn_in", f"blocks.{i}.mlp_in"]
@@ -145,7 +153,7 @@ def test_equation_float64(kind, img_size):
             torch.testing.assert_close(blk(t), ref_block(model, i, t), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize(("kind", "img_size"), TOKEN_LAYOUTS)
+@pytest.mark.parametrize(("kind", "img_size"), [k for k in TOKEN_LAYOUTS if k[0] == "cls"])
 def test_merge_equivalence_and_plain_keys(kind, img_size):
     torch.manual_seed(2)
     plain = tiny_vit(kind, img_size=img_size)
@@ -163,6 +171,44 @@ def test_merge_equivalence_and_plain_keys(kind, img_size):
     assert all(type(blk) is timm.models.vision_transformer.Block for blk in merged.blocks)
     assert all(type(merged.blocks[0].get_submodule(n)) is nn.Linear for n in LINEARS)
     assert type(merged.norm if kind == "cls" else merged.fc_norm) is timm.layers.LayerNorm
+
+
+def test_avg_pool_final_ssf_acts_before_pooling_and_fc_norm():
+    """The official placement changes what fc_norm sees; after fc_norm the head would absorb it.
+
+    With every other SSF at identity, a per-channel shift β before ``fc_norm`` changes the
+    pre-logits by more than any affine map of the plain ones could (``fc_norm`` re-normalises
+    ``mean + β``); the old placement (after ``fc_norm``) gives exactly ``γ ⊙ plain + β``.
+    """
+    torch.manual_seed(4)
+    plain = tiny_vit("gap").eval()
+    model = copy.deepcopy(plain)
+    prepare(model, SSF.build(overrides={"init_std": "0"}), 0)
+    assert isinstance(model.norm, ScaleShift) and not hasattr(model.fc_norm, "ssf")
+    with torch.no_grad():
+        model.norm.shift.copy_(torch.linspace(-1, 1, 64))
+        x = torch.randn(3, 3, 32, 32)
+        got, base = model(x), plain(x)
+        tokens = plain.forward_features(x)[:, plain.num_prefix_tokens :] + model.norm.shift
+        want = plain.fc_norm(tokens.mean(1))
+    torch.testing.assert_close(got, want)
+    assert (got - (base + model.norm.shift)).abs().max() > 0.1  # not the after-fc_norm placement
+
+
+@pytest.mark.parametrize("kind", ["gap", "video"])
+def test_avg_pool_ssf_is_not_mergeable_and_costs_inference(kind):
+    from pebench.backbones.videomae import tiny_video
+
+    model = tiny_video() if kind == "video" else tiny_vit("gap")
+    method = SSF.build()
+    count = prepare(model, method, 5)
+    assert not method.mergeable_on(model) and count.inference_extra == count.method
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="not mergeable on an average-pool backbone"):
+        method.merge(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    cls_model = tiny_vit("cls")
+    assert prepare(cls_model, method, 5).inference_extra == 0 and method.mergeable_on(cls_model)
 
 
 def test_merge_into_patch_embed_layernorm():
