@@ -329,7 +329,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     """``pebench estimate``: images × counted FLOPs ÷ sustained throughput, per method."""
     from pebench.budget import get_budget
     from pebench.datasets import get_suite, resolve_tasks
-    from pebench.estimate import estimate
+    from pebench.estimate import estimate, format_table
     from pebench.methods import split_spec
 
     if args.tflops <= 0:
@@ -345,23 +345,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         )
         row = {**e.as_dict(), "method": method, "tflops": args.tflops}
         out.append({**row, "hours": e.hours(args.tflops)})
-    if args.json:
-        print(json.dumps(out, indent=1))
-        return 0
-    print(
-        f"budget {budget.id}: {len(specs)} task(s), {len(budget.trials())} trials + "
-        f"{len(budget.seeds)} seeds x {budget.epochs} epochs; at {args.tflops:g} TFLOP/s"
-    )
-    print(
-        f"{'method':<20} {'fwd GF':>8} {'step GF':>8} {'train imgs':>12} {'eval imgs':>11} "
-        f"{'PFLOP':>8} {'GPU h':>7}"
-    )
-    for o in out:
-        print(
-            f"{o['method']:<20} {o['forward_gflops']:>8.2f} {o['train_step_gflops']:>8.2f} "
-            f"{o['train_images']:>12,} {o['eval_images']:>11,} {o['pflops']:>8.1f} "
-            f"{o['hours']:>7.2f}"
-        )
+    print(json.dumps(out, indent=1) if args.json else format_table(out, budget, len(specs)))
     return 0
 
 

@@ -141,4 +141,21 @@ def estimate(
     return Estimate(method, budget.id, backbone, fwd, step, tuple(costs))
 
 
-__all__ = ["Estimate", "TaskCost", "estimate"]
+def format_table(rows: list[dict[str, Any]], budget: Budget, tasks: int) -> str:
+    """``pebench estimate``'s text: one line on the budget, then one row per method."""
+    tflops = rows[0]["tflops"] if rows else 0.0
+    lines = [
+        f"budget {budget.id}: {tasks} task(s), {len(budget.trials())} trials + "
+        f"{len(budget.seeds)} seeds x {budget.epochs} epochs; at {tflops:g} TFLOP/s",
+        f"{'method':<20} {'fwd GF':>8} {'step GF':>8} {'train imgs':>12} {'eval imgs':>11} "
+        f"{'PFLOP':>8} {'GPU h':>7}",
+    ]
+    lines += [
+        f"{o['method']:<20} {o['forward_gflops']:>8.2f} {o['train_step_gflops']:>8.2f} "
+        f"{o['train_images']:>12,} {o['eval_images']:>11,} {o['pflops']:>8.1f} {o['hours']:>7.2f}"
+        for o in rows
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["Estimate", "TaskCost", "estimate", "format_table"]

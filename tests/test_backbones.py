@@ -53,3 +53,27 @@ def test_random_is_labelled_and_normalisation_comes_from_timm():
     b = create_backbone("vit_base_patch16_224.augreg_in21k", "random")
     assert b.weights == "random" and b.mean == (0.5, 0.5, 0.5)
     assert create_backbone("pebench_vit_test_cls", "random").image_size == 32
+
+
+def test_a_sweep_hashes_and_loads_a_weights_file_once_and_runs_reuse_the_tag(tmp_path, monkeypatch):
+    """Planning 3 methods hashes the file once and loads it once; a run handed the tag never
+    hashes it (with a 0.4 GB ViT-B checkpoint and 20 methods this was thousands of passes)."""
+    import pebench.backbones as B
+    from pebench.run import RunOptions
+    from pebench.sweep.plan import Selection, plan_sweeps
+
+    path = tmp_path / "w.safetensors"
+    save_weights(create_backbone("pebench_vit_test_cls", "random", image_size=32).model, path)
+    hashed, loaded = [], []
+    real_hash, real_load = B.sha256_file, B._from_file
+    monkeypatch.setattr(B, "sha256_file", lambda p: hashed.append(p) or real_hash(p))
+    monkeypatch.setattr(B, "_from_file", lambda *a: loaded.append(a[1]) or real_load(*a))
+    sel = Selection(
+        tasks="demo/shapes", budget="demo-smoke", weights=str(path), results_dir=tmp_path
+    )
+    sweeps = plan_sweeps(["linear", "lora", "bitfit"], sel, RunOptions(), checks=False)
+    assert len(hashed) == 1 and len(loaded) == 1
+    tag = sweeps[0].static["weights"]
+    assert tag.startswith("file:") and {s.static["weights"] for s in sweeps} == {tag}
+    bb = create_backbone("pebench_vit_test_cls", str(path), image_size=32, tag=tag)
+    assert bb.weights == tag and len(hashed) == 1 and len(loaded) == 2  # loaded, not re-hashed
