@@ -77,3 +77,54 @@ def test_a_sweep_hashes_and_loads_a_weights_file_once_and_runs_reuse_the_tag(tmp
     assert tag.startswith("file:") and {s.static["weights"] for s in sweeps} == {tag}
     bb = create_backbone("pebench_vit_test_cls", str(path), image_size=32, tag=tag)
     assert bb.weights == tag and len(hashed) == 1 and len(loaded) == 2  # loaded, not re-hashed
+
+
+class _Payload:
+    """Unpickling this calls ``os.system``: what a hostile ``.pth`` does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".bin", ".pt"])
+def test_a_weights_file_whose_unpickling_runs_code_is_refused(tmp_path, suffix):
+    """timm < 1.0.12 unpickled --weights files with weights_only=False: the payload ran."""
+    marker = tmp_path / "pwned"
+    state = create_backbone("pebench_vit_test_cls", "random").model.state_dict()
+    path = tmp_path / f"evil{suffix}"
+    torch.save({**state, "extra": _Payload(marker)}, path)
+    with pytest.raises(BackboneError, match=f"could not load weights file {path}.*cannot read"):
+        create_backbone("pebench_vit_test_cls", str(path))
+    assert not marker.exists()
+
+
+def test_the_cli_refuses_a_code_running_weights_file_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _Payload(marker)}, path)
+    cmd = [sys.executable, "-m", "pebench.cli", "run", "--method", "linear", "--tasks",
+           "demo/shapes", "--budget", "demo-smoke", "--weights", str(path), "--results",
+           str(tmp_path / "r")]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2 and not marker.exists()
+    assert out.stderr.strip().startswith(f"pebench: error: could not load weights file {path}")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
+    state = create_backbone("pebench_vit_test_cls", "random").model.state_dict()
+    del state["blocks.0.norm1.weight"]
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    with pytest.raises(BackboneError, match=r"missing blocks\.0\.norm1\.weight"):
+        create_backbone("pebench_vit_test_cls", str(path))

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +102,7 @@ def test_malformed_result_csv_is_named_and_nothing_written(tmp_path, capsys):
 
 
 def test_leaderboard_does_not_import_torch(tmp_path):
+    (tmp_path / "runs").mkdir()
     code = (
         "import sys; from pebench.cli import main; "
         f"rc = main(['leaderboard', '--results', {str(tmp_path)!r}, '--output', "
@@ -110,6 +112,21 @@ def test_leaderboard_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "lb.md").read_text().startswith("<!-- GENERATED")
+
+
+@pytest.mark.parametrize("where", ["resluts", "/nonexistent/results"])
+def test_leaderboard_of_a_missing_results_folder_exits_2_and_changes_nothing(
+    tmp_path, monkeypatch, capsys, where
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "leaderboard.md").write_text("the committed board\n")
+    assert main(["leaderboard", "--results", where]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pebench: error: no results folder") and "runs" in err
+    assert (tmp_path / "leaderboard.md").read_text() == "the committed board\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leaderboard.md"]
+    assert not Path("/nonexistent").exists()
+    assert main(["leaderboard", "--results", where, "--check"]) == 2
 
 
 def test_bench_reports_ratios_against_linear(capsys):

@@ -299,6 +299,7 @@ def test_aggregate_columns_and_order(tmp_path):
     assert len(df) == 12
     keys = list(df[list(lb.SORT_KEYS)].itertuples(index=False, name=None))
     assert keys == sorted(keys)
+    (tmp_path / "nothing" / "runs").mkdir(parents=True)
     empty = lb.aggregate(tmp_path / "nothing")
     assert list(empty.columns) == results.COLUMNS and len(empty) == 0
     assert "No results yet." in lb.render_markdown(empty, **REG)

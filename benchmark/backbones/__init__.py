@@ -37,7 +37,7 @@ from timm.models._builder import build_model_with_cfg  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn  # noqa: E402
 
-from pebench.backbones.checkpoint import CheckpointError  # noqa: E402
+from pebench.backbones.checkpoint import CheckpointError, names, read_checkpoint  # noqa: E402
 from pebench.backbones.videomae import is_video_model_name  # noqa: E402 - registers video models
 from pebench.backbones.videomae_checkpoint import load_videomae_checkpoint  # noqa: E402
 
@@ -201,17 +201,43 @@ def _from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
 
 
 def _from_file(name: str, path: Path, kwargs: dict[str, Any]) -> nn.Module:
-    """An image backbone with a local checkpoint, loaded through timm's pretrained loading."""
+    """An image backbone with a local checkpoint, read so that the file can never run code.
+
+    ``.npz`` (Google JAX/Flax) goes through timm's ``load_pretrained`` (``np.load`` without
+    pickles); every other file through :func:`~pebench.backbones.checkpoint.read_checkpoint`
+    (safetensors, or ``torch.load(weights_only=True)``), then timm's ViT key conversion and
+    position-embedding resampling, as timm's own pretrained loading does, but without its
+    ``weights_only=False`` unpickling in older timm releases.
+    """
     if not path.is_file():
         raise BackboneError(f"weights file not found: {path}")
+    model = timm.create_model(name, pretrained=False, **kwargs)
     try:
-        return timm.create_model(
-            name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
-        )
-    except Exception as err:
+        if path.suffix == ".npz":
+            model.load_pretrained(str(path))
+        else:
+            _load_state(model, read_checkpoint(path))
+    except Exception as err:  # reader, converter and load_state_dict errors come in many types
         raise BackboneError(
             f"could not load weights file {path} into {name!r}: {type(err).__name__}: {err}"
         ) from err
+    return model
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """A flat checkpoint into ``model``: converted and resampled, the head dropped when absent.
+
+    Raises:
+        CheckpointError: keys the model lacks, or model keys the checkpoint lacks (named).
+    """
+    state = checkpoint_filter_fn(state, model)
+    if model.num_classes == 0:  # pebench adds its own head
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        parts = [f"missing {names(missing)}"] if missing else []
+        parts += [f"unexpected {names(unexpected)}"] if unexpected else []
+        raise CheckpointError(f"checkpoint does not fit the model: {'; '.join(parts)}")
 
 
 def _video_from_file(name: str, weights: str | None, kwargs: dict[str, Any]) -> nn.Module:

@@ -46,9 +46,16 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
         A DataFrame with exactly :data:`pebench.results.COLUMNS`, sorted by :data:`SORT_KEYS`.
 
     Raises:
-        ResultsError: a malformed file (the message names the file, line and column).
+        ResultsError: no ``runs/`` folder (a mistyped ``--results`` must not overwrite a
+            leaderboard with an empty one), or a malformed file (names file, line and column).
 
     """
+    runs = Path(results_dir) / "runs"
+    if not runs.is_dir():
+        raise results.ResultsError(
+            f"no results folder {runs}: nothing to build a leaderboard from (pass the folder "
+            "`pebench run --results` wrote, default: results)"
+        )
     rows = results.read_runs(results_dir)
     if not rows:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in results.COLUMNS})
