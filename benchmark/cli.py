@@ -9,31 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from pebench import __version__
+from pebench.cli_args import (
+    device,
+    executor_options,
+    key_value,
+    print_outcome,
+    run_options,
+    seeds,
+)
 from pebench.errors import PebenchError, UserError
 
 EXIT_USAGE = 2
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(
-            f"--seeds expects integers like 0,1,2; got {text!r}"
-        ) from err
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    """``--set KEY=VALUE`` -> ``(KEY, VALUE)``; values are parsed by the method's Config."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
+#: what a shell reports for a program ended by SIGPIPE (128 + 13)
+EXIT_BROKEN_PIPE = 141
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
@@ -46,7 +39,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
         "--set",
         dest="overrides",
         action="append",
-        type=_key_value,
+        type=key_value,
         metavar="KEY=VALUE",
         help="override a method config field (repeatable)",
     )
@@ -54,7 +47,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", help="budget id (default: the suite's budget)")
     p.add_argument("--backbone", help="timm model name (default: the budget's backbone)")
     p.add_argument("--weights", help="local checkpoint PATH, or 'random' (default: hub weights)")
-    p.add_argument("--seeds", type=_seeds, help="final-run seeds, e.g. 0,1,2 (default: budget's)")
+    p.add_argument("--seeds", type=seeds, help="final-run seeds, e.g. 0,1,2 (default: budget's)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--data-dir", help="root folder of the task data (real suites)")
 
@@ -67,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train and evaluate a method on tasks under a budget")
     _add_selection(r)
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--device", default="auto", type=device, help="auto, cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
     r.add_argument(
         "--data-workers",
@@ -143,9 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--method", required=True)
     pa.add_argument("--backbone", default="vit_base_patch16_224")
     pa.add_argument("--num-classes", type=int, default=100)
-    pa.add_argument(
-        "--set", dest="overrides", action="append", type=_key_value, metavar="KEY=VALUE"
-    )
+    pa.add_argument("--set", dest="overrides", action="append", type=key_value, metavar="KEY=VALUE")
     pa.add_argument("--json", action="store_true")
 
     ch = sub.add_parser("check", help="run the conformance suite for one method")
@@ -210,83 +201,17 @@ def _plan(args: argparse.Namespace, options: object = None, checks: bool = True)
     return plan_sweeps(_method_list(args.method), selection, options, load_weights, checks)
 
 
-def _executor_options(args: argparse.Namespace) -> Any:
-    """Where runs execute (validated: bad combinations and a missing engine fail here)."""
-    from pebench.sweep.executors import ExecutorOptions
-
-    opts = ExecutorOptions(
-        kind=args.executor,
-        max_parallel=args.max_parallel,
-        partition=args.partition,
-        time_min=args.time_min,
-        gpus_per_job=args.gpus_per_job,
-        cpus_per_job=args.cpus_per_job,
-        log_dir=args.log_dir,
-        ray_address=args.ray_address,
-        cpus_per_run=args.cpus_per_run,
-        gpus_per_run=args.gpus_per_run,
-        device=args.device,
-    )
-    opts.validate()
-    return opts
-
-
-def _run_options(args: argparse.Namespace) -> Any:
-    """How every run of this invocation executes (one object, carried to each run)."""
-    from pebench.run import RunOptions
-
-    if args.nproc_per_run < 1:
-        raise UserError(f"--nproc-per-run must be >= 1, got {args.nproc_per_run}")
-    if args.data_workers < 0:
-        raise UserError(f"--data-workers must be >= 0, got {args.data_workers}")
-    return RunOptions(
-        data_dir=args.data_dir,
-        device=args.device,
-        threads=args.threads,
-        nproc=args.nproc_per_run,
-        data_workers=args.data_workers,
-        progress=not args.quiet,
-        timeout_s=args.timeout,
-    )
-
-
-def _print_outcome(rows: list[dict[str, Any]], results: str) -> int:
-    """One line per final run, one per run not ok (stderr), a summary; returns the exit code."""
-    for r in rows:
-        if r["phase"] == "final":
-            acc = f"test_top1={r['test_top1']:.4f}" if r["status"] == "ok" else ""
-            print(
-                f"{r['method']:<16} {r['task']:<24} seed={r['seed']} lr={r['lr']:g} "
-                f"{r['status']:<8} {acc}"
-            )
-    bad = [r for r in rows if r["status"] != "ok"]
-    for r in bad:
-        first = r["error"].splitlines()[0] if r["error"] else ""
-        job = f" (job {r['job_id']}, log {r['log_path']})" if r["job_id"] else ""
-        print(
-            f"{r['method']} {r['task']} {r['phase']} trial={r['trial']} seed={r['seed']}: "
-            f"{r['status']}: {first}{job}",
-            file=sys.stderr,
-        )
-    print(
-        f"{len(rows)} runs, {len(bad)} not ok; rows in {results}/runs/; "
-        "regenerate the leaderboard with `pebench leaderboard`",
-        file=sys.stderr,
-    )
-    return 0 if not bad else 1
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """``pebench run``: every method in ``--method`` (comma-separated, or ``all``)."""
     from pebench.sweep.dispatch import dispatch
     from pebench.sweep.executors import make_executor
     from pebench.sweep.plan import config_summary
 
-    executor_options = _executor_options(args)
-    sweeps = _plan(args, _run_options(args), checks=not args.skip_checks)  # before any run
+    where = executor_options(args)
+    sweeps = _plan(args, run_options(args), checks=not args.skip_checks)  # before any run
     for sweep in sweeps:
         print(f"pebench run {config_summary(sweep)}", file=sys.stderr)
-    with make_executor(executor_options) as executor:
+    with make_executor(where) as executor:
         if getattr(executor, "cluster", "slurm") != "slurm":
             print(
                 f"pebench run: sbatch not found; submitit runs the jobs on its "
@@ -294,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         rows = dispatch(sweeps, executor)
-    return _print_outcome(rows, args.results)
+    return print_outcome(rows, args.results)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -479,6 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PebenchError as err:
         print(f"pebench: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `pebench list tasks | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ and :func:`execute` imports the training stack when it runs. Everything that sch
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,12 @@ class RunSpec:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
+#: characters of an error a row keeps
+ERROR_CHARS = 2000
+#: what CPU allocators say when memory runs out (torch raises a plain RuntimeError there)
+_CPU_OOM = ("can't allocate memory", "not enough memory", "std::bad_alloc")
+
+
 def classify(err: BaseException) -> str:
     """Map an exception raised by a run to its row status."""
     from pebench.train import Diverged
@@ -94,7 +101,24 @@ def classify(err: BaseException) -> str:
         return "diverged"
     if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
         return "oom"
+    if isinstance(err, RuntimeError) and any(s in str(err) for s in _CPU_OOM):
+        return "oom"
     return "failed"
+
+
+def error_text(err: BaseException, prefix: str = "") -> str:
+    """The error a row records: type and message first (never cut), then the traceback's end.
+
+    Call it inside the ``except`` block (it reads the traceback being handled). At most
+    :data:`ERROR_CHARS` characters: a long message is shortened at its end, the traceback from
+    its start (its last frames, where the error was raised, are kept).
+    """
+    head = f"{prefix}{type(err).__name__}: {err}"
+    if len(head) >= ERROR_CHARS:
+        return head[: ERROR_CHARS - 3] + "..."
+    room = ERROR_CHARS - len(head) - 1
+    tail = traceback.format_exc(limit=-4)  # the innermost frames: where it was raised
+    return f"{head}\n{tail[-room:]}" if room > 0 else head
 
 
 def _device(opts: RunOptions):
@@ -186,4 +210,4 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     return row
 
 
-__all__ = ["RunOptions", "RunSpec", "classify", "execute"]
+__all__ = ["ERROR_CHARS", "RunOptions", "RunSpec", "classify", "error_text", "execute"]

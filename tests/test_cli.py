@@ -70,6 +70,10 @@ def test_params_set_changes_the_count(capsys):
             "/no/such/file.safetensors",
         ),
         (["params", "--method", "nope"], "unknown method 'nope'"),
+        (["run", "--method", "lora", "--threads", "-1"], "--threads must be >= 1, got -1"),
+        (["run", "--method", "lora", "--timeout", "-5"], "--timeout must be a positive number"),
+        (["run", "--method", "lora", "--timeout", "0"], "--timeout must be a positive number"),
+        (["run", "--method", "lora", "--set", "dropout=7"], "dropout must be in [0, 1), got 7.0"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, message):
@@ -78,6 +82,49 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.startswith("pebench: error:")
     assert not results.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seeds", ","], "--seeds expects distinct integers like 0,1,2; got ','"),
+        (["--seeds", "0,0"], "--seeds expects distinct integers like 0,1,2; got '0,0'"),
+        (["--device", "bogus"], "--device expects auto, cpu, cuda or cuda:N; got 'bogus'"),
+        (["--device", "cuda:7"], "--device cuda:7: this machine has"),
+    ],
+)
+def test_bad_run_options_are_refused_by_the_parser(tmp_path, capsys, argv, message):
+    """Each used to make every run write a failure row (or was silently ignored)."""
+    if "cuda" in argv[-1]:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() > 7:
+            pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--method", "lora", *argv, "--results", str(tmp_path / "r")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path, monkeypatch):
+    """`pebench list tasks | head` used to end in a BrokenPipeError traceback."""
+
+    class ClosedPipe:
+        def __init__(self, fd):
+            self.fd = fd
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return self.fd
+
+        def flush(self):
+            pass
+
+    with open(tmp_path / "out", "w") as sink:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(sink.fileno()))
+        assert main(["list", "tasks"]) == 141  # no exception escapes
 
 
 def test_list_commands(capsys):

@@ -23,13 +23,12 @@ import os
 import sys
 import threading
 import time
-import traceback
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pebench import results as R
-from pebench.run import RunOptions, RunSpec, classify
+from pebench.run import ERROR_CHARS, RunOptions, RunSpec, classify, error_text
 
 #: environment variable: seconds before a collective (or the rendezvous) gives up
 TIMEOUT_ENV = "PEBENCH_DDP_TIMEOUT_S"
@@ -132,8 +131,7 @@ def launch_command(spec_path: str | Path, results_dir: str | Path, nproc: int) -
 
 # --------------------------------------------------------------------------------- failures --
 def _error_text(err: BaseException, rank: int) -> str:
-    text = f"rank {rank}: {type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}"
-    return text[-2000:]
+    return error_text(err, prefix=f"rank {rank}: ")
 
 
 class _RowOnce:
@@ -153,7 +151,7 @@ class _RowOnce:
             return True
 
     def failure(self, status: str, error: str) -> bool:
-        return self.write(dict(self.spec.base_row, status=status, error=error[-2000:]))
+        return self.write(dict(self.spec.base_row, status=status, error=error[:ERROR_CHARS]))
 
 
 def _peer_reports(store: Any, size: int) -> list[dict[str, Any]]:

@@ -16,12 +16,11 @@ import signal
 import subprocess
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from pebench import results as R
-from pebench.run import RunSpec, classify
+from pebench.run import ERROR_CHARS, RunSpec, classify, error_text
 from pebench.sweep.markers import CLAIM_POLL_S, claim, marker_path, marker_text
 
 
@@ -55,8 +54,7 @@ def _child(spec: RunSpec, results_dir: str) -> None:
     try:
         row = execute(spec)
     except BaseException as err:  # recorded, never lost
-        error = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}"
-        row = dict(spec.base_row, status=classify(err), error=error[-2000:])
+        row = dict(spec.base_row, status=classify(err), error=error_text(err))
     R.write_row(results_dir, row)
 
 
@@ -152,7 +150,13 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
     if timed_out:
         status, error = "timeout", f"run exceeded {timeout_s:.0f} s and was killed"
     elif proc.exitcode == -signal.SIGKILL:
-        status, error = "oom", "child process was killed by SIGKILL (out of memory?)"
+        status, error = (
+            "failed",
+            (
+                "child process was killed by SIGKILL (by the kernel's out-of-memory killer, a "
+                "scheduler or a user: the signal does not say which)"
+            ),
+        )
     else:
         status, error = "failed", f"child process exited with code {proc.exitcode} and no row"
     return R.read_csv(R.write_row(results_dir, dict(spec.base_row, status=status, error=error)))[0]
@@ -176,7 +180,7 @@ def record_lost(
     marker_path(results_dir, rid).unlink(missing_ok=True)
     if (done := R.finished(results_dir, rid)) is not None:
         return done
-    row = dict(spec.base_row, status="failed", error=reason[-2000:])
+    row = dict(spec.base_row, status="failed", error=reason[:ERROR_CHARS])
     job = {"executor": executor, "job_id": job_id, "log_path": log_path}
     row.update({k: v for k, v in job.items() if v})
     return R.read_csv(R.write_row(results_dir, row))[0]

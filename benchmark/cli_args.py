@@ -1,0 +1,127 @@
+"""Command-line values: argument types, and the option objects ``pebench run`` builds from them.
+
+Every check that needs no model happens here, before anything is planned: a bad value is one line
+(``argparse`` or :class:`pebench.errors.UserError`, exit 2) and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pebench.errors import UserError
+
+
+def seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2``: distinct integers (an empty list or a repeated seed is refused)."""
+    try:
+        out = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"--seeds expects integers like 0,1,2; got {text!r}"
+        ) from err
+    if not out or len(set(out)) < len(out):
+        raise argparse.ArgumentTypeError(
+            f"--seeds expects distinct integers like 0,1,2; got {text!r}"
+        )
+    return out
+
+
+def device(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a CUDA device must exist here."""
+    name, _, index = text.partition(":")
+    if text not in ("auto", "cpu", "cuda") and not (name == "cuda" and index.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"--device expects auto, cpu, cuda or cuda:N; got {text!r}"
+        )
+    if name == "cuda":
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= count:
+            raise argparse.ArgumentTypeError(
+                f"--device {text}: this machine has {count} CUDA device(s); use auto or cpu"
+            )
+    return text
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """``--set KEY=VALUE`` -> ``(KEY, VALUE)``; values are parsed by the method's Config."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def executor_options(args: argparse.Namespace) -> Any:
+    """Where runs execute (validated: bad combinations and a missing engine fail here)."""
+    from pebench.sweep.executors import ExecutorOptions
+
+    opts = ExecutorOptions(
+        kind=args.executor,
+        max_parallel=args.max_parallel,
+        partition=args.partition,
+        time_min=args.time_min,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        log_dir=args.log_dir,
+        ray_address=args.ray_address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        device=args.device,
+    )
+    opts.validate()
+    return opts
+
+
+def run_options(args: argparse.Namespace) -> Any:
+    """How every run of this invocation executes (one object, carried to each run)."""
+    from pebench.run import RunOptions
+
+    if args.nproc_per_run < 1:
+        raise UserError(f"--nproc-per-run must be >= 1, got {args.nproc_per_run}")
+    if args.data_workers < 0:
+        raise UserError(f"--data-workers must be >= 0, got {args.data_workers}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    return RunOptions(
+        data_dir=args.data_dir,
+        device=args.device,
+        threads=args.threads,
+        nproc=args.nproc_per_run,
+        data_workers=args.data_workers,
+        progress=not args.quiet,
+        timeout_s=args.timeout,
+    )
+
+
+def print_outcome(rows: list[dict[str, Any]], results: str) -> int:
+    """One line per final run, one per run not ok (stderr), a summary; returns the exit code."""
+    for r in rows:
+        if r["phase"] == "final":
+            acc = f"test_top1={r['test_top1']:.4f}" if r["status"] == "ok" else ""
+            print(
+                f"{r['method']:<16} {r['task']:<24} seed={r['seed']} lr={r['lr']:g} "
+                f"{r['status']:<8} {acc}"
+            )
+    bad = [r for r in rows if r["status"] != "ok"]
+    for r in bad:
+        first = r["error"].splitlines()[0] if r["error"] else ""
+        job = f" (job {r['job_id']}, log {r['log_path']})" if r["job_id"] else ""
+        print(
+            f"{r['method']} {r['task']} {r['phase']} trial={r['trial']} seed={r['seed']}: "
+            f"{r['status']}: {first}{job}",
+            file=sys.stderr,
+        )
+    print(
+        f"{len(rows)} runs, {len(bad)} not ok; rows in {results}/runs/; "
+        "regenerate the leaderboard with `pebench leaderboard`",
+        file=sys.stderr,
+    )
+    return 0 if not bad else 1
+
+
+__all__ = ["device", "executor_options", "key_value", "print_outcome", "run_options", "seeds"]
