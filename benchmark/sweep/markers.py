@@ -7,10 +7,11 @@ dead on this host, or older than the run's timeout plus a grace) may be taken ov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
-import threading
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,25 @@ def read_marker(results_dir: str | Path, rid: str) -> dict[str, Any] | None:
         return None
 
 
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc``), ``None`` if unknown.
+
+    A pid can be recycled: a marker names its worker by pid *and* start time, so a new process
+    that got the same pid does not keep a dead worker's run blocked.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the name in (...) may hold spaces
+
+
 def marker_is_live(marker: dict[str, Any], now: float | None = None) -> bool:
     """Whether a marker may belong to a run still in progress.
 
-    Stale: its worker pid is dead on this host, or it is older than the run's timeout plus
-    :data:`MARKER_GRACE_S` (a worker on another host that vanished without cleaning up).
+    Stale: its worker pid is dead on this host (or was recycled: another process start time),
+    or it is older than the run's timeout plus :data:`MARKER_GRACE_S` (a worker on another host
+    that vanished without cleaning up).
     """
     now = time.time() if now is None else now
     age = now - float(marker.get("started_at", 0))
@@ -48,16 +63,19 @@ def marker_is_live(marker: dict[str, Any], now: float | None = None) -> bool:
         return False
     if marker.get("host") == socket.gethostname():
         try:
-            os.kill(int(marker["pid"]), 0)
+            pid = int(marker["pid"])
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
-        except (PermissionError, KeyError, ValueError):
+        except (PermissionError, KeyError, ValueError, TypeError):
             return True
+        started = marker.get("pid_start")
+        return started is None or _start_time(pid) in (None, started)
     return True
 
 
 def marker_text(spec: RunSpec, timeout_s: float, child: int | None) -> str:
-    """The JSON a marker holds: run id, job, host, worker pid, child pid, start, timeout."""
+    """The JSON a marker holds: run id, job, host, worker pid and its start, child, timeout."""
     info = {
         "run_id": spec.base_row["run_id"],
         "executor": spec.base_row.get("executor", ""),
@@ -65,6 +83,7 @@ def marker_text(spec: RunSpec, timeout_s: float, child: int | None) -> str:
         "log_path": spec.base_row.get("log_path", ""),
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "pid_start": _start_time(os.getpid()),
         "child_pid": child,
         "started_at": time.time(),
         "timeout_s": timeout_s,
@@ -72,29 +91,64 @@ def marker_text(spec: RunSpec, timeout_s: float, child: int | None) -> str:
     return json.dumps(info)
 
 
-def claim(results_dir: str | Path, spec: RunSpec, timeout_s: float) -> dict[str, Any] | None:
-    """Create the run's marker exclusively; returns another live worker's marker instead.
+#: a takeover lock older than this belongs to a worker that died while holding it
+TAKEOVER_STALE_S = 30.0
 
-    The marker appears complete or not at all (written aside, then hard-linked, which fails if
-    it exists). A stale marker, or one of this process, is replaced.
+
+def _take_over(path: Path, stale: dict[str, Any] | None, tmp: Path) -> bool:
+    """Replace the stale marker ``stale`` at ``path`` by ``tmp``; ``False`` if another won.
+
+    Only the worker that creates ``<marker>.takeover`` (``mkdir``: atomic, also on NFS) may
+    replace the marker, and only while it still holds the same stale content (``None``: an
+    unreadable one): of two workers that both saw it stale, the second finds the first one's
+    live marker and backs off.
+    """
+    lock = path.with_name(path.name + ".takeover")
+    try:
+        lock.mkdir()
+    except FileExistsError:
+        try:
+            if time.time() - lock.stat().st_mtime > TAKEOVER_STALE_S:
+                lock.rmdir()
+        except OSError:
+            pass
+        return False
+    try:
+        current = None
+        with contextlib.suppress(OSError, ValueError):
+            current = json.loads(path.read_text(encoding="utf-8"))
+        if current != stale:
+            return False
+        os.replace(tmp, path)
+        return True
+    finally:
+        lock.rmdir()
+
+
+def claim(results_dir: str | Path, spec: RunSpec, timeout_s: float) -> dict[str, Any] | None:
+    """Create the run's marker exclusively; returns another worker's marker instead.
+
+    The marker appears complete or not at all (written aside to a fresh private file, then
+    hard-linked, which fails if it exists). A stale marker, or one of this process, is taken
+    over by exactly one worker (:func:`_take_over`); the others get the marker back and wait.
     """
     path = marker_path(results_dir, spec.base_row["run_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(marker_text(spec, timeout_s, None), encoding="utf-8")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(marker_text(spec, timeout_s, None))
         os.link(tmp, path)
         return None
     except FileExistsError:
         other = read_marker(results_dir, spec.base_row["run_id"])
-        mine = other is not None and (other.get("host"), other.get("pid")) == (
-            socket.gethostname(),
-            os.getpid(),
-        )
-        if other is not None and not mine and marker_is_live(other):
+        if other is None:  # gone (its worker just finished: ask again) or unreadable (stale)
+            return None if path.exists() and _take_over(path, None, tmp) else {}
+        mine = (other.get("host"), other.get("pid")) == (socket.gethostname(), os.getpid())
+        if not mine and marker_is_live(other):
             return other
-        os.replace(tmp, path)
-        return None
+        return None if _take_over(path, other, tmp) else other
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -102,6 +156,7 @@ def claim(results_dir: str | Path, spec: RunSpec, timeout_s: float) -> dict[str,
 __all__ = [
     "CLAIM_POLL_S",
     "MARKER_GRACE_S",
+    "TAKEOVER_STALE_S",
     "claim",
     "marker_is_live",
     "marker_path",

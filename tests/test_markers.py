@@ -1,0 +1,93 @@
+"""Running markers under attack: simultaneous takeovers of a stale marker, recycled pids."""
+
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pebench.run import RunSpec
+from pebench.sweep.markers import _start_time, claim, marker_is_live, marker_path, read_marker
+
+RID = "0123456789abcdef"
+
+
+def _spec():
+    return RunSpec({"run_id": RID, "executor": "local", "job_id": "", "log_path": ""})
+
+
+def _dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _contender(results, barrier, owners):
+    barrier.wait()
+    if claim(results, _spec(), 60.0) is None:
+        owners.put(os.getpid())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [2, 3])
+def test_exactly_one_worker_takes_over_a_stale_marker(tmp_path, workers):
+    """The old claim let 26 of 100 such races end with two owners of one run."""
+    ctx = mp.get_context("fork")
+    dead = _dead_pid()
+    doubles = 0
+    for round_ in range(100):
+        results = tmp_path / f"r{round_}"
+        path = marker_path(results, RID)
+        path.parent.mkdir(parents=True)
+        stale = dict(run_id=RID, host=socket.gethostname(), pid=dead, started_at=time.time(),
+                     timeout_s=60)  # fmt: skip
+        path.write_text(json.dumps(stale))
+        barrier, owners = ctx.Barrier(workers), ctx.Queue()
+        procs = [ctx.Process(target=_contender, args=(results, barrier, owners))
+                 for _ in range(workers)]  # fmt: skip
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        got = []
+        while not owners.empty():
+            got.append(owners.get())
+        doubles += len(got) > 1
+        assert len(got) == 1, f"round {round_}: {len(got)} owners"
+        assert read_marker(results, RID)["pid"] == got[0]  # the owner's marker is the one left
+        assert not list(path.parent.glob("*.tmp")) and not list(path.parent.glob("*.takeover"))
+    assert doubles == 0
+
+
+def test_a_recycled_pid_is_recognised_as_stale():
+    me = os.getpid()
+    live = dict(host=socket.gethostname(), pid=me, pid_start=_start_time(me),
+                started_at=time.time(), timeout_s=60)  # fmt: skip
+    assert marker_is_live(live)
+    recycled = dict(live, pid_start="1")  # same pid, another process start: a new process
+    assert not marker_is_live(recycled)
+    assert marker_is_live(dict(live, pid_start=None))  # written where /proc is absent
+
+
+def test_an_unreadable_marker_is_taken_over(tmp_path):
+    path = marker_path(tmp_path, RID)
+    path.parent.mkdir(parents=True)
+    path.write_text("{garbage")
+    assert claim(tmp_path, _spec(), 60.0) is None
+    assert read_marker(tmp_path, RID)["pid"] == os.getpid()
+
+
+def test_the_marker_temp_file_never_follows_a_planted_symlink(tmp_path):
+    """The temp name used to be predictable: a symlink planted there redirected the write."""
+    path = marker_path(tmp_path, RID)
+    path.parent.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    for name in (f".{path.name}.{os.getpid()}.0.tmp", f".{path.name}.tmp"):
+        (path.parent / name).symlink_to(victim)
+    assert claim(tmp_path, _spec(), 60.0) is None
+    assert victim.read_text() == "keep"
