@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train and evaluate a method on tasks under a budget")
     _add_selection(r)
     r.add_argument("--device", default="auto", type=device, help="auto, cpu, cuda or cuda:N")
-    r.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
+    r.add_argument(
+        "--threads", type=int, help="torch threads per run (default: the cores shared out)"
+    )
     r.add_argument(
         "--data-workers",
         type=int,
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--max-parallel",
         type=int,
-        help="concurrent runs: local (default 1 on CPU, one per GPU), Slurm array parallelism, "
+        help="concurrent runs: local (default one per GPU, or one per CPU core up to 8, each "
+        "with its share of the threads), Slurm array parallelism, "
         "or the size of a Ray started here (x --cpus-per-run CPUs)",
     )
     ex.add_argument("--partition", help="slurm: partition")

@@ -54,6 +54,10 @@ def require(module: str, executor: str) -> Any:
         ) from err
 
 
+#: concurrent local runs by default on a CPU-only machine (memory, not cores, limits beyond it)
+CPU_PARALLEL_CAP = 8
+
+
 def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -132,15 +136,17 @@ def visible_gpus(device: str = "auto") -> list[str]:
 class LocalExecutor(_Base):
     """Runs on this machine: at most ``max_parallel`` worker threads, each driving one child.
 
-    Default parallelism: one run per GPU (each child pinned with ``CUDA_VISIBLE_DEVICES``), or
-    one run on CPU. Torch threads are divided among concurrent runs unless a spec sets its own.
+    Default parallelism: one run per GPU (each child pinned with ``CUDA_VISIBLE_DEVICES``), or on
+    CPU one run per core up to :data:`CPU_PARALLEL_CAP` (small models train faster as several
+    single-threaded processes than as one process using every core, and never oversubscribe).
+    Torch threads are divided among concurrent runs unless a spec sets its own.
     """
 
     name = "local"
 
     def __init__(self, max_parallel: int | None = None, device: str = "auto") -> None:
         gpus = visible_gpus(device)
-        self.max_parallel = max_parallel or max(1, len(gpus))
+        self.max_parallel = max_parallel or len(gpus) or min(_cpus(), CPU_PARALLEL_CAP)
         self._slots: queue.Queue[str | None] = queue.Queue()
         for i in range(self.max_parallel):
             self._slots.put(gpus[i % len(gpus)] if gpus else None)
