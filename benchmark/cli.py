@@ -156,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true")
 
     pt = sub.add_parser("pretrain", help="pretrain the micro ViT on formula-driven fractals")
-    pt.add_argument("--out", default="benchmark/weights/pebench_vit_micro-fractal_v1.safetensors")
+    pt.add_argument(
+        "--out",
+        default="pebench_vit_micro-fractal_v1.safetensors",
+        help="checkpoint to write (default: in the current folder; never the shipped one)",
+    )
     pt.add_argument("--epochs", type=int, help="default: the recipe's (20)")
     pt.add_argument("--per-class", type=int, help="training images per class (default 100)")
     pt.add_argument("--classes", type=int, help="fractal classes (default 200)")
@@ -361,18 +365,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """``pebench pretrain``: writes the checkpoint and its model card next to it."""
     import dataclasses
+    from pathlib import Path
 
+    from pebench.backbones import EMBEDDED
     from pebench.pretrain import Recipe, model_card, pretrain
+    from pebench.results import atomic_write_text
 
+    shipped = {path.resolve() for path, _ in EMBEDDED.values()}
+    if Path(args.out).resolve() in shipped:
+        raise UserError(
+            f"--out {args.out} is the checkpoint shipped with pebench (its SHA-256 is checked by "
+            "every run that uses it); write the new one elsewhere"
+        )
     changes = {"epochs": args.epochs, "per_class": args.per_class, "num_classes": args.classes}
     recipe = dataclasses.replace(
         Recipe(seed=args.seed), **{k: v for k, v in changes.items() if v is not None}
     )
     card = pretrain(recipe, args.out, device=args.device, progress=not args.quiet)
-    from pathlib import Path
-
-    from pebench.results import atomic_write_text
-
     atomic_write_text(Path(args.out).with_suffix(".md"), model_card(card))
     print(json.dumps(card, indent=1))
     return 0

@@ -64,3 +64,15 @@ def test_a_tampered_embedded_file_is_refused(tmp_path):
     bad.write_bytes(PATH.read_bytes()[:-1] + b"\0")
     with pytest.raises(BackboneError, match=str(bad)):
         check_embedded(bad, SHA, TAG)
+
+
+def test_pretrain_refuses_to_overwrite_the_shipped_checkpoint(capsys):
+    """`pebench pretrain` with default options used to overwrite it; every demo run then failed."""
+    from pebench.backbones import EMBEDDED
+    from pebench.cli import main
+
+    path, sha = EMBEDDED["pebench_vit_micro.fractal_v1"]
+    before = path.read_bytes()
+    assert main(["pretrain", "--out", str(path), "--epochs", "1"]) == 2
+    assert "is the checkpoint shipped with pebench" in capsys.readouterr().err
+    assert path.read_bytes() == before
