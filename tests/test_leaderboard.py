@@ -422,3 +422,14 @@ def test_default_registry_path_without_torch(tmp_path):
     assert proc.stdout.strip() == "2"
     md = (tmp_path / "lb.md").read_text()
     assert by_method(table(md, "lbtest"))["lora"]["mean"] == "50.00"
+
+
+def test_hostile_fields_render_as_inert_text(tmp_path):
+    """Method, task, suite and error fields come from editable files: no HTML, no headings."""
+    write(tmp_path, method="<img src=x onerror=alert(1)>")
+    write(tmp_path, seed=1, status="failed", test_top1=math.nan,
+          error="boom\n## pwned\n<script>alert(1)</script> `x` | y")  # fmt: skip
+    md = lb.render_markdown(lb.aggregate(tmp_path), **REG)
+    assert "<img" not in md and "<script>" not in md
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md and "&lt;script&gt;" in md
+    assert not any(line.startswith("## pwned") for line in md.splitlines())

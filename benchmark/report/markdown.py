@@ -60,8 +60,21 @@ _LEGEND_TAIL = [
 ]
 
 
-def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+def text(value: object) -> str:
+    """A value from the rows as inert Markdown text: one line, no HTML, no code-span breakout.
+
+    Method, task, suite and error fields come from result files anyone can edit: ``<``, ``>``
+    and ``&`` become entities (no ``<img onerror=...>`` or ``<script>``), line breaks spaces (no
+    injected heading), and backticks are dropped (they would close the code spans around names).
+    """
+    one_line = " ".join(str(value).split())
+    return (
+        one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+    )
+
+
+def _cell(value: object) -> str:
+    return text(value).replace("|", "\\|")
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -78,15 +91,15 @@ def _suite_intro(info: SuiteInfo) -> list[str]:
         if info.aggregate == "vtab"
         else "ranked by the mean over tasks"
     )
-    desc = f"{info.description.rstrip('.')}. " if info.description else ""
-    return [f"## {info.name}", "", f"{desc}{len(info.tasks)} task(s), {agg}.", ""]
+    desc = f"{text(info.description).rstrip('.')}. " if info.description else ""
+    return [f"## {text(info.name)}", "", f"{desc}{len(info.tasks)} task(s), {agg}.", ""]
 
 
 def _context_line(table: SuiteTable) -> str:
     """The context fields that are the same for every row, e.g. ``backbone `vit_b` · ...``."""
     fixed = [c for c in CONTEXT if c not in table.varying]
     ctx = table.entries[0].context
-    return " · ".join(f"{c.replace('_', ' ')} `{ctx[c]}`" for c in fixed)
+    return " · ".join(f"{c.replace('_', ' ')} `{text(ctx[c])}`" for c in fixed)
 
 
 def _footnotes(entries: list[Entry]) -> list[str]:
@@ -117,7 +130,7 @@ def _measured(table: SuiteTable, columns: Sequence[cols.Spec]) -> list[str]:
 
 def _status_section(table: SuiteTable) -> list[str]:
     """Run counts per label, phase and status, with a total row."""
-    lines = ["", f"### {table.info.name}: runs", ""]
+    lines = ["", f"### {text(table.info.name)}: runs", ""]
     lines.append(
         "Every run row, hyper-parameter search included; anything but `ok` is a failure to look "
         "at, not a gap to ignore."
@@ -139,10 +152,10 @@ def _failure_lines(failures: list[dict]) -> list[str]:
         return []
     lines = ["", "Final runs that did not finish `ok`:", ""]
     for r in failures[:FAILURE_LIMIT]:
-        err = " ".join(str(r["error"]).split())
+        err = text(r["error"])
         err = err if len(err) <= ERROR_WIDTH else err[: ERROR_WIDTH - 3] + "..."
         lab = label(r["method"], r["preset"], r["method_reconstruction"], r["weights"])
-        line = f"- {lab} · `{r['task']}` · seed {r['seed']}: **{r['status']}**"
+        line = f"- {text(lab)} · `{text(r['task'])}` · seed {r['seed']}: **{text(r['status'])}**"
         lines.append(line + (f" ({err})" if err else ""))
     if len(failures) > FAILURE_LIMIT:
         lines.append(f"- ... and {len(failures) - FAILURE_LIMIT} more")
