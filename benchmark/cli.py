@@ -181,11 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------- commands --
 def _method_list(spec: str) -> list[str]:
-    if spec == "all":
-        from pebench.methods import registry
+    """The names ``--method`` selects; ``all`` skips (and reports) plugins that cannot load."""
+    if spec != "all":
+        return [m.strip() for m in spec.split(",") if m.strip()]
+    from pebench.methods import get_method_class, registry
 
-        return registry.names()
-    return [m.strip() for m in spec.split(",") if m.strip()]
+    usable = []
+    for name in registry.names():
+        try:
+            get_method_class(name)
+            usable.append(name)
+        except PebenchError as err:
+            print(f"pebench: skipping {err}", file=sys.stderr)
+    for problem in registry.problems:
+        print(f"pebench: refused {problem}", file=sys.stderr)
+    return usable
 
 
 def _plan(args: argparse.Namespace, options: object = None, checks: bool = True) -> list:
@@ -252,8 +262,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(items, indent=1, default=str))
         return 0
     print(listing.format_items(items))
-    if args.what == "methods" and not args.peft:
-        print(listing.PEFT_HINT)
+    if args.what == "methods":
+        for problem in listing.method_problems():
+            print(f"pebench: refused {problem}", file=sys.stderr)
+        if not args.peft:
+            print(listing.PEFT_HINT)
     return 0
 
 

@@ -35,6 +35,7 @@ def _method_item(info: dict[str, Any], origin: str) -> Item:
 
 def methods(peft: bool = False) -> list[Item]:
     """Every registered method; ``peft=True`` adds the peft types the installed peft supports."""
+    from pebench.errors import PebenchError
     from pebench.methods import (
         PEFT_PREFIX,
         builtin_catalog,
@@ -49,12 +50,23 @@ def methods(peft: bool = False) -> list[Item]:
         origin = registry.origin_of(name)
         if name.startswith(PEFT_PREFIX):
             continue
-        info = catalog.get(name) if origin == "builtin" else None
-        items.append(_method_item(info or get_method_class(name).build().describe(), origin))
+        try:
+            info = catalog.get(name) if origin == "builtin" else None
+            items.append(_method_item(info or get_method_class(name).build().describe(), origin))
+        except PebenchError as err:  # one broken plugin is shown, never hides the others
+            items.append({"name": name, "origin": origin, "title": f"BROKEN: {err}"})
     for name in peft_method_names() if peft else []:
         info = get_method_class(name).build().describe()
         items.append(_method_item(info, registry.origin(name)))
     return items
+
+
+def method_problems() -> list[str]:
+    """Entry points the method registry refused (clashing or unusable names), one line each."""
+    from pebench.methods import registry
+
+    registry.names()
+    return list(registry.problems)
 
 
 def tasks(suite: str | None = None) -> list[Item]:
@@ -123,4 +135,12 @@ def format_items(items: list[Item]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PEFT_HINT", "budgets", "format_items", "methods", "suites", "tasks"]
+__all__ = [
+    "PEFT_HINT",
+    "budgets",
+    "format_items",
+    "method_problems",
+    "methods",
+    "suites",
+    "tasks",
+]

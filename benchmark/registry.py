@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Generic, TypeVar
@@ -11,6 +12,8 @@ from typing import Generic, TypeVar
 from pebench.errors import PebenchError
 
 T = TypeVar("T")
+#: what a registered name may be made of
+NAME = re.compile(r"[A-Za-z0-9_:\-]+")
 
 
 class RegistryError(PebenchError, KeyError):
@@ -50,6 +53,9 @@ class Registry(Generic[T]):
         self._loaded: dict[str, T] = {}
         self._origin: dict[str, str] = {name: "builtin" for name in self._lazy}
         self._eps_scanned = group is None
+        #: entry points refused when scanned (a clash or an unusable name), one line each: one
+        #: bad plugin is reported, never allowed to disable the others
+        self.problems: list[str] = []
 
     # ----------------------------------------------------------------------------- register --
     def register(self, name: str, obj: T | None = None, origin: str = "runtime") -> Callable:
@@ -86,12 +92,19 @@ class Registry(Generic[T]):
                 f"{dist.name}=={dist.version}" if dist is not None else f"entry point {ep.value}"
             )
             if ep.name in self._lazy or ep.name in self._loaded:
-                raise RegistryError(
+                self.problems.append(
                     f"duplicate {self.kind} name {ep.name!r}: entry point {ep.value} ({origin}) "
-                    f"clashes with the {self._origin[ep.name]} one"
+                    f"clashes with the {self._origin[ep.name]} one, which is kept"
                 )
-            self._lazy[ep.name] = ep.value
-            self._origin[ep.name] = origin
+            elif not NAME.fullmatch(ep.name):
+                self.problems.append(
+                    f"{self.kind} entry point {ep.name!r} = {ep.value} ({origin}) is not a usable "
+                    "name: letters, digits, '_', '-' and ':' only ('.' selects a preset, ',' "
+                    "separates names)"
+                )
+            else:
+                self._lazy[ep.name] = ep.value
+                self._origin[ep.name] = origin
 
     def check(self, name: str, obj: object, source: str) -> None:
         """Reject ``obj`` as the entry for ``name`` by raising :class:`RegistryError`.

@@ -1,5 +1,6 @@
 """Registry: lazy built-ins, entry points, duplicates, suggestions."""
 
+import json
 import os
 import subprocess
 import sys
@@ -93,15 +94,22 @@ def test_entry_point_method_registers_and_passes_conformance(third_party):
     assert not failed
 
 
-def test_entry_point_clashing_with_builtin_raises(tmp_path, monkeypatch):
+def test_bad_entry_points_are_isolated_and_reported(tmp_path, monkeypatch):
+    """A clash with a built-in used to disable every method; a dotted name broke `--method all`."""
     dist = tmp_path / "clash-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: clash\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[pebench.methods]\nlora = x:y\n")
+    (dist / "entry_points.txt").write_text(
+        "[pebench.methods]\nlora = x:y\nmy.method = x:z\nfine = x:w\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     reg = Registry("method", BUILTIN, group="pebench.methods")
-    with pytest.raises(RegistryError, match="duplicate method name 'lora'.*clash==0.1"):
-        reg.names()
+    names = reg.names()
+    assert "lora" in names and "fine" in names and "my.method" not in names
+    assert reg.origin_of("lora") == "builtin"  # the built-in is kept
+    assert len(reg.problems) == 2
+    assert "duplicate method name 'lora': entry point x:y (clash==0.1)" in reg.problems[0]
+    assert "'my.method' = x:z (clash==0.1) is not a usable name" in reg.problems[1]
 
 
 def test_pebench_check_runs_a_third_party_method(third_party):
@@ -231,3 +239,34 @@ def test_get_method_class_raises_registry_error_for_a_misnamed_class(monkeypatch
     )
     with pytest.raises(RegistryError, match="builtin method 'x' = pebench.methods.lora:LoRA"):
         methods.get_method_class("x")
+
+
+def test_one_bad_plugin_never_breaks_listing_or_all(tmp_path):
+    """A misnamed class, a clash with a built-in and a dotted name beside a good plugin."""
+    dist = tmp_path / "pebench_mixed-0.2.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pebench-mixed\nVersion: 0.2\n")
+    (dist / "entry_points.txt").write_text(
+        "[pebench.methods]\nresidual_bias = thirdparty_mod:ResidualBias\n"
+        "misnamed = thirdparty_mod:ResidualBias\nlora = thirdparty_mod:ResidualBias\n"
+        "my.method = thirdparty_mod:ResidualBias\n"
+    )
+    (tmp_path / "thirdparty_mod.py").write_text(THIRD_PARTY)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), HF_HUB_OFFLINE="1")
+
+    def pebench(*argv):
+        cmd = [sys.executable, "-m", "pebench.cli", *argv]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+    listed = pebench("list", "methods")
+    assert listed.returncode == 0, listed.stderr
+    assert "residual_bias" in listed.stdout and "lv_adapter" in listed.stdout
+    assert "BROKEN: method entry point 'misnamed'" in listed.stdout
+    assert "refused duplicate method name 'lora'" in listed.stderr
+    assert "refused method entry point 'my.method'" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    status = pebench("status", "--method", "all", "--tasks", "demo/shapes", "--json")
+    assert status.returncode == 0, status.stderr
+    methods = {g["method"] for g in json.loads(status.stdout)["groups"]}
+    assert "residual_bias" in methods and "lora" in methods and "misnamed" not in methods
+    assert "pebench: skipping method entry point 'misnamed'" in status.stderr
