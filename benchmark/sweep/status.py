@@ -19,6 +19,7 @@ from typing import Any
 
 from pebench import results as R
 from pebench.run import RunSpec
+from pebench.selection import unsettled
 from pebench.sweep.markers import marker_is_live, read_marker
 from pebench.sweep.plan import Sweep
 
@@ -90,7 +91,14 @@ def sweep_states(sweeps: list[Sweep]) -> list[RunState]:
             states, rows = zip(*(_state(sweep, s) for s in sweep.search_specs(task)), strict=True)
             out.extend(states)
             if all(r is not None for r in rows):
-                out.extend(_state(sweep, s)[0] for s in sweep.final_specs(task, list(rows)))
+                # an unsettled search blocks its finals: they are the placeholders the
+                # dispatcher records as ``blocked`` (see :mod:`pebench.sweep.dispatch`)
+                finals = (
+                    sweep.placeholders(task)
+                    if unsettled(rows)
+                    else sweep.final_specs(task, list(rows))
+                )
+                out.extend(_state(sweep, s)[0] for s in finals)
                 continue
             pending = dict(method=_label(sweep), suite=task.suite, task=task.name, phase="final")
             for seed in sweep.seeds:  # not expandable before its search is recorded
