@@ -234,3 +234,36 @@ def test_an_unsettled_search_makes_its_finals_stale_in_the_table(tmp_path):
     md = lb.render_markdown(lb.aggregate(tmp_path), **tl.REG)
     assert "No finished final run yet." in md
     assert "2 final row(s) do not retrain the trial" in md
+
+
+# ---------------------------------------------------------------- a concurrent sweep's rows --
+class CountingLocal(LocalExecutor):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.submitted: list[str] = []
+
+    def submit(self, items):
+        self.submitted += [s.run_id for s, _, _ in items]
+        return super().submit(items)
+
+
+@pytest.mark.slow
+def test_a_failure_another_sweep_just_recorded_is_not_run_again(tmp_path):
+    """Two drivers on one folder: the second used to re-execute the first one's fresh failures
+    (3 of 4 in the attack; for a ``timeout`` row, hours of work)."""
+    from pebench.sweep.dispatch import Dispatcher
+
+    sweep = _sweep(tmp_path, method="linear")
+    task = sweep.tasks[0]
+    trials = sweep.search_specs(task)
+    old = dict(trials[0].base_row, status="timeout", error="run exceeded 300 s and was killed")
+    R.write_row(tmp_path, old)  # before this dispatch: a resume runs it again
+    os.utime(R.run_path(tmp_path, old["run_id"]), (time.time() - 60, time.time() - 60))
+    with CountingLocal(max_parallel=1) as ex:
+        d = Dispatcher([sweep], ex)
+        fresh = dict(trials[1].base_row, status="timeout", error="run exceeded 300 s")
+        R.write_row(tmp_path, fresh)  # written by another driver while this one runs
+        rows = d.run(progress=False)
+    assert trials[0].run_id in ex.submitted and trials[1].run_id not in ex.submitted
+    assert rows[1]["status"] == "timeout" and rows[0]["status"] == "ok"
+    assert rows[-1]["status"] == "blocked"  # its own driver retries it; no partial grid here

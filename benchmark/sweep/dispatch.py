@@ -88,6 +88,7 @@ class Dispatcher:
         # is submitted once
         self.waiting: dict[Key, list[Cell]] = {}
         self.bar: Any = None
+        self.started = time.time()
 
     @property
     def total(self) -> int:
@@ -114,8 +115,13 @@ class Dispatcher:
             self.handles.extend(self.executor.submit(jobs))
             self.owners.extend(items)
 
-    def launch(self, items: list[tuple[Cell, RunSpec]]) -> None:
-        """Record finished runs, wait for runs other workers hold, submit the rest."""
+    def launch(self, items: list[tuple[Cell, RunSpec]], again: bool = False) -> None:
+        """Record finished runs, wait for runs other workers hold, submit the rest.
+
+        A row another sweep wrote *during* this dispatch is recorded as it is, whatever its
+        status (that sweep ran it just now and retries it itself; running it here too would
+        repeat the work, hours for a ``timeout``), unless ``again``: this dispatch's own retry.
+        """
         todo = []
         for cell, spec in items:
             key = cell.key(spec)
@@ -125,12 +131,26 @@ class Dispatcher:
             if (done := R.finished(*key)) is not None:
                 self.record(cell, done)
                 continue
+            if not again and (fresh := self._fresh_row(key)) is not None:
+                cell.attempts[spec.run_id] = TRIAL_ATTEMPTS
+                self.record(cell, fresh)
+                continue
             self.waiting[key] = [cell]
             if (marker := read_marker(*key)) is not None and marker_is_live(marker):
                 self.foreign.append((cell, spec))
             else:
                 todo.append((cell, spec))
         self.submit(todo)
+
+    def _fresh_row(self, key: Key) -> Row | None:
+        """The row at ``key`` if another worker wrote it since this dispatch started."""
+        path = R.run_path(*key)
+        try:
+            if path.stat().st_mtime < self.started:
+                return None
+            return R.read_csv(path)[0]
+        except (OSError, R.ResultsError, IndexError):
+            return None
 
     def advance(self) -> None:
         """Launch the finals of every cell whose search is complete and settled.
@@ -150,7 +170,8 @@ class Dispatcher:
                 self._block(cell, search_rows)
             else:
                 ready.extend(self._finals(cell, search_rows))
-        self.launch(retry + ready)
+        self.launch(retry, again=True)
+        self.launch(ready)
 
     def _retry(self, cell: Cell) -> list[RunSpec]:
         """The unsettled search trials of ``cell`` that may run once more (forgotten here)."""
