@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,3 +289,49 @@ def test_pebench_run_with_two_processes_per_run_gives_the_same_rows(tmp_path, mo
         for col in ("val_top1", "test_top1"):
             assert r[col] == one[rid][col] or (math.isnan(r[col]) and math.isnan(one[rid][col]))
     assert not list((tmp_path / "two" / "runs").glob(".*"))  # no spec or marker left behind
+
+
+def _pids_mentioning(*texts):
+    """Processes whose command line holds every one of ``texts`` (this test's excluded)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if all(t in cmdline for t in texts) and "pytest" not in cmdline:
+                out.append(int(proc.name))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal is Linux's")
+def test_killing_the_driver_of_a_ddp_run_leaves_no_process_behind(tmp_path):
+    """torchrun ran in its own session with no parent watch: after `kill -9` of the driver's
+    group it wrote its row anyway, and the resume ran the same run a second time beside it."""
+    import signal
+
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "pebench.cli", "run", "--method", "linear", "--tasks",
+           "demo/shapes", "--budget", "demo-smoke", "--weights", "random", "--seeds", "0",
+           "--nproc-per-run", "2", "--device", "cpu", "--quiet",
+           "--results", str(results)]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    driver = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    ddp = ("pebench.sweep.ddp", f"{results}/runs/.")  # torchrun and its ranks
+    while len(_pids_mentioning(*ddp)) < 3 and time.time() < deadline:
+        time.sleep(0.05)  # torchrun and both ranks of a run are up
+    assert len(_pids_mentioning(*ddp)) >= 3, "no DDP run started"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    deadline = time.time() + 10
+    while _pids_mentioning(str(results)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _pids_mentioning(str(results)) == []  # torchrun and its ranks died with the driver
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows = R.read_runs(results)
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"ok"}

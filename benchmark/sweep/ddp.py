@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -127,6 +128,36 @@ def launch_command(spec_path: str | Path, results_dir: str | Path, nproc: int) -
         str(spec_path),
         str(results_dir),
     ]
+
+
+# ---------------------------------------------------------------------------- no orphans --
+#: ``prctl`` option: the signal the kernel sends this process when its parent dies (Linux)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent (pid ``parent``) dies.
+
+    Linux ``PR_SET_PDEATHSIG`` (kept across ``exec``); if the parent is already gone, exit now.
+    Elsewhere nothing is set (the worker's own timeout kill still ends the process group).
+    """
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(70)
+
+
+def guarded(cmd: list[str]) -> list[str]:
+    """``cmd`` started so that it dies with the process that starts it (see :func:`main`).
+
+    A DDP run's ``torchrun`` gets its own session (a timeout kills the whole group), so it would
+    not die with its worker: killed by a scheduler, the worker would leave a run writing its row
+    while a resumed sweep runs it again. Chained: worker → ``torchrun`` → ranks, each
+    SIGKILLed by the kernel when its parent dies.
+    """
+    return [sys.executable, "-m", "pebench.sweep.ddp", "--guard", str(os.getpid()), "--", *cmd]
 
 
 # --------------------------------------------------------------------------------- failures --
@@ -243,6 +274,9 @@ def _run(spec: RunSpec, results_dir: str, rank: int, size: int, local_rank: int)
 def main(argv: list[str] | None = None) -> int:
     """``python -m pebench.sweep.ddp SPEC_JSON RESULTS_DIR`` under ``torchrun``: the exit code."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--guard"] and len(args) > 3 and args[2] == "--":
+        die_with_parent(int(args[1]))
+        os.execv(args[3], args[3:])  # torchrun: keeps the parent-death signal across exec
     if len(args) != 2:
         sys.stderr.write(
             "usage: python -m pebench.sweep.ddp SPEC_JSON RESULTS_DIR (under torchrun)\n"
@@ -254,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             "(pebench.sweep.ddp.launch_command)\n"
         )
         return 2
+    die_with_parent(os.getppid())  # this rank dies with its torchrun
     spec = read_spec(args[0])
     os.environ.update(
         dict(spec.options.env)
@@ -266,6 +301,8 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "FAIL_RANK_ENV",
     "TIMEOUT_ENV",
+    "die_with_parent",
+    "guarded",
     "launch_command",
     "main",
     "read_spec",

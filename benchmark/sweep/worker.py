@@ -71,7 +71,8 @@ class _Torchrun:
     """A DDP run: ``torchrun`` with ``spec.nproc`` processes; rank 0 writes the row.
 
     Shaped like a ``Process`` for :func:`run_one` (start, pid, join, is_alive, kill, exitcode).
-    The processes get their own session, so a timeout kills the whole group.
+    The processes get their own session, so a timeout kills the whole group, and each dies with
+    its parent (:func:`pebench.sweep.ddp.guarded`), so a killed worker leaves none behind.
     """
 
     def __init__(self, spec: RunSpec, results_dir: str | Path) -> None:
@@ -80,10 +81,10 @@ class _Torchrun:
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> None:
-        from pebench.sweep.ddp import launch_command, write_spec
+        from pebench.sweep.ddp import guarded, launch_command, write_spec
 
         write_spec(self.spec, self.path)
-        cmd = launch_command(self.path, self.results_dir, self.spec.options.nproc)
+        cmd = guarded(launch_command(self.path, self.results_dir, self.spec.options.nproc))
         env = {**os.environ, **dict(self.spec.options.env)}
         self.popen = subprocess.Popen(cmd, env=env, start_new_session=True)
 
