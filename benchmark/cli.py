@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--results", default="results")
     lb.add_argument("--output", default="leaderboard.md")
     lb.add_argument("--check", action="store_true", help="exit 1 if leaderboard.md is stale")
+    lb.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out result files that fail validation (each named on stderr) instead of "
+        "refusing to build",
+    )
     return p
 
 
@@ -348,9 +354,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         stale = leaderboard.is_stale(args.results, args.output)
         print(f"{args.output} is {'STALE' if stale else 'up to date'}")
         return 1 if stale else 0
-    written = leaderboard.generate(args.results, args.output)
-    for path in written.values() if isinstance(written, dict) else written:
-        print(path)
+    skipped: list[str] | None = [] if args.skip_bad else None
+    written = leaderboard.generate(args.results, args.output, skipped=skipped)
+    for err in skipped or []:
+        print(f"pebench leaderboard: skipped {err}", file=sys.stderr)
+    print(written["results_csv"], written["leaderboard"], *written["plots"], sep="\n")
     return 0
 
 

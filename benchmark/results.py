@@ -202,8 +202,14 @@ def _parse_value(kind: str, raw: str) -> Any:
     if kind == "int":
         return int(raw)
     if kind == "count":
-        return int(raw) if raw != "" else None
+        if raw == "":
+            return None
+        if int(raw) < 0:
+            raise ValueError("expected a count >= 0")
+        return int(raw)
     value = float(raw) if raw != "" else math.nan
+    if math.isinf(value):
+        raise ValueError("expected a finite number (or empty)")
     if kind == "frac" and not math.isnan(value) and not 0.0 <= value <= 1.0:
         raise ValueError("expected a fraction in [0, 1]")
     return value
@@ -237,6 +243,9 @@ def parse_row(raw: Mapping[str, str], source: str, line: int) -> dict[str, Any]:
         raise ResultsError(f"{source}, line {line}: status {out['status']!r} not in {STATUSES}")
     if not out["run_id"]:
         raise ResultsError(f"{source}, line {line}: empty run_id")
+    score = "test_top1" if out["phase"] == "final" else "val_top1"
+    if out["status"] == "ok" and math.isnan(out[score]):
+        raise ResultsError(f"{source}, line {line}: an ok {out['phase']} run without {score}")
     return out
 
 
@@ -244,7 +253,7 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate every row of one result CSV."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (spreadsheet export) is fine
     except (OSError, UnicodeDecodeError) as err:
         raise ResultsError(f"{path}: unreadable ({err})") from err
     reader = csv.DictReader(io.StringIO(text))
@@ -258,15 +267,41 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_runs(results_dir: str | Path) -> list[dict[str, Any]]:
-    """All rows under ``<results_dir>/runs/`` (sorted by file name), validated."""
+def read_run(path: str | Path) -> dict[str, Any]:
+    """The one row of a run file ``<run_id>.csv`` (validated, and named by its run id).
+
+    Raises:
+        ResultsError: a malformed row, not exactly one row (a header-only file would lose the
+            run silently, a repeated row would count it twice), or another run's id.
+    """
+    path = Path(path)
+    rows = read_csv(path)
+    if len(rows) != 1:
+        raise ResultsError(f"{path}: holds {len(rows)} rows; a run file holds exactly one")
+    if f"{rows[0]['run_id']}.csv" != path.name:
+        raise ResultsError(f"{path}: run_id {rows[0]['run_id']!r} does not match the file name")
+    return rows[0]
+
+
+def read_runs(results_dir: str | Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """All rows under ``<results_dir>/runs/`` (sorted by file name), validated.
+
+    Args:
+        results_dir: the results folder.
+        skipped: when given, a bad file is left out and its error appended here instead of
+            raised (``pebench leaderboard --skip-bad``).
+
+    Raises:
+        ResultsError: the first bad file (unless ``skipped`` collects them).
+    """
     rows: list[dict[str, Any]] = []
     for path in sorted((Path(results_dir) / "runs").glob("*.csv")):
-        file_rows = read_csv(path)
-        for row in file_rows:
-            if f"{row['run_id']}.csv" != path.name:
-                raise ResultsError(f"{path}: run_id {row['run_id']!r} does not match the file name")
-        rows.extend(file_rows)
+        try:
+            rows.append(read_run(path))
+        except ResultsError as err:
+            if skipped is None:
+                raise
+            skipped.append(str(err))
     return rows
 
 

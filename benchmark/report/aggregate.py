@@ -36,11 +36,12 @@ RECONSTRUCTION = "(pebench reconstruction)"
 UNCHECKED = "(checks skipped)"
 
 
-def aggregate(results_dir: str | Path) -> pd.DataFrame:
+def aggregate(results_dir: str | Path, skipped: list[str] | None = None) -> pd.DataFrame:
     """Read and validate every run row under ``<results_dir>/runs/``.
 
     Args:
         results_dir: the results folder (holding ``runs/``).
+        skipped: when given, bad files are left out and their errors collected here.
 
     Returns:
         A DataFrame with exactly :data:`pebench.results.COLUMNS`, sorted by :data:`SORT_KEYS`.
@@ -56,7 +57,7 @@ def aggregate(results_dir: str | Path) -> pd.DataFrame:
             f"no results folder {runs}: nothing to build a leaderboard from (pass the folder "
             "`pebench run --results` wrote, default: results)"
         )
-    rows = results.read_runs(results_dir)
+    rows = results.read_runs(results_dir, skipped)
     if not rows:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in results.COLUMNS})
     df = pd.DataFrame(rows, columns=results.COLUMNS)

@@ -51,6 +51,7 @@ def generate(
     *,
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
+    skipped: list[str] | None = None,
 ) -> dict[str, Any]:
     """Aggregate the runs and write ``results.csv``, ``leaderboard.md`` and the plots.
 
@@ -63,6 +64,8 @@ def generate(
         plots_dir: folder for the PNGs; defaults to ``<results_dir>/plots``.
         suites: see :func:`~pebench.report.markdown.render_markdown`.
         tasks: see :func:`~pebench.report.markdown.render_markdown`.
+        skipped: when given, bad result files are left out and their errors collected here
+            (``pebench leaderboard --skip-bad``); otherwise the first one raises.
 
     Returns:
         ``{"results_csv": Path, "leaderboard": Path, "plots": [Path, ...]}``.
@@ -73,7 +76,7 @@ def generate(
     """
     results_dir = Path(results_dir)
     plots_dir = results_dir / "plots" if plots_dir is None else Path(plots_dir)
-    df = aggregate(results_dir)
+    df = aggregate(results_dir, skipped)
     csv_text = results.rows_to_csv(records(df))
     reported = _reported(results_dir, suites, tasks)
     markdown = render_markdown(df, suites=suites, tasks=tasks, reported=reported)

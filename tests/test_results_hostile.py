@@ -1,0 +1,57 @@
+"""Hand-edited and damaged result files: refused by name, or skipped on request, never half-read."""
+
+import math
+
+import pytest
+from test_leaderboard import make_row
+
+from pebench import results as R
+from pebench.cli import main
+
+
+def _write(tmp_path, text, name=None):
+    row = make_row()
+    path = tmp_path / "runs" / (name or f"{row['run_id']}.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text(row) if callable(text) else text, encoding="utf-8")
+    return path, row
+
+
+def _csv(row, **over):
+    return R.rows_to_csv([dict(row, **over)])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda r: R.rows_to_csv([r]).splitlines()[0] + "\n", "holds 0 rows"),
+        (lambda r: R.rows_to_csv([r, r]), "holds 2 rows"),
+        (lambda r: _csv(r, test_top1=math.nan), "an ok final run without test_top1"),
+        (lambda r: _csv(r, params_method=-5), "expected a count >= 0"),
+        (lambda r: _csv(r, train_loss=-math.inf), "expected a finite number"),
+    ],
+)
+def test_bad_run_files_are_refused_by_name(tmp_path, make, message):
+    path, _ = _write(tmp_path, make)
+    with pytest.raises(R.ResultsError, match=message) as err:
+        R.read_runs(tmp_path)
+    assert str(path) in str(err.value)
+
+
+def test_a_utf8_bom_is_accepted(tmp_path):
+    _, row = _write(tmp_path, lambda r: "\ufeff" + R.rows_to_csv([r]))
+    assert [r["run_id"] for r in R.read_runs(tmp_path)] == [row["run_id"]]
+
+
+def test_leaderboard_skip_bad_builds_from_the_rest_and_names_each_file(tmp_path, capsys):
+    _write(tmp_path, lambda r: R.rows_to_csv([r]))
+    bad, _ = _write(tmp_path, "run_id,phase\nx,final\n", name="broken.csv")
+    out = tmp_path / "lb.md"
+    assert main(["leaderboard", "--results", str(tmp_path), "--output", str(out)]) == 2
+    assert not out.exists()  # refused as a whole by default
+    capsys.readouterr()
+    args = ["leaderboard", "--results", str(tmp_path), "--output", str(out), "--skip-bad"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert f"pebench leaderboard: skipped {bad}" in captured.err and out.exists()
+    assert "[PosixPath" not in captured.out and str(out) in captured.out.splitlines()
