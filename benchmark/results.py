@@ -149,6 +149,19 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def umask() -> int:
+    """This process's umask: from ``/proc`` on Linux (no change at all), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)
@@ -159,7 +172,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~umask())  # as open() would create it: the user's umask rules
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -80,6 +80,7 @@ from pebench.datasets.sources import (
     source_of,
 )
 from pebench.datasets.spec import ROLES, Loader, TaskSpec, array_sha256
+from pebench.results import umask
 
 SCHEMA = "pebench-cache-1"
 _CHUNK = 256
@@ -464,7 +465,7 @@ def _prepare_unit(
         manifest = _manifest(unit, fmt, image_size, resize, data_dir, source_info, entries, kept)
         (tmp / "manifest.json").write_text(manifest_json(manifest))
         _fsync_dir(tmp)
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's folder is private: give it the umask's mode
         _install(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -55,3 +55,16 @@ def test_leaderboard_skip_bad_builds_from_the_rest_and_names_each_file(tmp_path,
     captured = capsys.readouterr()
     assert f"pebench leaderboard: skipped {bad}" in captured.err and out.exists()
     assert "[PosixPath" not in captured.out and str(out) in captured.out.splitlines()
+
+
+def test_row_files_follow_the_users_umask(tmp_path):
+    """Rows were forced to 0o644 (world-readable) whatever a private umask said."""
+    import os
+
+    old = os.umask(0o077)
+    try:
+        R.write_row(tmp_path, make_row())
+    finally:
+        os.umask(old)
+    (path,) = (tmp_path / "runs").glob("*.csv")
+    assert path.stat().st_mode & 0o777 == 0o600
