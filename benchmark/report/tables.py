@@ -130,8 +130,8 @@ def matching_selection(final: list[dict], rows: list[dict], notes: list[str]) ->
 
     A final of another trial (the search was rerun and another trial won, or a trial died and
     the finals ran on a partial grid) is stale: left out and counted in ``notes``. Each kept row
-    is a copy whose ``selection_edge`` is filled from the search grid when the row predates that
-    column.
+    is a copy whose ``selection_edge`` is recomputed from the grid its search rows span (rows
+    written before that column, or before the grid grew, show where the selection lies now).
     """
     search: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -145,7 +145,7 @@ def matching_selection(final: list[dict], rows: list[dict], notes: list[str]) ->
             stale += 1
             continue
         r = dict(r)
-        if not r["selection_grid"] and trials:
+        if trials:  # the grid its search rows span now (a grid may have grown since)
             lrs, wds = [t["lr"] for t in trials], [t["weight_decay"] for t in trials]
             r["selection_edge"] = edge(r["lr"], r["weight_decay"], lrs, wds)
         kept.append(r)
