@@ -148,7 +148,7 @@ def test_run_held_by_another_live_worker_is_waited_for_not_run_twice(tmp_path, m
     other = dict(run_id=rid, host="elsewhere", pid=1, started_at=time.time(), timeout_s=300)
     marker_path(tmp_path, rid).parent.mkdir(parents=True)
     marker_path(tmp_path, rid).write_text(json.dumps(other))
-    theirs = dict(spec.base_row, status="ok", job_id="theirs")
+    theirs = dict(spec.base_row, status="ok", val_top1=0.5, job_id="theirs")
 
     def other_worker_finishes():
         time.sleep(0.5)

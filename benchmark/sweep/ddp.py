@@ -133,6 +133,8 @@ def launch_command(spec_path: str | Path, results_dir: str | Path, nproc: int) -
 # ---------------------------------------------------------------------------- no orphans --
 #: ``prctl`` option: the signal the kernel sends this process when its parent dies (Linux)
 _PR_SET_PDEATHSIG = 1
+#: environment variable: pid of the guarded ``torchrun`` agent, the parent every rank expects
+AGENT_ENV = "PEBENCH_DDP_AGENT_PID"
 
 
 def die_with_parent(parent: int) -> None:
@@ -276,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--guard"] and len(args) > 3 and args[2] == "--":
         die_with_parent(int(args[1]))
+        os.environ[AGENT_ENV] = str(os.getpid())  # torchrun keeps this pid: the ranks' parent
         os.execv(args[3], args[3:])  # torchrun: keeps the parent-death signal across exec
     if len(args) != 2:
         sys.stderr.write(
@@ -288,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             "(pebench.sweep.ddp.launch_command)\n"
         )
         return 2
-    die_with_parent(os.getppid())  # this rank dies with its torchrun
+    # this rank dies with its torchrun (and exits now if torchrun died while it started up)
+    die_with_parent(int(os.environ.get(AGENT_ENV, os.getppid())))
     spec = read_spec(args[0])
     os.environ.update(
         dict(spec.options.env)
