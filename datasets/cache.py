@@ -50,16 +50,15 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from pebench.datasets.catalog import get_task, resolve_specs, tasks
+from pebench.datasets.catalog import get_task, resolve_specs
 from pebench.datasets.formats import (
     ArraySplit,
     DatasetError,
@@ -132,26 +131,8 @@ def _test(spec: TaskSpec) -> list[str]:
     return _role_parts(spec, ("test",))
 
 
-def data_formats(spec: TaskSpec) -> tuple[str, ...]:
-    """Data formats ``spec`` can be prepared from (its own first, then ``spec.extra_formats``)."""
-    return spec.data_formats
-
-
-def __getattr__(name: str) -> Mapping[str, Any]:
-    """``KNOWN_OVERLAP`` and ``EXTRA_FORMATS``: read-only views of the registered tasks' facts.
-
-    The facts live on the specs (``TaskSpec.known_overlap``, ``TaskSpec.extra_formats``); these
-    task name -> fact views are derived from them for callers of the old module globals.
-    """
-    if name == "KNOWN_OVERLAP":
-        return MappingProxyType({n: s.known_overlap for n, s in tasks().items() if s.known_overlap})
-    if name == "EXTRA_FORMATS":
-        return MappingProxyType({n: s.extra_formats for n, s in tasks().items() if s.extra_formats})
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _prepare_command(spec: TaskSpec, cache_dir: Path, image_size: int) -> str:
-    others = [source_of(f) for f in data_formats(spec)[1:]]
+    others = [source_of(f) for f in spec.data_formats[1:]]
     return (
         f"pebench prepare {spec.name} --source {source_of(spec.data_format)} --data-dir "
         f"<raw data folder> --cache-dir {cache_dir} --image-size {image_size}"
@@ -620,7 +601,7 @@ def _source(name: str) -> Source:
 def _check_formats(source: Source, specs: list[TaskSpec]) -> None:
     """Every task must be preparable from ``source``'s data format."""
     for spec in specs:
-        have = data_formats(spec)
+        have = spec.data_formats
         if source.data_format not in have:
             raise CacheError(
                 f"task {spec.name!r} is read from data format {' or '.join(map(repr, have))} "
@@ -725,10 +706,10 @@ def read_manifest(cache_dir: str | Path, spec: TaskSpec, image_size: int) -> dic
             + f"). Run: {_prepare_command(spec, cache_dir, image_size)}"
         )
     entry = manifest["tasks"][spec.name]
-    if entry.get("data_format") not in data_formats(spec):
+    if entry.get("data_format") not in spec.data_formats:
         raise CacheError(
             f"task {spec.name!r}: cache {folder} has data format {entry.get('data_format')!r}, "
-            f"the task reads {' or '.join(map(repr, data_formats(spec)))}; re-run with --force: "
+            f"the task reads {' or '.join(map(repr, spec.data_formats))}; re-run with --force: "
             f"{_prepare_command(spec, cache_dir, image_size)}"
         )
     for key, want in _task_entry(spec, entry["data_format"]).items():
@@ -928,7 +909,6 @@ __all__ = [
     "UnitReport",
     "array_sha256",
     "cache_path",
-    "data_formats",
     "default_cache_dir",
     "describe",
     "load",

@@ -284,7 +284,7 @@ def test_train_test_overlap_is_an_error_unless_allowed(small):
     assert load(spec, "test", cache, 8)[0].shape == (8, 8, 8, 3)  # recorded, so it loads
     with pytest.raises(CacheError, match=r"1 test images also occur"):
         prepare([spec], "noah", raw, cache, 8)  # without the flag the cache is not accepted
-    assert "vtab/dsprites_ori" in C.KNOWN_OVERLAP and "vtab/cifar" not in C.KNOWN_OVERLAP
+    assert get_task("vtab/dsprites_ori").known_overlap and not get_task("vtab/cifar").known_overlap
 
 
 def test_dsprites_duplicates_are_recorded_not_refused(tmp_path):

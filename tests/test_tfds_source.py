@@ -46,8 +46,8 @@ REAL = {
 def test_table_covers_vtab_and_pins_builders():
     assert list(T.TASKS) == list(vtab.TASKS) == list(REAL)
     for name in vtab.TASKS:
-        assert C.data_formats(get_task(f"vtab/{name}")) == ("noah-jpeg", "tfds")
-    assert C.data_formats(get_task("fgvc/cub")) == ("vpt-json",)
+        assert get_task(f"vtab/{name}").data_formats == ("noah-jpeg", "tfds")
+    assert get_task("fgvc/cub").data_formats == ("vpt-json",)
     pins = {k: (t.builder, t.versions) for k, t in T.TASKS.items()}
     assert pins["cifar"] == ("cifar100", ("3.*.*",))
     assert pins["sun397"] == ("sun397/tfds", ("4.*.*",))

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from pebench.datasets import get_suite, get_task, resolve_tasks, suites, tasks
-from pebench.datasets.cache import data_formats
 from pebench.datasets.formats import (
     FormatError,
     ImageError,
@@ -55,7 +54,7 @@ def test_vtab_suite_definition():
             "test": VTAB_TEST_SIZES[folder],
         }
         assert (s.data_format, s.version) == ("noah-jpeg", "vtab-noah-1")
-        assert data_formats(s) == ("noah-jpeg", "tfds")  # a cache holds one of the two
+        assert s.data_formats == ("noah-jpeg", "tfds")  # a cache holds one of the two
         assert s.loader == "pebench.datasets.cache:LOADER"
     # mean head size of §9 (769 * C averaged over 19 tasks) pins the class counts
     assert round(np.mean([769 * c for c in VTAB_CLASSES])) == 38_045
