@@ -327,9 +327,7 @@ def finished(results_dir: str | Path, rid: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        rows = read_csv(path)
+        row = read_run(path)
     except ResultsError:
         return None
-    if len(rows) == 1 and rows[0]["status"] in DONE_STATUSES:
-        return rows[0]
-    return None
+    return row if row["status"] in DONE_STATUSES else None

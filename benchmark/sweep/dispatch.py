@@ -148,8 +148,8 @@ class Dispatcher:
         try:
             if path.stat().st_mtime < self.started:
                 return None
-            return R.read_csv(path)[0]
-        except (OSError, R.ResultsError, IndexError):
+            return R.read_run(path)
+        except (OSError, R.ResultsError):
             return None
 
     def advance(self) -> None:
@@ -218,7 +218,7 @@ class Dispatcher:
             self.foreign.remove(item)
             path = R.run_path(*key)
             if marker is None and path.exists():  # the other worker finished it
-                self.record(item[0], R.read_csv(path)[0])
+                self.record(item[0], R.read_run(path))
             else:  # its worker is gone: run it here
                 self.submit([item])
 

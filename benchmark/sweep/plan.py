@@ -162,7 +162,7 @@ class Sweep:
             base = dict(spec.base_row, status=status, error=error)
             if R.finished(self.results_dir, base["run_id"]) is None:
                 R.write_row(self.results_dir, base)
-            rows.append(R.read_csv(R.run_path(self.results_dir, base["run_id"]))[0])
+            rows.append(R.read_run(R.run_path(self.results_dir, base["run_id"])))
         return rows
 
     def retire_other_finals(self, task: TaskSpec, trial: int) -> list[Path]:

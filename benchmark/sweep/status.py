@@ -52,10 +52,9 @@ def _label(sweep: Sweep) -> str:
 def _state(sweep: Sweep, spec: RunSpec) -> tuple[RunState, dict[str, Any] | None]:
     rid = spec.base_row["run_id"]
     try:
-        rows = R.read_csv(R.run_path(sweep.results_dir, rid))
+        row = R.read_run(R.run_path(sweep.results_dir, rid))
     except R.ResultsError:  # absent or unreadable: the run is redone
-        rows = []
-    row = rows[0] if len(rows) == 1 else None
+        row = None
     marker = read_marker(sweep.results_dir, rid)
     live = marker is not None and marker_is_live(marker)
     if row is not None and row["status"] in R.DONE_STATUSES:

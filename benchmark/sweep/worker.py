@@ -147,7 +147,7 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
         marker_path(results_dir, rid).unlink(missing_ok=True)
     path = R.run_path(results_dir, rid)
     if path.exists():
-        return R.read_csv(path)[0]
+        return R.read_run(path)
     if timed_out:
         status, error = "timeout", f"run exceeded {timeout_s:.0f} s and was killed"
     elif proc.exitcode == -signal.SIGKILL:
@@ -160,7 +160,7 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
         )
     else:
         status, error = "failed", f"child process exited with code {proc.exitcode} and no row"
-    return R.read_csv(R.write_row(results_dir, dict(spec.base_row, status=status, error=error)))[0]
+    return R.read_run(R.write_row(results_dir, dict(spec.base_row, status=status, error=error)))
 
 
 def record_lost(
@@ -184,7 +184,7 @@ def record_lost(
     row = dict(spec.base_row, status="failed", error=reason[:ERROR_CHARS])
     job = {"executor": executor, "job_id": job_id, "log_path": log_path}
     row.update({k: v for k, v in job.items() if v})
-    return R.read_csv(R.write_row(results_dir, row))[0]
+    return R.read_run(R.write_row(results_dir, row))
 
 
 __all__ = ["record_lost", "run_one"]
