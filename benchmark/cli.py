@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pebench import __version__
 from pebench.cli_args import (
@@ -19,12 +20,24 @@ from pebench.cli_args import (
     executor_options,
     key_value,
     print_outcome,
+    progress_line,
     run_options,
     seeds,
 )
 from pebench.errors import PebenchError, UserError
 
 EXIT_USAGE = 2
+#: where a user's runs go by default: never the committed reference results (``results/``)
+USER_RESULTS = "my-results"
+#: what a shell reports for a process stopped by SIGINT (128 + 2)
+EXIT_INTERRUPTED = 130
+#: the top-level ``--help`` text (plain text: argparse prints it as is)
+DESCRIPTION = (
+    "pebench: parameter-efficient fine-tuning of Vision Transformers, benchmarked under one "
+    "versioned budget per suite. Start with `pebench run --method lora` (the demo suite, "
+    "offline); `pebench list methods|tasks|suites|budgets` shows what is there, and "
+    "`pebench COMMAND --help` the options of each command."
+)
 #: what a shell reports for a program ended by SIGPIPE (128 + 13)
 EXIT_BROKEN_PIPE = 141
 
@@ -44,17 +57,35 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
         help="override a method config field (repeatable)",
     )
     p.add_argument("--tasks", default="demo", help="suite(s) and/or task(s), comma-separated")
-    p.add_argument("--budget", help="budget id (default: the suite's budget)")
+    p.add_argument(
+        "--budget",
+        help="budget id (pebench list budgets) or a budget file PATH (.toml or .json, the fields "
+        "of a budget; its rows record file:<name>@<content hash>) (default: the suite's budget)",
+    )
     p.add_argument("--backbone", help="timm model name (default: the budget's backbone)")
-    p.add_argument("--weights", help="local checkpoint PATH, or 'random' (default: hub weights)")
+    p.add_argument(
+        "--weights",
+        help="local checkpoint PATH, or 'random' (default: the budget's weights: the backbone's "
+        "pretrained ones, i.e. the embedded checkpoint for pebench_vit_micro (the demo) and the "
+        "Hugging Face hub otherwise; random init for the smoke budgets)",
+    )
     p.add_argument("--seeds", type=seeds, help="final-run seeds, e.g. 0,1,2 (default: budget's)")
-    p.add_argument("--results", default="results", help="results folder (default: results)")
-    p.add_argument("--data-dir", help="root folder of the task data (real suites)")
+    p.add_argument(
+        "--results",
+        default=USER_RESULTS,
+        help=f"results folder (default: {USER_RESULTS}; the committed reference runs live in "
+        "results/, written only when named)",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="prepared cache folder of real suites, image and video (the --cache-dir of "
+        "`pebench prepare`; default: $PEBENCH_CACHE or ~/.cache/pebench)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    p = argparse.ArgumentParser(prog="pebench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="pebench", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"pebench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -79,7 +110,32 @@ def build_parser() -> argparse.ArgumentParser:
         "(gloo on CPU, nccl on GPU); only rank 0 writes the row",
     )
     r.add_argument("--timeout", type=float, help="seconds per run (default: the budget's)")
+    r.add_argument(
+        "--compile",
+        action="store_true",
+        help="train and evaluate through torch.compile (recorded in each row's compile column; "
+        "changes round-off only)",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument(
+        "--log-to",
+        default="",
+        metavar="TRACKERS",
+        help="also send each run's epoch records to tensorboard and/or wandb (offline mode), "
+        "comma-separated; every run always writes <results>/logs/<run_id>.log and .epochs.csv",
+    )
+    r.add_argument(
+        "--epoch-val",
+        action="store_true",
+        help="score the validation split after every epoch of the search runs, for the logs "
+        "(selection still uses the last epoch; the test split is never scored early)",
+    )
+    r.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run the grid again although rows exist (they are moved to runs/replaced/<time>/, "
+        "never deleted); by default recorded runs are reused",
+    )
     r.add_argument(
         "--skip-checks",
         action="store_true",
@@ -88,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex = r.add_argument_group("executor (where the runs execute)")
     ex.add_argument("--executor", default="local", choices=["local", "slurm", "ray"])
+    ex.add_argument(
+        "--runs-per-device",
+        type=int,
+        help="local: concurrent runs sharing each GPU (default 1); small backbones or tasks "
+        "fill a large GPU only with several; each run's device-resident data gets its share",
+    )
     ex.add_argument(
         "--max-parallel",
         type=int,
@@ -113,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     es.add_argument("--method", required=True, help="NAME[.PRESET] or a comma-separated list")
     es.add_argument("--tasks", default="vtab", help="suite(s) and/or task(s), comma-separated")
-    es.add_argument("--budget", help="budget id (default: the suite's budget)")
+    es.add_argument(
+        "--budget",
+        help="budget id or a budget file PATH (.toml or .json) (default: the suite's budget)",
+    )
     es.add_argument("--backbone", help="timm model name (default: the budget's backbone)")
     es.add_argument(
         "--tflops",
@@ -121,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=150.0,
         help="sustained TFLOP/s of your GPU for this workload (default 150: an assumption, "
         "about 40%% of an H100's dense bf16 peak; measure yours)",
+    )
+    es.add_argument(
+        "--measure",
+        metavar="DEVICE",
+        help="take the throughput from a short measured run of the harness on DEVICE (cpu, "
+        "cuda, cuda:N: random weights, the budget's image size and batch) instead of --tflops",
     )
     es.add_argument("--json", action="store_true")
 
@@ -136,24 +207,49 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--suite", help="tasks: only the tasks of this suite (e.g. vtab)")
 
     pa = sub.add_parser("params", help="print the parameter count of a method on a backbone")
-    pa.add_argument("--method", required=True)
-    pa.add_argument("--backbone", default="vit_base_patch16_224")
-    pa.add_argument("--num-classes", type=int, default=100)
-    pa.add_argument("--set", dest="overrides", action="append", type=key_value, metavar="KEY=VALUE")
-    pa.add_argument("--json", action="store_true")
+    pa.add_argument("--method", required=True, help="NAME[.PRESET] (pebench list methods)")
+    pa.add_argument(
+        "--backbone",
+        default="vit_base_patch16_224",
+        help="timm model name, built with random init (default: vit_base_patch16_224)",
+    )
+    pa.add_argument(
+        "--num-classes", type=int, default=100, help="classes of the head (default: 100)"
+    )
+    pa.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="override a method config field (repeatable)",
+    )
+    pa.add_argument("--json", action="store_true", help="one JSON object instead of text")
 
     ch = sub.add_parser("check", help="run the conformance suite for one method")
-    ch.add_argument("method")
+    ch.add_argument("method", help="method NAME (pebench list methods)")
 
     be = sub.add_parser("bench", help="side-by-side method speed relative to the frozen backbone")
     be.add_argument("--methods", default="all", help="comma-separated names, or 'all'")
-    be.add_argument("--backbone", default="pebench_vit_micro")
-    be.add_argument("--image-size", type=int, default=32)
-    be.add_argument("--batch-size", type=int, default=64)
+    be.add_argument(
+        "--backbone",
+        default="pebench_vit_micro",
+        help="timm model name (default: pebench_vit_micro)",
+    )
+    be.add_argument(
+        "--image-size", type=int, default=32, help="input side length in pixels (default: 32)"
+    )
+    be.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
     be.add_argument("--steps", type=int, default=5, help="steps per measurement")
     be.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median taken)")
-    be.add_argument("--device", default="cpu")
-    be.add_argument("--json", action="store_true")
+    be.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    be.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    be.add_argument(
+        "--harness",
+        action="store_true",
+        help="pebench's training/eval loops against a bare timm + torch loop on the same model, "
+        "batch, optimizer and data: harness / bare ratios (median [IQR] over the rounds)",
+    )
 
     pt = sub.add_parser("pretrain", help="pretrain the micro ViT on formula-driven fractals")
     pt.add_argument(
@@ -172,16 +268,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare_cli.add_parser(sub)
 
-    lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md and plots from results")
-    lb.add_argument("--results", default="results")
-    lb.add_argument("--output", default="leaderboard.md")
-    lb.add_argument("--check", action="store_true", help="exit 1 if leaderboard.md is stale")
+    from pebench import export_cli
+
+    lb = sub.add_parser(
+        "leaderboard",
+        help="regenerate leaderboard.md, results.csv and plots (PNG + PDF) from results",
+        description="Rebuild leaderboard.md, results.csv and the figures from the run rows, as "
+        "one unit (a kill or a full disk leaves the previous set or the new one). With the "
+        "reference folder `results` they go to ./leaderboard.md, results/results.csv and "
+        "results/plots/; with any other folder into the first such folder "
+        "(<dir>/leaderboard.md, <dir>/results.csv, <dir>/plots/).",
+    )
+    export_cli.add_results_option(lb)
+    lb.add_argument(
+        "--output",
+        metavar="PATH",
+        help="leaderboard.md to write or check (default: see above)",
+    )
+    lb.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the leaderboard is stale (completes a killed write first)",
+    )
     lb.add_argument(
         "--skip-bad",
         action="store_true",
         help="leave out result files that fail validation (each named on stderr) instead of "
         "refusing to build",
     )
+    export_cli.add_parser(sub)
     return p
 
 
@@ -229,20 +344,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pebench.sweep.dispatch import dispatch
     from pebench.sweep.executors import make_executor
     from pebench.sweep.plan import config_summary
+    from pebench.sweep.rerun import announce
 
     where = executor_options(args)
     sweeps = _plan(args, run_options(args), checks=not args.skip_checks)  # before any run
     for sweep in sweeps:
         print(f"pebench run {config_summary(sweep)}", file=sys.stderr)
-    with make_executor(where) as executor:
-        if getattr(executor, "cluster", "slurm") != "slurm":
-            print(
-                f"pebench run: sbatch not found; submitit runs the jobs on its "
-                f"{executor.cluster!r} cluster",
-                file=sys.stderr,
-            )
-        rows = dispatch(sweeps, executor)
+    if line := announce(sweeps, args.rerun):
+        print(line, file=sys.stderr)
+    try:
+        with make_executor(where) as executor:
+            if getattr(executor, "cluster", "slurm") != "slurm":
+                print(
+                    f"pebench run: sbatch not found; submitit runs the jobs on its "
+                    f"{executor.cluster!r} cluster",
+                    file=sys.stderr,
+                )
+            rows = dispatch(sweeps, executor, on_row=_progress_printer(sweeps))
+    except KeyboardInterrupt:
+        away = "" if where.kind == "local" else f" ({where.kind} jobs already started keep running)"
+        print(
+            f"pebench: interrupted; finished runs are kept in {args.results}/runs/, the runs in "
+            f"progress were stopped without a row{away}; rerun the same command to continue",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return print_outcome(rows, args.results)
+
+
+def _progress_printer(sweeps: list) -> Callable[[dict[str, Any]], None]:
+    """A callback printing one line (stderr) per run finished by this invocation."""
+    import datetime as dt
+
+    from tqdm.auto import tqdm
+
+    from pebench.sweep.rerun import grid_size
+
+    started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    total, count = grid_size(sweeps), [0]
+
+    def on_row(row: dict[str, Any]) -> None:
+        count[0] += 1
+        if str(row.get("created_at") or "") >= started:  # run now, not found recorded
+            tqdm.write(progress_line(row, count[0], total), file=sys.stderr)
+
+    return on_row
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -268,6 +414,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(items, indent=1, default=str))
         return 0
     print(listing.format_items(items))
+    if args.what in ("tasks", "suites"):
+        for problem in listing.suite_problems():
+            print(f"pebench: refused {problem}", file=sys.stderr)
     if args.what == "methods":
         for problem in listing.method_problems():
             print(f"pebench: refused {problem}", file=sys.stderr)
@@ -295,6 +444,21 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             name, specs, budget, args.backbone, preset=preset or "default", test_views=views
         )
         row = {**e.as_dict(), "method": method, "tflops": args.tflops}
+        if args.measure:
+            from pebench.harness import measure
+
+            tr, ev = measure(
+                name, budget, args.backbone or budget.backbone, args.measure,
+                specs[0].num_classes, preset=preset,
+            )  # fmt: skip
+            row.update(
+                tflops=round(e.train_step_flops * tr / 1e12, 4),
+                measured_train_images_per_s=tr,
+                measured_eval_images_per_s=ev,
+                measured_on=args.measure,
+            )
+            out.append({**row, "hours": e.measured_hours(tr, ev)})
+            continue
         out.append({**row, "hours": e.hours(args.tflops)})
     print(json.dumps(out, indent=1) if args.json else format_table(out, budget, len(specs)))
     return 0
@@ -348,26 +512,44 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """``pebench leaderboard`` (pure pandas/matplotlib; never imports torch)."""
+    from pebench.export_cli import results_of
     from pebench.report import leaderboard
 
+    folders = results_of(args)
     if args.check:
-        stale = leaderboard.is_stale(args.results, args.output)
-        print(f"{args.output} is {'STALE' if stale else 'up to date'}")
+        stale = leaderboard.is_stale(folders, args.output)
+        output = leaderboard.outputs(folders, args.output).leaderboard
+        print(f"{output} is {'STALE' if stale else 'up to date'}")
         return 1 if stale else 0
     skipped: list[str] | None = [] if args.skip_bad else None
-    written = leaderboard.generate(args.results, args.output, skipped=skipped)
+    written = leaderboard.generate(folders, args.output, skipped=skipped)
     for err in skipped or []:
         print(f"pebench leaderboard: skipped {err}", file=sys.stderr)
-    print(written["results_csv"], written["leaderboard"], *written["plots"], sep="\n")
+    paths = [written["results_csv"], written["leaderboard"], *written["plots"]]
+    print(*paths, *written["plots_pdf"], sep="\n")
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``pebench bench``."""
-    from pebench.bench import as_dicts, run_bench, to_markdown
+def cmd_export(args: argparse.Namespace) -> int:
+    """``pebench export`` (see :mod:`pebench.export_cli`)."""
+    from pebench import export_cli
 
+    return export_cli.cmd_export(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``pebench bench`` (``--harness``: the harness against a bare loop)."""
+    if args.harness:
+        from pebench.harness import as_dicts, to_markdown
+        from pebench.harness import run_harness_bench as run_bench
+    else:
+        from pebench.bench import as_dicts, run_bench, to_markdown
+
+    methods = _method_list(args.methods)
+    if args.harness and args.methods == "all":
+        methods = [m for m in methods if not m.startswith("peft:")]
     rows = run_bench(
-        _method_list(args.methods), backbone=args.backbone, image_size=args.image_size,
+        methods, backbone=args.backbone, image_size=args.image_size,
         batch_size=args.batch_size, steps=args.steps, rounds=args.rounds, device=args.device,
     )  # fmt: skip
     if args.json:
@@ -426,6 +608,7 @@ COMMANDS = {
     "pretrain": cmd_pretrain,
     "prepare": cmd_prepare,
     "leaderboard": cmd_leaderboard,
+    "export": cmd_export,
 }
 
 
@@ -437,6 +620,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PebenchError as err:
         print(f"pebench: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C outside a sweep (planning, prepare, leaderboard...)
+        print("pebench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `pebench list tasks | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE

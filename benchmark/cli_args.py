@@ -70,6 +70,7 @@ def executor_options(args: argparse.Namespace) -> Any:
         cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run,
         device=args.device,
+        runs_per_device=args.runs_per_device,
     )
     opts.validate()
     return opts
@@ -87,6 +88,10 @@ def run_options(args: argparse.Namespace) -> Any:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    from pebench.runlog import check_trackers
+
+    trackers = tuple(t.strip() for t in args.log_to.split(",") if t.strip())
+    check_trackers(trackers)
     return RunOptions(
         data_dir=args.data_dir,
         device=args.device,
@@ -95,6 +100,28 @@ def run_options(args: argparse.Namespace) -> Any:
         data_workers=args.data_workers,
         progress=not args.quiet,
         timeout_s=args.timeout,
+        compile=args.compile,
+        trackers=trackers,
+        epoch_val=args.epoch_val,
+        device_share=0.5 / max(1, args.runs_per_device or 1),
+    )
+
+
+def progress_line(row: dict[str, Any], done: int, total: int) -> str:
+    """One line for a run that just finished: what it was, its score, its status and time."""
+    if row["phase"] == "search":
+        what = f"search trial {row['trial']} lr={row['lr']:g}"
+        score = f"val_top1={row['val_top1']:.4f}" if row["status"] == "ok" else ""
+    else:
+        chosen = f"lr={row['lr']:g} selected" if row["trial"] >= 0 else "no trial selected"
+        what = f"final seed={row['seed']} {chosen}"
+        score = f"test_top1={row['test_top1']:.4f}" if row["status"] == "ok" else ""
+    secs = row.get("wall_time_s")
+    took = f" ({secs:.1f} s)" if isinstance(secs, float) and secs == secs else ""
+    width = len(str(total))
+    return (
+        f"[{done:>{width}}/{total}] {row['method']} {row['task']} {what}: {row['status']}"
+        f"{' ' + score if score else ''}{took}"
     )
 
 
@@ -118,10 +145,18 @@ def print_outcome(rows: list[dict[str, Any]], results: str) -> int:
         )
     print(
         f"{len(rows)} runs, {len(bad)} not ok; rows in {results}/runs/; "
-        "regenerate the leaderboard with `pebench leaderboard`",
+        f"tables and plots: `pebench leaderboard --results {results}`",
         file=sys.stderr,
     )
     return 0 if not bad else 1
 
 
-__all__ = ["device", "executor_options", "key_value", "print_outcome", "run_options", "seeds"]
+__all__ = [
+    "device",
+    "executor_options",
+    "key_value",
+    "print_outcome",
+    "progress_line",
+    "run_options",
+    "seeds",
+]

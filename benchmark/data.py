@@ -1,8 +1,12 @@
 """Turn a task split into batches of normalised tensors (the core owns data for every method).
 
 Splits are never copied whole into float memory: :class:`ImageArray` keeps the loader's uint8
-array (a memory map for prepared caches) and converts one batch at a time, so a 224-px SUN397 or
-dSprites test split streams from disk. Datasets that decode per example (video clips) go through
+array (a memory map for prepared caches) and converts one batch at a time **on the run's
+device**: the uint8 batch is gathered (from the device-resident copy of the split when one was
+made, see :meth:`ImageArray.place`; else from the host array, pinned and copied without blocking
+on CUDA), and the conversion to float, the resize and the normalisation run where the model runs.
+On the CPU the very same code runs with the device being the CPU, so a batch is bit-identical to
+the one the host-side converter gave. Datasets that decode per example (video clips) go through
 a torch ``DataLoader`` with worker processes; both paths yield identical batches for a given
 order, whatever the number of workers.
 """
@@ -52,6 +56,7 @@ class ImageArray(Dataset):
         self.image_size = image_size
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._resident: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -60,16 +65,57 @@ class ImageArray(Dataset):
         x, y = self.batch(torch.tensor([i]))
         return x[0], int(y[0])
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and labels at ``idx`` (any order), converted and normalised."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the uint8 images (what a device-resident copy costs)."""
+        return int(self.images.nbytes)
+
+    def place(self, device: torch.device, max_bytes: float) -> bool:
+        """Copy the uint8 split to ``device`` once if it is a GPU and fits in ``max_bytes``.
+
+        Batches are then gathered on the device (no host work, no transfer per step). On the CPU
+        the host array (a memory map for caches) already is the resident copy: nothing is done.
+
+        Returns:
+            Whether the split is now resident on ``device``.
+        """
+        if device.type == "cpu" or self.nbytes > max_bytes:
+            return False
+        images = torch.from_numpy(np.ascontiguousarray(self.images)).to(device)
+        self._resident = images, torch.from_numpy(self.labels).to(device)
+        return True
+
+    def gather(
+        self, idx: torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(B, H, W, 3)`` images and int64 labels at ``idx``, on ``device``."""
+        device = device or torch.device("cpu")
+        if self._resident is not None and self._resident[0].device == device:
+            i = idx.to(device, non_blocking=True)
+            return self._resident[0][i], self._resident[1][i]
         ii = idx.numpy()
-        x = torch.from_numpy(np.ascontiguousarray(self.images[ii])).permute(0, 3, 1, 2)
-        x = x.float().div_(255)
+        x = torch.from_numpy(np.ascontiguousarray(self.images[ii]))
+        y = torch.from_numpy(self.labels[ii])
+        if device.type == "cuda":  # pinned, so the copy does not block the host
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def convert(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, 3)`` → normalised float ``(B, 3, S, S)`` on ``x``'s device."""
+        x = x.permute(0, 3, 1, 2).float().div_(255)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = torch.nn.functional.interpolate(
                 x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False
             ).clamp_(0, 1)
-        return x.sub_(self.mean).div_(self.std), torch.from_numpy(self.labels[ii])
+        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        return x.sub_(mean).div_(std)
+
+    def batch(
+        self, idx: torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels at ``idx`` (any order), converted and normalised on ``device``."""
+        x, y = self.gather(idx, device)
+        return self.convert(x), y
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing is random per epoch for still images (kept for a uniform interface)."""
@@ -101,17 +147,48 @@ class Split:
 
 
 def batches(
-    split: Split, order: torch.Tensor, batch_size: int, workers: int = 0
+    split: Split,
+    order: torch.Tensor,
+    batch_size: int,
+    workers: int = 0,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, y)`` batches of ``split`` in ``order``, ``batch_size`` at a time."""
+    """Yield ``(x, y)`` batches of ``split`` in ``order``, ``batch_size`` each, on ``device``."""
+    device = device or torch.device("cpu")
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if hasattr(split.data, "batch"):
         for idx in chunks:
-            yield split.data.batch(idx)
+            yield split.data.batch(idx, device)
         return
-    loader = DataLoader(split.data, batch_sampler=[c.tolist() for c in chunks], num_workers=workers)
+    loader = DataLoader(
+        split.data,
+        batch_sampler=[c.tolist() for c in chunks],
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     for x, y in loader:
-        yield x, torch.as_tensor(y, dtype=torch.int64)
+        y = torch.as_tensor(y, dtype=torch.int64)
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def place(splits: list[Split], device: torch.device, share: float) -> list[bool]:
+    """Make each split device-resident while all of them fit in ``share`` of free device memory.
+
+    Only GPUs (CUDA) are concerned; the budget is ``share`` × the memory free now, so the model
+    and its activations keep the rest (``share`` is divided between runs sharing a device).
+
+    Returns:
+        Per split, whether it is resident.
+    """
+    if device.type != "cuda":
+        return [False] * len(splits)
+    free, _ = torch.cuda.mem_get_info(device)
+    room, placed = share * free, []
+    for s in splits:
+        fits = hasattr(s.data, "place") and s.data.place(device, room)
+        room -= s.data.nbytes if fits else 0
+        placed.append(fits)
+    return placed
 
 
 def load_split(

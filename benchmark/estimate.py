@@ -60,6 +60,12 @@ class Estimate:
         """Wall-clock hours at ``sustained_tflops`` (10^12 FLOP/s actually achieved)."""
         return self.flops / (sustained_tflops * 1e12) / 3600
 
+    def measured_hours(self, train_per_s: float, eval_per_s: float) -> float:
+        """Wall-clock hours at measured images/s of training and evaluation on this device."""
+        train = sum(t.train_images for t in self.tasks)
+        evals = sum(t.eval_images for t in self.tasks)
+        return (train / train_per_s + evals / eval_per_s) / 3600
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
         return {
@@ -142,19 +148,30 @@ def estimate(
 
 
 def format_table(rows: list[dict[str, Any]], budget: Budget, tasks: int) -> str:
-    """``pebench estimate``'s text: one line on the budget, then one row per method."""
-    tflops = rows[0]["tflops"] if rows else 0.0
+    """``pebench estimate``'s text: one line on the budget, then one row per method.
+
+    With measured throughputs (``--measure``) the line says where they were measured and each
+    row gives its training images/s and the TFLOP/s it implies.
+    """
+    measured = bool(rows) and "measured_on" in rows[0]
+    rate = (
+        f"throughput measured on {rows[0]['measured_on']} (harness, random weights)"
+        if measured
+        else f"at {rows[0]['tflops'] if rows else 0.0:g} TFLOP/s"
+    )
     lines = [
         f"budget {budget.id}: {tasks} task(s), {len(budget.trials())} trials + "
-        f"{len(budget.seeds)} seeds x {budget.epochs} epochs; at {tflops:g} TFLOP/s",
+        f"{len(budget.seeds)} seeds x {budget.epochs} epochs; {rate}",
         f"{'method':<20} {'fwd GF':>8} {'step GF':>8} {'train imgs':>12} {'eval imgs':>11} "
-        f"{'PFLOP':>8} {'GPU h':>7}",
+        f"{'PFLOP':>8} {'GPU h':>7}" + (f" {'img/s':>8} {'TFLOP/s':>8}" if measured else ""),
     ]
-    lines += [
-        f"{o['method']:<20} {o['forward_gflops']:>8.2f} {o['train_step_gflops']:>8.2f} "
-        f"{o['train_images']:>12,} {o['eval_images']:>11,} {o['pflops']:>8.1f} {o['hours']:>7.2f}"
-        for o in rows
-    ]
+    for o in rows:
+        extra = f" {o['measured_train_images_per_s']:>8.1f} {o['tflops']:>8.3g}" if measured else ""
+        lines.append(
+            f"{o['method']:<20} {o['forward_gflops']:>8.2f} {o['train_step_gflops']:>8.2f} "
+            f"{o['train_images']:>12,} {o['eval_images']:>11,} {o['pflops']:>8.1f} "
+            f"{o['hours']:>7.2f}{extra}"
+        )
     return "\n".join(lines)
 
 

@@ -90,13 +90,19 @@ def tasks(suite: str | None = None) -> list[Item]:
 
 
 def suites() -> list[Item]:
-    """Every suite once (aliases skipped)."""
+    """Every suite once (aliases skipped), then each refused third-party suite as ``REFUSED``.
+
+    Third-party suites come from the ``pebench.suites`` entry-point group; one that cannot be
+    used is listed with why (its problem line), never hiding the others.
+    """
     from pebench.datasets import suites as all_suites
+    from pebench.datasets.catalog import refused_suites, suite_origin
 
     unique = {s.name: s for s in all_suites().values()}
-    return [
+    items: list[Item] = [
         {
             "name": s.name,
+            "origin": suite_origin(s.name),
             "tasks": len(s.tasks),
             "budget": s.default_budget,
             "aggregate": s.aggregate,
@@ -104,10 +110,21 @@ def suites() -> list[Item]:
         }
         for s in unique.values()
     ]
+    return items + [
+        {"name": name, "origin": "refused", "description": f"REFUSED: {line}"}
+        for name, line in refused_suites()
+    ]
+
+
+def suite_problems() -> list[str]:
+    """Entry points of the ``pebench.suites`` group that were refused, one line each."""
+    from pebench.datasets.catalog import suite_problems as problems
+
+    return problems()
 
 
 def budgets() -> list[Item]:
-    """Every registered budget."""
+    """Every built-in budget, with what it is for (``--budget PATH`` reads a user's own)."""
     from pebench.budget import BUDGETS
 
     return [
@@ -117,21 +134,28 @@ def budgets() -> list[Item]:
             "epochs": b.epochs,
             "seeds": list(b.seeds),
             "backbone": b.backbone,
+            "weights": b.weights or "pretrained",
             "description": b.description,
+            "for": b.purpose,
         }
         for b in BUDGETS.values()
     ]
 
 
 def format_items(items: list[Item]) -> str:
-    """Two lines per item: name and title (or description), then the other fields."""
+    """Two lines per item: name and title (or description), then the other fields.
+
+    An item with a ``for`` field (budgets) gets a third line saying what it is for.
+    """
     lines = []
     for it in items:
         extra = "  ".join(
-            f"{k}={v}" for k, v in it.items() if k not in ("name", "title", "description")
+            f"{k}={v}" for k, v in it.items() if k not in ("name", "title", "description", "for")
         )
         lines.append(f"{it['name']:<20} {it.get('title') or it.get('description', '')}")
         lines.append(f"{'':<20} {extra}")
+        if it.get("for"):
+            lines.append(f"{'':<20} for: {it['for']}")
     return "\n".join(lines)
 
 
@@ -141,6 +165,7 @@ __all__ = [
     "format_items",
     "method_problems",
     "methods",
+    "suite_problems",
     "suites",
     "tasks",
 ]

@@ -61,14 +61,16 @@ def step_flops(model: nn.Module, image_size: int) -> tuple[float, float]:
     training step is forward + backward of a cross-entropy loss, so it costs what the method
     really costs: no backward through the backbone for a linear probe, input gradients only
     through a frozen backbone, input and weight gradients for full fine-tuning. Works on any
-    device, including ``meta`` (counting without memory or weights).
+    device, including ``meta`` (counting without memory or weights). The model runs in eval mode
+    (dropout off: it has no FLOPs to count), so counting draws nothing from the random generator
+    and a run that counts before it trains trains exactly as one that does not.
     """
     device = next(model.parameters()).device
     x = example_input(model, 2, image_size=image_size).to(device)
     y = torch.zeros(2, dtype=torch.long, device=device)
     was_training = model.training
     try:
-        model.train()
+        model.eval()
         with count_flops() as train:
             F.cross_entropy(model(x), y).backward()
     finally:
@@ -96,17 +98,90 @@ def flops_per_image(model: nn.Module, image_size: int, device: torch.device) -> 
     return counter.get_total_flops() / 2
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a fresh CUDA peak (CPU peak RSS is per process: one run = one process)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+#: dense bf16 tensor-core peak FLOP/s of known devices (vendor data sheets, SXM parts unless
+#: named): the denominator of a row's ``mfu``. A device not listed gets no MFU.
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H200 NVL", 835e12),
+    ("H200", 989e12),
+    ("GH200", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("A10G", 70e12),
+)
 
 
-def peak_memory(device: torch.device) -> tuple[float, str]:
-    """``(bytes, kind)``: CUDA peak allocated on GPU, peak RSS of this process on CPU."""
-    if device.type == "cuda":
-        return float(torch.cuda.max_memory_allocated(device)), "cuda_allocated"
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024), "cpu_rss"
+def peak_flops(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a device named like :func:`device_name` (``None``: unknown)."""
+    if not device_name.startswith("cuda:"):
+        return None
+    for key, flops in PEAK_BF16_FLOPS:  # longest names first where one contains another
+        if key in device_name:
+            return flops
+    return None
+
+
+def mfu(train_flops_per_image: float, images_per_s: float, device_name: str) -> float:
+    """Model FLOP utilisation: achieved training FLOP/s over the device's bf16 peak (NaN: unknown).
+
+    ``train_flops_per_image`` is the counted forward + backward of the run's model
+    (:func:`step_flops`), so a frozen backbone is not credited with weight gradients it skips.
+    """
+    peak = peak_flops(device_name)
+    if not peak or not images_per_s:
+        return float("nan")
+    return train_flops_per_image * images_per_s / peak
+
+
+def _proc_status(key: str) -> float | None:
+    """A ``kB`` field of ``/proc/self/status`` in bytes (``None`` where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class MemoryMeter:
+    """What a run's training state costs in memory, measured from after the model is loaded.
+
+    On CUDA: the peak of allocated device memory (``torch.cuda.max_memory_allocated``), kind
+    ``cuda_allocated``. On the CPU: the process's peak resident set since :meth:`start` minus the
+    resident set at :meth:`start` (after backbone and data are loaded), kind ``cpu_state``:
+    activations, gradients, optimizer state, the method's tensors, not Python and torch. The
+    peak is reset through ``/proc/self/clear_refs``; where that is not possible the whole
+    process's peak RSS is recorded, kind ``cpu_rss``.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.base = device, None
+
+    def start(self) -> None:
+        """Start measuring here (reset the peak)."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (VmHWM)
+        except OSError:
+            return
+        self.base = _proc_status("VmRSS")
+
+    def peak(self) -> tuple[float, str]:
+        """``(bytes, kind)`` since :meth:`start`."""
+        if self.device.type == "cuda":
+            return float(torch.cuda.max_memory_allocated(self.device)), "cuda_allocated"
+        hwm = _proc_status("VmHWM")
+        if self.base is None or hwm is None:
+            return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024), "cpu_rss"
+        return max(0.0, hwm - self.base), "cpu_state"
 
 
 def checkpoint_bytes(model: nn.Module) -> int:

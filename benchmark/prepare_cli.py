@@ -1,8 +1,11 @@
 """``pebench prepare``: decode a real suite's images once into a checked cache.
 
 Hooked into :mod:`pebench.cli` with :func:`add_parser` and :func:`cmd_prepare`. Errors in the
-data (malformed lists, missing images, wrong sizes, train/test overlap...) print one
-``pebench: error: ...`` line and return exit code 2; nothing half-written is left behind.
+data (malformed lists, missing images, wrong sizes, train/test overlap, missing task folders, a
+full disk...) print one ``pebench: error: ...`` line and return exit code 2; nothing
+half-written is left behind. ``--data-dir`` is the raw data (only read); everything written goes
+into ``--cache-dir``, the folder ``pebench run --data-dir`` then reads, for image and video
+suites alike.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 EXIT_USAGE = 2
 
@@ -23,8 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="decode a suite's images once into a checked cache (VTAB-1k, FGVC, few-shot); "
         "index and decode-check a video suite",
         description="Read a suite from the format you have, decode and resize every image once, "
-        "and write uint8 arrays plus a manifest (sizes, labels, hashes). Afterwards pass the "
-        "cache folder to `pebench run --data-dir`.",
+        "and write uint8 arrays plus a manifest (sizes, labels, hashes); video suites get a "
+        "manifest of decode-checked videos. Everything goes into --cache-dir (never into "
+        "--data-dir); afterwards pass the cache folder to `pebench run --data-dir`. Data "
+        "layouts: docs/data.md.",
     )
     p.add_argument(
         "tasks", metavar="SUITE", help="suite, suite:group or task ids (e.g. vtab, vtab:natural)"
@@ -37,7 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--data-dir",
         required=True,
-        help="folder holding the raw task folders (--source tfds: the TFDS data_dir)",
+        help="the raw data: folder holding the task folders or video datasets, only read "
+        "(--source tfds: the TFDS data_dir)",
     )
     p.add_argument(
         "--manual-dir",
@@ -52,8 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--cache-dir",
-        help="where the cache goes (default: $PEBENCH_CACHE or ~/.cache/pebench); "
-        "give the same folder to `pebench run --data-dir`",
+        help="where the cache (video: the manifests) goes (default: $PEBENCH_CACHE or "
+        "~/.cache/pebench); give the same folder to `pebench run --data-dir`",
     )
     p.add_argument("--image-size", type=int, default=224, help="stored side length (224)")
     p.add_argument("--workers", type=int, help="decoding threads (default: min(8, cores))")
@@ -79,13 +86,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _prepare_video(args: argparse.Namespace, specs: list) -> int:
-    """Index and decode-check video tasks; the manifest goes next to the videos."""
+def _prepare_video(args: argparse.Namespace, specs: list, cache_dir: Path) -> int:
+    """Index and decode-check video tasks; each manifest goes into the cache folder."""
     from pebench.datasets.video import prepare_video
 
     reports = prepare_video(
         specs,
         args.data_dir,
+        cache_dir,
         skip_bad=args.skip_bad,
         workers=args.workers,
         progress=not args.quiet,
@@ -93,16 +101,19 @@ def _prepare_video(args: argparse.Namespace, specs: list) -> int:
     if args.json:
         out = [{**vars(r), "manifest": str(r.manifest)} for r in reports]
         print(json.dumps({"tasks": out}, indent=1, default=str))
-    else:
-        for r in reports:
-            print(
-                f"{r.task:<24} {r.splits} skipped={len(r.skipped)} data_hash={r.data_hash} "
-                f"({r.seconds:.1f} s) -> {r.manifest}"
-            )
-        print(
-            f"run with: pebench run --tasks {args.tasks} --data-dir {args.data_dir}",
-            file=sys.stderr,
+        return 0
+    for r in reports:
+        splits = ", ".join(f"{name} {n:,}" for name, n in r.splits.items())
+        bad = (
+            f"{len(r.skipped)} bad videos recorded (runs skip them only if the budget allows)"
+            if r.skipped
+            else "all decode"
         )
+        print(
+            f"{r.task:<24} {r.checked:,} videos checked, {bad}; splits: {splits}; data hash "
+            f"{r.data_hash} ({r.seconds:.1f} s) -> {r.manifest}"
+        )
+    print(f"run with: pebench run --tasks {args.tasks} --data-dir {cache_dir}", file=sys.stderr)
     return 0
 
 
@@ -114,14 +125,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from pebench.datasets.sources import SOURCES
     from pebench.registry import RegistryError
 
-    cache_dir = args.cache_dir or default_cache_dir()
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     try:
         specs = resolve_tasks(args.tasks)
         video = [s for s in specs if s.modality == "video"]
         if video:
             if len(video) != len(specs):
                 raise DatasetError("prepare video and image tasks in separate commands")
-            return _prepare_video(args, video)
+            return _prepare_video(args, video, cache_dir)
         if args.source is None:
             raise DatasetError(
                 f"--source is required for image suites ({', '.join(sorted(SOURCES))})"

@@ -31,6 +31,12 @@ def suggest(name: str, choices: Iterable[str], kind: str) -> str:
     return f"unknown {kind} {name!r}.{hint} Available: {', '.join(choices) or '(none)'}"
 
 
+def entry_point_origin(ep: metadata.EntryPoint) -> str:
+    """Where an entry point comes from: ``dist==version``, else ``entry point <value>``."""
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name}=={dist.version}" if dist is not None else f"entry point {ep.value}"
+
+
 def _qualname(obj: object) -> str:
     """``module:Qualname`` of a class or function, else the repr of ``obj``."""
     module, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
@@ -87,10 +93,7 @@ class Registry(Generic[T]):
             return
         self._eps_scanned = True
         for ep in metadata.entry_points(group=self._group):
-            dist = getattr(ep, "dist", None)
-            origin = (
-                f"{dist.name}=={dist.version}" if dist is not None else f"entry point {ep.value}"
-            )
+            origin = entry_point_origin(ep)
             if ep.name in self._lazy or ep.name in self._loaded:
                 self.problems.append(
                     f"duplicate {self.kind} name {ep.name!r}: entry point {ep.value} ({origin}) "

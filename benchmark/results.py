@@ -60,11 +60,15 @@ SCHEMA: dict[str, str] = {
     "params_backbone": "count",
     "params_inference_extra": "count",
     "flops_per_image": "float",
+    "train_flops_per_image": "float",
     "peak_mem_bytes": "float",
     "peak_mem_kind": "str",
     "train_images_per_s": "float",
     "eval_images_per_s": "float",
     "train_time_s": "float",
+    "data_time_s": "float",
+    "mfu": "float",
+    "compile": "str",
     "wall_time_s": "float",
     "checkpoint_bytes": "float",
     # provenance
@@ -94,6 +98,10 @@ ADDED_COLUMNS = (
     "selection_grid",
     "selection_edge",
     "checks",
+    "train_flops_per_image",
+    "data_time_s",
+    "mfu",
+    "compile",
 )
 PHASES = ("search", "final")
 #: ``blocked``: finals not run because a search trial of their task has no final outcome

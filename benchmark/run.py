@@ -41,6 +41,14 @@ class RunOptions:
         timeout_s: seconds one run may take (``None``: the budget's).
         env: environment of the run's process, set before anything runs
             (e.g. ``CUDA_VISIBLE_DEVICES`` from the local executor).
+        compile: run training and evaluation through ``torch.compile`` (recorded in the row's
+            ``compile`` column; not part of the identity: like the device or the thread count
+            it changes the computation's round-off only, never what is computed).
+        device_share: fraction of the free device memory a run may fill with device-resident
+            data (divided by the runs sharing one GPU); splits that do not fit stream.
+        trackers: where epoch records go besides the run's log (``tensorboard``, ``wandb``).
+        epoch_val: score the validation split after every epoch of a search run (logged only;
+            selection still uses the last epoch).
     """
 
     data_dir: str | None = None
@@ -51,6 +59,10 @@ class RunOptions:
     progress: bool = True
     timeout_s: float | None = None
     env: tuple[tuple[str, str], ...] = ()
+    compile: bool = False
+    device_share: float = 0.5
+    trackers: tuple[str, ...] = ()
+    epoch_val: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,24 +168,41 @@ def _model(spec: RunSpec, budget: Any, num_classes: int, row: dict[str, Any]) ->
     return bb
 
 
-def execute(spec: RunSpec) -> dict[str, Any]:
-    """Run one training + evaluation in this process and return its complete row."""
+def execute(spec: RunSpec, results_dir: str | None = None) -> dict[str, Any]:
+    """Run one training + evaluation in this process and return its complete row.
+
+    With ``results_dir`` the run also writes its log and epoch records there
+    (:class:`pebench.runlog.RunLog`; rank 0 only under DDP) and the row names the log.
+    """
+    from pebench.runlog import RunLog
+    from pebench.train import world
+
+    log = None
+    if results_dir is not None and world()[0] == 0:
+        log = RunLog(results_dir, spec.base_row, spec.options.trackers)
+    try:
+        row = _execute(spec, log)
+    except BaseException as err:
+        if log is not None:
+            log.close(error=f"{type(err).__name__}: {err}")
+        raise
+    if log is not None:
+        log.close(row)
+        row["log_path"] = row.get("log_path") or str(log.path)
+    return row
+
+
+def _execute(spec: RunSpec, log: Any) -> dict[str, Any]:
+    """The run itself (see :func:`execute`)."""
     from pebench.budget import get_budget
-    from pebench.data import run_splits
+    from pebench.data import place, run_splits
     from pebench.datasets import get_task
     from pebench.method import Guard
-    from pebench.metrics import (
-        checkpoint_bytes,
-        flops_per_image,
-        peak_memory,
-        provenance,
-        reset_peak_memory,
-    )
+    from pebench.metrics import MemoryMeter, checkpoint_bytes, mfu, provenance, step_flops
     from pebench.train import evaluate, train
 
     opts = spec.options
     device = _device(opts)
-    reset_peak_memory(device)
     budget, task = get_budget(spec.budget), get_task(spec.task)
     row = dict(spec.base_row)
     row.update(provenance(device))
@@ -181,24 +210,39 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     bb = _model(spec, budget, task.num_classes, row)
     model = bb.model.to(device)
     guard = Guard(model)  # before any forward pass: what prepare fixed, checked after the run
-    row["flops_per_image"] = flops_per_image(model, budget.image_size, device)
+    row["flops_per_image"], row["train_flops_per_image"] = step_flops(model, budget.image_size)
     tr, ev, skipped = run_splits(
         task, spec.phase, budget, bb.mean, bb.std, opts.data_dir, spec.seed
     )
     row.update(data_hash=f"{tr.sha256}+{ev.sha256}", data_skipped=skipped)
+    meter = MemoryMeter(device)
+    meter.start()  # from here: what training costs (not the backbone, not the loaded data)
+    resident = place([tr, ev], device, opts.device_share)
+    workers = opts.data_workers
+    epoch_val = None
+    if opts.epoch_val and spec.phase == "search":  # the test split is never scored early
+
+        def epoch_val() -> float:
+            return evaluate(model, ev, budget, device, workers=workers)[0]
+
     stats = train(
         model, tr, budget, spec.lr, spec.weight_decay, spec.seed, device,
         progress=opts.progress, desc=f"{spec.method} {task.name} {spec.phase}",
-        workers=opts.data_workers,
+        workers=workers, compile=opts.compile,
+        on_epoch=log.epoch if log is not None else None, epoch_val=epoch_val,
     )  # fmt: skip
-    acc, eval_ips = evaluate(model, ev, budget, device, workers=opts.data_workers)
+    acc, eval_ips = evaluate(model, ev, budget, device, workers=workers, compile=opts.compile)
     guard.verify(model, spec.method)
     row["val_top1" if spec.phase == "search" else "test_top1"] = acc
-    mem, kind = peak_memory(device)
+    mem, kind = meter.peak()
+    mem -= sum(s.data.nbytes for s, on in zip([tr, ev], resident, strict=True) if on)
     row.update(
         train_loss=stats.train_loss,
         train_time_s=stats.train_time_s,
+        data_time_s=stats.data_time_s,
         train_images_per_s=stats.train_images_per_s,
+        mfu=mfu(row["train_flops_per_image"], stats.train_images_per_s, row["device"]),
+        compile="torch.compile" if opts.compile else "",
         eval_images_per_s=eval_ips,
         peak_mem_bytes=mem,
         peak_mem_kind=kind,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from pebench.budget import Budget
 from pebench.data import Split, batches
+from pebench.runlog import EpochRecord
 
 
 class Diverged(RuntimeError):
@@ -35,6 +36,7 @@ class TrainStats:
     train_loss: float
     train_time_s: float
     train_images_per_s: float
+    data_time_s: float = 0.0
 
 
 def world() -> tuple[int, int]:
@@ -73,7 +75,13 @@ def _ddp(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _rank_batches(
-    split: Split, order: torch.Tensor, batch_size: int, workers: int, rank: int, size: int
+    split: Split,
+    order: torch.Tensor,
+    batch_size: int,
+    workers: int,
+    rank: int,
+    size: int,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
     """``(x, y, global batch size)`` per global batch ``order[i : i + batch_size]``.
 
@@ -87,7 +95,7 @@ def _rank_batches(
         ValueError: ``batch_size`` smaller than the world size.
     """
     if size == 1:
-        for xb, yb in batches(split, order, batch_size, workers):
+        for xb, yb in batches(split, order, batch_size, workers, device):
             yield xb, yb, len(yb)
         return
     if batch_size < size:
@@ -97,7 +105,7 @@ def _rank_batches(
         )
     starts = range(0, len(order), batch_size)
     local = torch.cat([order[i : i + batch_size][rank::size] for i in starts])
-    it = batches(split, local, len(range(rank, batch_size, size)), workers)
+    it = batches(split, local, len(range(rank, batch_size, size)), workers, device)
     empty = None
     for i in starts:
         global_n = min(batch_size, len(order) - i)
@@ -106,7 +114,10 @@ def _rank_batches(
         else:
             if empty is None:
                 x0 = split.data[0][0]
-                empty = x0.new_zeros((0, *x0.shape)), torch.zeros(0, dtype=torch.int64)
+                empty = (
+                    x0.new_zeros((0, *x0.shape), device=device),
+                    torch.zeros(0, dtype=torch.int64, device=device),
+                )
             xb, yb = empty
         yield xb, yb, global_n
 
@@ -123,12 +134,20 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def make_optimizer(model: nn.Module, budget: Budget, lr: float, wd: float) -> torch.optim.Optimizer:
-    """The budget's optimizer over the trainable parameters."""
+def make_optimizer(
+    model: nn.Module, budget: Budget, lr: float, wd: float, device: torch.device | None = None
+) -> torch.optim.Optimizer:
+    """The budget's optimizer over the trainable parameters (fused kernels on CUDA).
+
+    The fused CUDA implementations compute the same update as the default ones (to round-off)
+    in one kernel launch instead of one per parameter group and op; on the CPU the default
+    (``foreach``) implementation is kept, so CPU numbers do not move.
+    """
     groups = param_groups(model, wd)
+    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
     if budget.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
-    return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), **fused)
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9, **fused)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -146,11 +165,11 @@ def autocast(device: torch.device, budget: Budget):
     return nullcontext()
 
 
-def _optimizer(
-    model: nn.Module, budget: Budget, lr: float, wd: float, n: int
+def optimizer_and_schedule(
+    model: nn.Module, budget: Budget, lr: float, wd: float, n: int, device: torch.device
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """The optimizer and its per-step schedule (warmup, then cosine) for ``n`` examples."""
-    opt = make_optimizer(model, budget, lr, wd)
+    opt = make_optimizer(model, budget, lr, wd, device)
     steps_per_epoch = max(1, math.ceil(n / budget.batch_size))
     total = budget.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -159,15 +178,62 @@ def _optimizer(
     return opt, sched
 
 
+#: optimizer steps between two checks of the loss (each check waits for the device once)
+CHECK_EVERY = 25
+
+
+def _reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over all ranks, on its device, without waiting for it on the host."""
+    import torch.distributed as dist
+
+    if dist.get_backend() != "nccl":  # gloo reduces host tensors
+        t = t.cpu()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 def _loss(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, global_n: int, size: int
-) -> tuple[torch.Tensor, float]:
-    """The loss to back-propagate and the global batch's mean loss (the same on every rank)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss to back-propagate and the global batch's loss **sum** (float64, on the device).
+
+    Neither is read on the host here: the caller accumulates the sums and checks them every
+    :data:`CHECK_EVERY` steps, so the host never waits for the device inside a window.
+    """
     if size == 1:
         loss = F.cross_entropy(net(x), y)
-        return loss, loss.item()
+        return loss, loss.detach().double() * global_n
     local_sum = F.cross_entropy(net(x), y, reduction="sum")
-    return local_sum * (size / global_n), _all_reduce(local_sum.item()) / global_n
+    return local_sum * (size / global_n), _reduce_sum(local_sum.detach().double())
+
+
+@dataclass
+class _LossSum:
+    """The epoch's running loss sum, kept on the device; read only when checked.
+
+    One running sum (not one per window) adds the steps' sums in the same order as reading each
+    step's loss would, so the float64 total is bit-identical to that. Losses are ≥ 0, so once a
+    step's loss is NaN or infinite the total stays non-finite.
+    """
+
+    first_step: int = 0
+    total: torch.Tensor | None = None
+
+    def add(self, loss_sum: torch.Tensor) -> None:
+        self.total = loss_sum if self.total is None else self.total + loss_sum.to(self.total.device)
+
+    def check(self, epoch: int, step: int) -> float:
+        """The total so far as a float (waits for the device); the next window starts after it.
+
+        Raises:
+            Diverged: the total is not finite: a step of ``first_step .. step`` diverged.
+        """
+        value = 0.0 if self.total is None else float(self.total.item())
+        if not math.isfinite(value):
+            where = f"step {step}" if step == self.first_step else f"steps {self.first_step}-{step}"
+            raise Diverged(f"loss became {value} at epoch {epoch}, {where}")
+        self.first_step = step + 1
+        return value
 
 
 def _epoch(
@@ -181,30 +247,46 @@ def _epoch(
     epoch: int,
     size: int,
 ) -> tuple[float, int, float]:
-    """One epoch of optimizer steps: ``(loss sum, examples, seconds in steps)``.
+    """One epoch of optimizer steps: ``(loss sum, examples, seconds waiting for batches)``.
 
     ``params`` (the trainable parameters in model order) are what the gradient is clipped over.
+    The loss is accumulated on the device and read every :data:`CHECK_EVERY` steps and at the
+    end (in float64, the same sums in the same order as reading each step would give).
     """
-    loss_sum, loss_n, elapsed = 0.0, 0, 0.0
-    for step, (xb, yb, global_n) in enumerate(batches_):
-        x, y = xb.to(device, non_blocking=True), yb.to(device)
+    losses, loss_n, data_s, step = _LossSum(), 0, 0.0, -1
+    it = iter(batches_)
+    while True:
         t0 = time.perf_counter()
+        item = next(it, None)
+        data_s += time.perf_counter() - t0
+        if item is None:
+            break
+        step += 1
+        xb, yb, global_n = item
+        x, y = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         with autocast(device, budget):
-            loss, batch_loss = _loss(net, x, y, global_n, size)
-        if not math.isfinite(batch_loss):
-            raise Diverged(f"loss became {batch_loss} at epoch {epoch}, step {step}")
+            loss, batch_sum = _loss(net, x, y, global_n, size)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if budget.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
         opt.step()
         sched.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed += time.perf_counter() - t0
-        loss_sum += batch_loss * global_n
+        losses.add(batch_sum)
         loss_n += global_n
-    return loss_sum, loss_n, elapsed
+        if (step + 1) % CHECK_EVERY == 0:
+            losses.check(epoch, step)
+    return losses.check(epoch, step), loss_n, data_s
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compiled(model: nn.Module, enabled: bool) -> nn.Module:
+    """``torch.compile(model)`` when ``enabled`` (the parameters stay the model's own)."""
+    return torch.compile(model) if enabled else model
 
 
 def train(
@@ -218,11 +300,20 @@ def train(
     progress: bool = False,
     desc: str = "train",
     workers: int = 0,
+    compile: bool = False,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    epoch_val: Callable[[], float] | None = None,
 ) -> TrainStats:
     """Train the trainable parameters of ``model`` on ``split`` for ``budget.epochs`` epochs.
 
     The example order of every epoch comes from a generator seeded with ``seed``; batches are
-    converted on the fly (see :func:`pebench.data.batches`), ``workers`` only changes speed.
+    converted on the device (see :func:`pebench.data.batches`), ``workers`` only changes speed.
+    The host never waits for the device inside a window of :data:`CHECK_EVERY` steps; timing
+    is epoch wall time (the device is waited for at each epoch's end), and ``data_time_s`` is
+    the time the loop waited for batches. ``compile`` runs the step through ``torch.compile``.
+    ``on_epoch`` receives an :class:`pebench.runlog.EpochRecord` after every epoch, with the
+    accuracy ``epoch_val`` returns when it is given (it scores the model; training resumes in
+    train mode, and nothing it does changes what is trained).
 
     Under ``torch.distributed`` with world size ``W > 1`` the model is wrapped in
     ``DistributedDataParallel`` here (pass the plain model, or an already wrapped one) and each
@@ -235,35 +326,55 @@ def train(
     time, and every rank returns the same stats.
 
     Raises:
-        Diverged: when the loss (of the global batch, on every rank alike) is not finite.
+        Diverged: when the loss (of the global batch, on every rank alike) is not finite; the
+            message names the epoch and the steps of the window it happened in.
         ValueError: a world size larger than ``budget.batch_size``.
     """
     from tqdm.auto import tqdm
 
     rank, size = world()
     model.to(device).train()
-    net = model if size == 1 else _ddp(model, device)
+    net = compiled(model if size == 1 else _ddp(model, device), compile)
     if rank > 0:  # dropout / drop-path masks of other ranks must not copy rank 0's
         torch.manual_seed(seed * 1000 + rank)
     n = len(split)
-    opt, sched = _optimizer(model, budget, lr, weight_decay, n)
+    opt, sched = optimizer_and_schedule(model, budget, lr, weight_decay, n, device)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    seen, elapsed, loss_sum, loss_n = 0, 0.0, 0.0, 0
+    seen, elapsed, data_s, loss_sum, loss_n = 0, 0.0, 0.0, 0.0, 0
     bar = tqdm(range(budget.epochs), desc=desc, leave=False, disable=not progress or rank != 0)
     for epoch in bar:
         split.data.set_epoch(epoch)
         order = torch.randperm(n, generator=gen)
-        batches_ = _rank_batches(split, order, budget.batch_size, workers, rank, size)
-        loss_sum, loss_n, dt = _epoch(
+        batches_ = _rank_batches(split, order, budget.batch_size, workers, rank, size, device)
+        lr_first = sched.get_last_lr()[0]
+        t0 = time.perf_counter()
+        loss_sum, loss_n, dt_data = _epoch(
             net, opt, sched, params, budget, batches_, device, epoch, size
         )
-        elapsed += dt
+        _sync(device)
+        epoch_s = time.perf_counter() - t0
+        elapsed += epoch_s
+        data_s += dt_data
         seen += loss_n
         bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}")
+        if on_epoch is not None:
+            val = epoch_val() if epoch_val is not None else None
+            model.train()
+            loss = loss_sum / max(1, loss_n)
+            on_epoch(EpochRecord(epoch, loss, lr_first, epoch_s, dt_data, val))
     if size > 1:
-        elapsed = _all_reduce(elapsed, "max")
-    return TrainStats(loss_sum / max(1, loss_n), elapsed, seen / elapsed if elapsed else 0.0)
+        elapsed, data_s = _all_reduce(elapsed, "max"), _all_reduce(data_s, "max")
+    ips = seen / elapsed if elapsed else 0.0
+    return TrainStats(loss_sum / max(1, loss_n), elapsed, ips, data_s)
+
+
+def eval_batch_size(budget: Budget, device: torch.device) -> int:
+    """Evaluation batch: larger on a GPU for throughput (it cannot change the accuracy).
+
+    On the CPU it stays the training batch, so CPU numbers are bit-identical to earlier rows.
+    """
+    return budget.batch_size * (4 if device.type == "cuda" else 1)
 
 
 @torch.no_grad()
@@ -273,12 +384,14 @@ def evaluate(
     budget: Budget,
     device: torch.device,
     workers: int = 0,
+    compile: bool = False,
 ) -> tuple[float, float]:
     """Top-1 accuracy (fraction) and examples/s of ``model`` in eval mode.
 
     Multi-view splits (video: temporal segments × spatial crops) give items of shape
     ``(views, ...)``; the model sees every view and the **logits are averaged** over views
-    before the argmax. Throughput counts examples (clips), not views.
+    before the argmax. Throughput counts examples (clips), not views. Correct counts are summed
+    on the device and read once at the end.
 
     Under ``torch.distributed`` with world size ``W > 1`` rank ``r`` scores ``order[r::W]``; the
     correct counts are summed over ranks (every rank returns the same accuracy) and the
@@ -286,21 +399,20 @@ def evaluate(
     """
     rank, size = world()
     model.to(device).eval()
-    correct, elapsed = 0, 0.0
+    net = compiled(model, compile)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     order = torch.arange(len(split))[rank::size]
-    for xb, yb in batches(split, order, budget.batch_size, workers):
-        x = xb.to(device, non_blocking=True)
-        t0 = time.perf_counter()
+    _sync(device)
+    t0 = time.perf_counter()
+    for x, y in batches(split, order, eval_batch_size(budget, device), workers, device):
         with autocast(device, budget):
             if split.views > 1:
-                logits = model(x.flatten(0, 1)).float().view(len(yb), split.views, -1).mean(1)
+                logits = net(x.flatten(0, 1)).float().view(len(y), split.views, -1).mean(1)
             else:
-                logits = model(x)
-            pred = logits.argmax(dim=-1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed += time.perf_counter() - t0
-        correct += int((pred.cpu() == yb).sum())
+                logits = net(x)
+        correct += (logits.argmax(dim=-1) == y).sum()
+    n_correct = int(correct.item())
+    elapsed = time.perf_counter() - t0
     if size > 1:
-        correct, elapsed = int(_all_reduce(correct)), _all_reduce(elapsed, "max")
-    return correct / len(split), len(split) / elapsed if elapsed else 0.0
+        n_correct, elapsed = int(_all_reduce(n_correct)), _all_reduce(elapsed, "max")
+    return n_correct / len(split), len(split) / elapsed if elapsed else 0.0

@@ -18,6 +18,7 @@ Layout: :mod:`~pebench.datasets.spec` (types and the raw registry, imported by e
 from __future__ import annotations
 
 from pebench.datasets.catalog import (
+    check_data,
     describe_data,
     get_suite,
     get_task,
@@ -45,6 +46,7 @@ __all__ = [
     "Suite",
     "TaskSpec",
     "array_sha256",
+    "check_data",
     "describe_data",
     "get_suite",
     "get_task",

@@ -1,16 +1,47 @@
-"""Look-ups over the built-in suites: tasks, suites, selectors, and what a run's data are.
+"""Look-ups over the suites: tasks, suites, selectors, and what a run's data are.
 
 The built-in families register on first use (:func:`tasks`, :func:`suites`); they import only
 :mod:`pebench.datasets.spec`, never this module, so the import graph stays acyclic.
+
+Third-party suites come from the entry-point group ``pebench.suites``, read once, after the
+built-ins. The entry point's name is the suite's name and its object is a zero-argument function
+returning ``(Suite, [TaskSpec, ...])`` (or that pair itself); each task names its own
+:class:`~pebench.datasets.spec.Loader`::
+
+    [project.entry-points."pebench.suites"]
+    my_suite = "my_package.suite:my_suite"
+
+A plugin that cannot be imported, returns something else or clashes with a registered name is
+refused whole (:func:`~pebench.datasets.spec.check_suite`) and reported, one line in
+:data:`problems`; it never hides the other suites.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from pebench.datasets.spec import SUITES, TASKS, Suite, TaskSpec
-from pebench.registry import RegistryError, suggest
+from pebench.datasets.spec import SUITES, TASKS, Suite, TaskSpec, check_suite, register_suite
+from pebench.registry import RegistryError, entry_point_origin, suggest
+
+#: the entry-point group of third-party suites
+SUITE_GROUP = "pebench.suites"
+#: what a ``pebench.suites`` entry point may name
+PLUGIN_ALLOWED = (
+    "a zero-argument function returning (Suite, [TaskSpec, ...]), or that pair, whose suite is "
+    "named as the entry point"
+)
+#: suite entry points refused when read, one line each
+problems: list[str] = []
+#: suite name -> ``"builtin"`` or the ``dist==version`` of its plugin
+_ORIGINS: dict[str, str] = {}
+#: entry-point name of a refused plugin -> its problem line
+_REFUSED: dict[str, str] = {}
+#: (entry-point name, problem line) of every refused plugin, in the order read
+_REFUSALS: list[tuple[str, str]] = []
 
 _BUILTIN_LOADED = False
 
@@ -26,6 +57,97 @@ def _ensure_builtin() -> None:
         import pebench.datasets.video_suite
         import pebench.datasets.vtab  # noqa: F401
 
+        for suite in SUITES.values():
+            _ORIGINS.setdefault(suite.name, "builtin")
+        _load_plugins()
+
+
+def _plugin_suite(obj: Any, name: str) -> tuple[Suite, list[TaskSpec]]:
+    """The ``(Suite, [TaskSpec, ...])`` an entry point's object gives (called if a function)."""
+    if callable(obj):
+        obj = obj()
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], Suite)):
+        raise RegistryError(
+            f"gave an object of type {type(obj).__name__!r}; allowed: {PLUGIN_ALLOWED}"
+        )
+    suite, specs = obj
+    if isinstance(specs, (str, bytes)) or not isinstance(specs, Iterable):
+        raise RegistryError(
+            f"gave tasks of type {type(specs).__name__!r}; allowed: {PLUGIN_ALLOWED}"
+        )
+    if suite.name != name:
+        raise RegistryError(f"gave suite {suite.name!r}, not {name!r}; allowed: {PLUGIN_ALLOWED}")
+    return suite, list(specs)
+
+
+def _already_registered(suite: Suite, specs: list[TaskSpec]) -> bool:
+    """The plugin registered these very objects itself (at import)."""
+    return SUITES.get(suite.name) is suite and all(TASKS.get(t.name) is t for t in specs)
+
+
+def _refuse(name: str, line: str, keep_name: bool = False) -> None:
+    """Record a refused entry point (``keep_name``: its name still means the registered suite)."""
+    problems.append(line)
+    _REFUSALS.append((name, line))
+    if not keep_name:
+        _REFUSED.setdefault(name, line)
+
+
+def _load_plugins() -> None:
+    """Register every usable ``pebench.suites`` entry point; refuse and report the others."""
+    for ep in metadata.entry_points(group=SUITE_GROUP):
+        origin = entry_point_origin(ep)
+        source = f"suite entry point {ep.name!r} = {ep.value} ({origin})"
+        if ep.name in SUITES:  # never imported: the registered suite is kept
+            kept = _ORIGINS.get(SUITES[ep.name].name, "runtime")
+            line = f"{source}: duplicate suite name {ep.name!r}: clashes with the {kept} one"
+            _refuse(ep.name, line + ", which is kept", keep_name=True)
+            continue
+        try:
+            suite, specs = _plugin_suite(ep.load(), ep.name)
+            if not _already_registered(suite, specs):
+                check_suite(suite, specs)
+                register_suite(suite, specs)
+        except Exception as err:  # a plugin may raise anything: refused and reported, never fatal
+            what = str(err) if isinstance(err, RegistryError) else f"{type(err).__name__}: {err}"
+            _refuse(ep.name, f"{source}: {' '.join(what.split())}")
+            continue
+        _ORIGINS[suite.name] = origin
+
+
+def suite_origin(name: str) -> str:
+    """``"builtin"`` or the ``dist==version`` of the plugin that registered suite ``name``."""
+    return _ORIGINS.get(get_suite(name).name, "runtime")
+
+
+def suite_problems() -> list[str]:
+    """The ``pebench.suites`` entry points refused (one line each: which, why, what is allowed)."""
+    _ensure_builtin()
+    return list(problems)
+
+
+def refused_suites() -> list[tuple[str, str]]:
+    """``(entry-point name, problem line)`` of each refused ``pebench.suites`` entry point."""
+    _ensure_builtin()
+    return list(_REFUSALS)
+
+
+def _unknown_task(name: str) -> str:
+    """One line for an unknown suite or task: close matches and the suites, not every task id."""
+    all_tasks = tasks()
+    if (refused := _REFUSED.get(name.split("/", 1)[0].split(":", 1)[0])) is not None:
+        return f"unknown suite or task {name!r}: {refused}"
+    names = sorted(
+        set(suites()) | set(all_tasks) | {a for s in all_tasks.values() for a in s.aliases}
+    )
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    unique = sorted({s.name for s in suites().values()})
+    return (
+        f"unknown suite or task {name!r}.{hint} Suites: {', '.join(unique)} "
+        "(`pebench list tasks --suite NAME` lists a suite's tasks)"
+    )
+
 
 def suites() -> dict[str, Suite]:
     """All suites by name (aliases included)."""
@@ -40,22 +162,23 @@ def tasks() -> dict[str, TaskSpec]:
 
 
 def get_suite(name: str) -> Suite:
-    """A suite by name or alias; unknown names raise with suggestions."""
+    """A suite by name or alias; unknown names raise with suggestions (or why it was refused)."""
     if name not in suites():
+        if name in _REFUSED:
+            raise RegistryError(f"unknown suite {name!r}: {_REFUSED[name]}")
         raise RegistryError(suggest(name, suites(), "suite"))
     return SUITES[name]
 
 
 def get_task(name: str) -> TaskSpec:
-    """A task by canonical name or alias; unknown names raise with suggestions."""
+    """A task by canonical name or alias; unknown names raise with close matches and suites."""
     all_tasks = tasks()
     if name in all_tasks:
         return all_tasks[name]
     for spec in all_tasks.values():
         if name in spec.aliases:
             return spec
-    names = list(all_tasks) + [a for s in all_tasks.values() for a in s.aliases]
-    raise RegistryError(suggest(name, names, "task"))
+    raise RegistryError(_unknown_task(name))
 
 
 def _group_tasks(selector: str) -> list[TaskSpec]:
@@ -82,11 +205,7 @@ def resolve_tasks(selector: str) -> list[TaskSpec]:
         elif part in suites():
             out.extend(TASKS[t] for t in SUITES[part].tasks)
         else:
-            try:
-                out.append(get_task(part))
-            except RegistryError as err:
-                names = sorted(set(suites()) | set(tasks()))
-                raise RegistryError(suggest(part, names, "suite or task")) from err
+            out.append(get_task(part))  # unknown: close matches and the suites, one line
     if not out:
         raise RegistryError(f"no tasks selected by {selector!r}")
     return list({spec.name: spec for spec in out}.values())
@@ -116,12 +235,35 @@ def describe_data(spec: TaskSpec, data_dir: str | Path | None, image_size: int) 
     return spec.get_loader().data_identity(spec, data_dir, image_size)
 
 
+def check_data(
+    selection: TaskSpec | Iterable[TaskSpec], data_dir: str | Path | None, image_size: int
+) -> None:
+    """Check cheaply, before any run, that every split the tasks' runs read is there and whole.
+
+    Each task's :class:`~pebench.datasets.spec.Loader` answers (``check``): for prepared caches,
+    every stored split of every role exists with the size and shape its manifest records, so a
+    missing or truncated test split stops a sweep before its search trains, not at its finals.
+
+    Raises:
+        pebench.datasets.formats.DatasetError: the first missing or damaged split (task, split,
+            file, and the command that prepares it again).
+    """
+    for spec in [selection] if isinstance(selection, TaskSpec) else selection:
+        spec.get_loader().check_data(spec, data_dir, image_size)
+
+
 __all__ = [
+    "SUITE_GROUP",
+    "check_data",
     "describe_data",
     "get_suite",
     "get_task",
+    "problems",
+    "refused_suites",
     "resolve_specs",
     "resolve_tasks",
+    "suite_origin",
+    "suite_problems",
     "suites",
     "tasks",
 ]

@@ -7,7 +7,8 @@ themselves (TFDS, :mod:`pebench.datasets.tfds_source`) deliver :class:`ArraySpli
 
 ``noah`` (data format ``"noah-jpeg"``, VTAB-1k as released by NOAH and reused by FacT, SSF...)
     ``<root>/<task folder>/{train800,val200,train800val200,test}.txt``; one line
-    ``images/<split>/<6 digits>.jpg <label>``; image paths are relative to the task folder.
+    ``images/<split>/<6 digits>.jpg <label>``; image paths are relative to the task folder. A
+    list naming one image twice is refused (NOAH lists name every image once).
 
 ``json`` (``"vpt-json"``, the VPT FGVC splits)
     ``<root>/<dataset folder>/{train,val,test}.json``: an object ``"relative/path.jpg": class id``.
@@ -24,6 +25,10 @@ themselves (TFDS, :mod:`pebench.datasets.tfds_source`) deliver :class:`ArraySpli
     start ``cars_train/`` or ``cars_test/`` and are relative to the dataset folder). Repeated
     lines are removed and counted (the oxford-pets 1-shot lists list every image twice).
 
+Every listed image must stay inside its task or dataset folder (:attr:`SplitList.root`): list
+paths may not be absolute or use ``..``, and an image that is a symlink resolving outside the folder
+is refused when it is decoded (:func:`check_inside`).
+
 Errors are :class:`DatasetError` subclasses whose message names the file and line (list
 content), the image path (missing or undecodable images) or the task and split (labels).
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +72,7 @@ class SplitList:
         labels: int64 labels (already remapped for VPT JSON).
         lines: 1-based line of every entry in ``list_file``.
         notes: facts recorded in the cache manifest (removed duplicates, chosen image root...).
+        root: the task or dataset folder every image must resolve inside (``None``: no check).
     """
 
     name: str
@@ -74,6 +81,7 @@ class SplitList:
     labels: np.ndarray
     lines: list[int]
     notes: list[str] = field(default_factory=list)
+    root: Path | None = None
 
     def where(self, i: int) -> str:
         """Where entry ``i`` comes from (file and line), for error messages."""
@@ -231,7 +239,8 @@ def noah_split(root: str | Path, folder: str, split: str) -> SplitList:
     """One split of one NOAH VTAB-1k task folder (``<root>/<folder>/<split>.txt``).
 
     Raises:
-        FormatError: missing folder or list file, or a malformed line (file and line number).
+        FormatError: missing folder or list file, a malformed line or a line naming an image
+            already listed (file and line number).
     """
     task_dir = Path(root) / folder
     if not task_dir.is_dir():
@@ -241,12 +250,21 @@ def noah_split(root: str | Path, folder: str, split: str) -> SplitList:
         )
     list_file = task_dir / f"{split}.txt"
     entries = parse_list(list_file)
+    first: dict[str, int] = {}
+    for rel, _, no in entries:
+        key = Path(rel).as_posix()
+        if first.setdefault(key, no) != no:
+            raise FormatError(
+                f"{list_file} line {no}: image {rel!r} is already listed on line {first[key]}; "
+                f"a NOAH list names every image once"
+            )
     return SplitList(
         name=split,
         list_file=list_file,
         paths=[task_dir / rel for rel, _, _ in entries],
         labels=np.array([lab for _, lab, _ in entries], dtype=np.int64),
         lines=[no for _, _, no in entries],
+        root=task_dir,
     )
 
 
@@ -370,6 +388,7 @@ def vpt_splits(
             labels=np.array([cont[cid] for _, cid, _ in parsed[s]], dtype=np.int64),
             lines=[no for _, _, no in parsed[s]],
             notes=notes,
+            root=folder,
         )
     return out
 
@@ -395,10 +414,29 @@ def coop_split(root: str | Path, dataset: str, split: str) -> SplitList:
         labels=np.array([lab for _, lab, _ in entries], dtype=np.int64),
         lines=[no for _, _, no in entries],
         notes=notes,
+        root=folder,
     )
 
 
 # --------------------------------------------------------------------------------- images --
+def check_inside(path: Path, root: Path) -> None:
+    """Refuse an image whose real path (symlinks resolved) lies outside ``root``'s real path.
+
+    Args:
+        path: the listed image.
+        root: the task or dataset folder (itself may be a symlink).
+
+    Raises:
+        ImageError: the image resolves outside ``root`` (names both).
+    """
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
+        raise ImageError(
+            f"image {path} is a link to {real}, outside its folder {root}; images must stay "
+            f"inside it (copy the file in instead of linking it)"
+        )
+
+
 def decode_image(path: Path, image_size: int) -> tuple[np.ndarray, bytes]:
     """Decode with PIL, convert to RGB, resize directly to ``image_size``² (bicubic).
 
@@ -459,6 +497,7 @@ __all__ = [
     "ImageError",
     "SplitList",
     "array_image",
+    "check_inside",
     "coop_split",
     "decode_image",
     "file_sha256",

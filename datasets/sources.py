@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pebench.datasets.formats import ArraySplit, SplitList, coop_split, noah_split, vpt_splits
+from pebench.datasets.formats import (
+    COOP_DATASETS,
+    VPT_DATASETS,
+    ArraySplit,
+    SplitList,
+    coop_split,
+    noah_split,
+    vpt_splits,
+)
 from pebench.datasets.spec import TaskSpec
 
 #: decode rule of sources listing image files
@@ -60,6 +68,10 @@ class Source:
         help: what the source is, for ``pebench prepare --help``.
         resize: the decode and resize rule recorded in the cache manifest.
         fetch_options: accepts ``manual_dir`` and ``download`` (TFDS).
+        present: ``(spec, data_dir) -> bool``: whether ``data_dir`` holds the task's folder, so
+            ``pebench prepare`` can list what is there and what is missing before reading
+            anything. ``None``: not known in advance (TFDS builders).
+        layout: where a task's files go, for the missing-folder message.
     """
 
     name: str
@@ -68,10 +80,26 @@ class Source:
     help: str
     resize: str = RESIZE
     fetch_options: bool = False
+    present: Callable[[TaskSpec, Path], bool] | None = None
+    layout: str = ""
 
 
 def _dataset(specs: list[TaskSpec]) -> str:
     return specs[0].name.split("/")[1]
+
+
+def _noah_present(spec: TaskSpec, data_dir: Path) -> bool:
+    return (data_dir / _dataset([spec])).is_dir()
+
+
+def _named_present(table: dict[str, tuple]) -> Callable[[TaskSpec, Path], bool]:
+    """``present`` of a source whose dataset folder may have one of several names."""
+
+    def present(spec: TaskSpec, data_dir: Path) -> bool:
+        names = table[_dataset([spec])][0]
+        return any((data_dir / name).is_dir() for name in names)
+
+    return present
 
 
 def _read_noah(specs: list[TaskSpec], data_dir: Path, splits: list[str], opts: SourceOptions):
@@ -96,9 +124,30 @@ def _read_tfds(specs: list[TaskSpec], data_dir: Path, splits: list[str], opts: S
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
-        Source("noah", "noah-jpeg", _read_noah, "NOAH VTAB-1k folders"),
-        Source("json", "vpt-json", _read_vpt, "VPT FGVC json"),
-        Source("coop", "coop-list", _read_coop, "CoOp few-shot lists"),
+        Source(
+            "noah",
+            "noah-jpeg",
+            _read_noah,
+            "NOAH VTAB-1k folders",
+            present=_noah_present,
+            layout="<data-dir>/<task>/{train800,val200,train800val200,test}.txt + images/",
+        ),
+        Source(
+            "json",
+            "vpt-json",
+            _read_vpt,
+            "VPT FGVC json",
+            present=_named_present(VPT_DATASETS),
+            layout="<data-dir>/<dataset folder>/{train,val,test}.json",
+        ),
+        Source(
+            "coop",
+            "coop-list",
+            _read_coop,
+            "CoOp few-shot lists",
+            present=_named_present(COOP_DATASETS),
+            layout="<data-dir>/<dataset folder>/annotations/*.list* + images/",
+        ),
         Source(
             "tfds",
             "tfds",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,8 @@ LoadFn = Callable[["TaskSpec", str, "str | Path | None", int], tuple[np.ndarray,
 DescribeFn = Callable[["TaskSpec", "str | Path | None", int], tuple[str, str]]
 #: ``(spec, split, data_dir, image_size) -> SHA-256 the loader has verified, or None``
 Sha256Fn = Callable[["TaskSpec", str, "str | Path | None", int], "str | None"]
+#: ``(spec, data_dir, image_size) -> None``, raising when data a run reads are missing or damaged
+CheckFn = Callable[["TaskSpec", "str | Path | None", int], None]
 
 
 def array_sha256(images: np.ndarray, labels: np.ndarray, chunk: int = 256) -> str:
@@ -60,11 +63,16 @@ class Loader:
         verified_sha256: ``(spec, split, data_dir, image_size)`` -> the :func:`array_sha256` of
             a split the loader has just checked (so callers need not hash it again), or ``None``
             when it does not know. ``None``: never known.
+        check: ``(spec, data_dir, image_size)``: a cheap check, before any run, that every split
+            the task's runs read is there and whole (prepared caches compare file sizes with
+            the manifest), raising a :class:`~pebench.datasets.formats.DatasetError` naming the
+            split. ``None``: nothing to check.
     """
 
     load: LoadFn | None = None
     describe: DescribeFn | None = None
     verified_sha256: Sha256Fn | None = None
+    check: CheckFn | None = None
 
     def data_identity(
         self, spec: TaskSpec, data_dir: str | Path | None, image_size: int
@@ -73,6 +81,11 @@ class Loader:
         if self.describe is None:
             return spec.data_format, ""
         return self.describe(spec, data_dir, image_size)
+
+    def check_data(self, spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> None:
+        """Run :attr:`check` (nothing when the family has none)."""
+        if self.check is not None:
+            self.check(spec, data_dir, image_size)
 
     def known_sha256(
         self, spec: TaskSpec, split: str, data_dir: str | Path | None, image_size: int
@@ -198,10 +211,78 @@ def register_suite(suite: Suite, tasks: list[TaskSpec]) -> None:
         SUITES[name] = suite
 
 
+#: what a suite name (or alias) may be made of: ``,`` separates selectors, ``:`` selects a group,
+#: ``/`` separates a suite from its task
+SUITE_NAME = re.compile(r"[A-Za-z0-9_\-]+")
+#: what a task's loader must name
+_LOADER_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+def check_suite(suite: Suite, tasks: Sequence[TaskSpec]) -> None:
+    """Refuse what :func:`register_suite` could not add whole, before anything is added.
+
+    Third-party suites (entry-point group ``pebench.suites``) are checked with it, so one bad
+    plugin is reported and never leaves half a suite behind.
+
+    Raises:
+        RegistryError: one line naming the suite or task, what is wrong and what is allowed.
+    """
+    if not isinstance(suite, Suite):
+        raise RegistryError(f"expected a pebench.datasets.Suite, got {type(suite).__name__}")
+    for name in [suite.name, *suite.aliases]:
+        if not isinstance(name, str) or not SUITE_NAME.fullmatch(name):
+            raise RegistryError(
+                f"suite name {name!r} is not usable: letters, digits, '_' and '-' only"
+            )
+        if name in SUITES:
+            raise RegistryError(f"duplicate suite name {name!r}: already registered")
+    if suite.aggregate not in ("mean", "vtab"):
+        raise RegistryError(
+            f"suite {suite.name!r}: aggregate {suite.aggregate!r}; allowed: 'mean', 'vtab'"
+        )
+    if not suite.tasks or len(set(suite.tasks)) < len(suite.tasks):
+        raise RegistryError(f"suite {suite.name!r}: tasks must be a non-empty list of distinct ids")
+    specs = list(tasks)
+    for spec in specs:
+        if not isinstance(spec, TaskSpec):
+            raise RegistryError(
+                f"suite {suite.name!r}: expected pebench.datasets.TaskSpec objects, got "
+                f"{type(spec).__name__}"
+            )
+    given = [spec.name for spec in specs]
+    if sorted(given) != sorted(suite.tasks):
+        raise RegistryError(
+            f"suite {suite.name!r} lists tasks {sorted(suite.tasks)} but gives specs for "
+            f"{sorted(given)}: give one TaskSpec per listed task"
+        )
+    for spec in specs:
+        where = f"task {spec.name!r} of suite {suite.name!r}"
+        if not spec.name.startswith(f"{suite.name}/") or spec.suite != suite.name:
+            raise RegistryError(
+                f"{where}: task ids are '{suite.name}/<task>' and TaskSpec.suite is "
+                f"{suite.name!r} (got suite {spec.suite!r})"
+            )
+        if spec.name in TASKS:
+            raise RegistryError(f"duplicate task name {spec.name!r}: already registered")
+        if set(spec.splits) != set(ROLES):
+            raise RegistryError(f"{where}: splits must map exactly the roles {ROLES}")
+        if isinstance(spec.num_classes, bool) or not isinstance(spec.num_classes, int):
+            raise RegistryError(f"{where}: num_classes must be an integer >= 2")
+        if spec.num_classes < 2:
+            raise RegistryError(f"{where}: num_classes must be an integer >= 2")
+        if spec.modality not in ("image", "video"):
+            raise RegistryError(f"{where}: modality {spec.modality!r}; allowed: 'image', 'video'")
+        if not isinstance(spec.loader, str) or not _LOADER_REF.fullmatch(spec.loader):
+            raise RegistryError(
+                f"{where}: loader {spec.loader!r} must name a Loader as 'module:attribute'"
+            )
+
+
 __all__ = [
     "ROLES",
     "SUITES",
     "TASKS",
+    "CheckFn",
     "DescribeFn",
     "LoadFn",
     "Loader",
@@ -209,5 +290,6 @@ __all__ = [
     "Suite",
     "TaskSpec",
     "array_sha256",
+    "check_suite",
     "register_suite",
 ]

@@ -12,9 +12,13 @@ task                        classes  data format      source lists
 ``video/hmdb51_split3``     51       hmdb51-splits    official split 3 (not in the suite)
 ==========================  =======  ===============  ==========================================
 
-Folders. ``data_dir`` is either the dataset folder itself or a root holding it under one of the
-names in :data:`FOLDERS` (``<root>/ssv2``, ``<root>/hmdb51``...), so one ``--data-dir`` serves
-the whole suite.
+Folders. The raw data folder (``pebench prepare --data-dir``) is either the dataset folder
+itself or a root holding it under one of the names in :data:`FOLDERS` (``<root>/ssv2``,
+``<root>/hmdb51``...), so one ``--data-dir`` serves the whole suite. As for image suites,
+``pebench run --data-dir`` is the **cache** folder (``pebench prepare --cache-dir``, default
+:func:`pebench.datasets.cache.default_cache_dir`): :func:`prepare_video` writes each task's
+manifest to ``<cache>/video/<task>/manifest.json`` (never into the raw folder, which may be
+read-only), recording the raw dataset folder's absolute path, and runs find the videos through it.
 
 * SSv2 (VideoMAE / AdaptFormer convention): ``<ssv2>/{train,val}.csv``, one line ``<video path>
   <label>`` (whitespace-separated, exactly two fields; paths relative to the dataset folder or
@@ -46,11 +50,12 @@ short side: V = segments × crops views, segment-major. Randomness comes from
 workers or order.
 
 Bad videos. A missing, unopenable or undecodable video raises :class:`VideoError` naming its
-path (and the list line). With ``skip_bad=True`` (a budget that allows skipping) such videos are
-dropped when the split is indexed and counted in ``VideoClips.skipped``. :func:`prepare_video`
-checks every video once (opens, frame count > 0, first and last frame decode) and writes a
-manifest next to the lists; :func:`video_split` then reuses it (no decode checks per run) after
-checking it still matches the task and the list files.
+path (and the list line). :func:`prepare_video` checks every video once (opens, frame count > 0,
+first and last frame decode) and writes the manifest into the cache folder; with ``skip_bad``
+(``pebench prepare --skip-bad``) bad videos are recorded there instead of failing.
+:func:`video_split` reads the manifest (no decode checks per run) after checking it still matches
+the task and the list files, and refuses to run without one; a budget that allows skipping
+(``skip_bad=True``) drops the recorded bad videos and counts them in ``VideoClips.skipped``.
 
 Why one module of this size: lists, the ``val`` carve-out, the index hash, the prepare manifest
 and :func:`video_split` are one contract (a split's identity is its list entries, carve-out, bad
@@ -537,9 +542,9 @@ class VideoClips:
 
 
 # --------------------------------------------------------------------------- manifest --
-def manifest_path(spec: TaskSpec, folder: str | Path) -> Path:
-    """Where :func:`prepare_video` writes ``spec``'s manifest inside ``folder``."""
-    return Path(folder) / f"pebench-{spec.name.split('/', 1)[1]}.manifest.json"
+def manifest_path(spec: TaskSpec, cache_dir: str | Path) -> Path:
+    """Where :func:`prepare_video` writes ``spec``'s manifest: ``<cache>/<task>/manifest.json``."""
+    return Path(cache_dir) / spec.name / "manifest.json"
 
 
 def _identity(spec: TaskSpec) -> dict[str, Any]:
@@ -601,7 +606,7 @@ def _frame_stats(frames: list[int]) -> dict[str, float | int | None]:
 def prepare_video(
     spec_or_suite: str | TaskSpec | Iterable[TaskSpec | str],
     data_dir: str | Path,
-    out_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     skip_bad: bool = False,
     *,
     workers: int | None = None,
@@ -609,15 +614,16 @@ def prepare_video(
 ) -> list[VideoReport]:
     """Index a video task's lists, decode-check every video, write its manifest atomically.
 
-    The manifest (``pebench-<task>.manifest.json``, see :func:`manifest_path`) records the task
-    identity, the list files' hashes, per split the count, class counts, frame-count summary and
-    index hash, every video's frame count, the skipped videos with reasons, and the data hash.
+    The manifest (``<cache_dir>/<task id>/manifest.json``, see :func:`manifest_path`) records the
+    task identity, the raw dataset folder (absolute), the list files' hashes, per split the
+    count, class counts, frame-count summary and index hash, every video's frame count, the
+    skipped videos with reasons, and the data hash. Nothing is written into ``data_dir``.
 
     Args:
         spec_or_suite: a selector (``"video"``, ``"video/hmdb51"``) or task specs.
-        data_dir: the dataset folder or a root holding it (see :func:`dataset_dir`).
-        out_dir: where manifests go (default: the dataset folder, where :func:`video_split`
-            looks for them).
+        data_dir: the raw dataset folder or a root holding it (see :func:`dataset_dir`).
+        cache_dir: the cache folder the manifests go to, the one ``pebench run --data-dir``
+            is given (default :func:`pebench.datasets.cache.default_cache_dir`).
         skip_bad: record bad videos and drop them instead of failing.
         workers: decoding threads (default ``min(8, cpu count)``).
         progress: show a progress bar.
@@ -632,15 +638,22 @@ def prepare_video(
     """
     workers = workers or min(8, os.cpu_count() or 1)
     return [
-        _prepare_task(spec, data_dir, out_dir, skip_bad, workers, progress)
+        _prepare_task(spec, data_dir, _cache(cache_dir), skip_bad, workers, progress)
         for spec in resolve_specs(spec_or_suite)
     ]
+
+
+def _cache(cache_dir: str | Path | None) -> Path:
+    """The cache folder: ``cache_dir``, or the default one of image caches."""
+    from pebench.datasets.cache import default_cache_dir
+
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
 
 def _prepare_task(
     spec: TaskSpec,
     data_dir: str | Path,
-    out_dir: str | Path | None,
+    cache_dir: Path,
     skip_bad: bool,
     workers: int,
     progress: bool,
@@ -676,8 +689,14 @@ def _prepare_task(
         "pebench_version": pebench.__version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    target = manifest_path(spec, out_dir if out_dir is not None else folder)
-    atomic_write_text(target, manifest_json(manifest))
+    target = manifest_path(spec, cache_dir)
+    try:
+        atomic_write_text(target, manifest_json(manifest))
+    except OSError as err:
+        raise DatasetError(
+            f"task {spec.name!r}: cannot write its manifest {target} ({err.strerror}); choose "
+            f"another --cache-dir"
+        ) from err
     sizes = {k: v["size"] for k, v in index.items()}
     checked = len(frames) + len(skipped)
     return VideoReport(spec.name, target, sizes, skipped, checked, dhash, time.perf_counter() - t0)
@@ -700,22 +719,45 @@ def _index(
     return index
 
 
-def read_video_manifest(
-    spec: TaskSpec, folder: Path, lists: dict[str, VideoList], manifest_dir: str | Path | None
-) -> dict | None:
-    """The task's manifest if one exists, after checking it matches the task and list files.
+def _prepare_hint(spec: TaskSpec, cache_dir: str | Path, raw: str = "<raw video folder>") -> str:
+    """The ``pebench prepare`` command writing ``spec``'s manifest into ``cache_dir``."""
+    return f"pebench prepare {spec.name} --data-dir {raw} --cache-dir {cache_dir}"
+
+
+def read_video_manifest(spec: TaskSpec, cache_dir: str | Path | None) -> dict:
+    """The task's manifest in the cache folder, after checking it matches the task.
 
     Raises:
-        VideoManifestError: written for another task definition or other list files (says to
-            run prepare again).
+        CacheMissingError: no manifest (says what to run; notes when ``cache_dir`` holds the
+            raw videos instead of a cache).
+        VideoManifestError: unreadable, or written for another task definition (says to run
+            prepare again).
     """
-    path = manifest_path(spec, manifest_dir if manifest_dir is not None else folder)
+    from pebench.datasets.cache import CacheMissingError
+
+    cache = _cache(cache_dir)
+    path = manifest_path(spec, cache)
     if not path.is_file():
-        return None
+        try:
+            raw = dataset_dir(spec, cache)
+        except DatasetError:
+            raw = None
+        if raw is not None:
+            raise CacheMissingError(
+                f"task {spec.name!r}: {cache} holds the raw videos, but --data-dir of pebench "
+                f"run is the prepared cache folder; run "
+                f"{_prepare_hint(spec, '<cache folder>', str(raw))} and pass that cache folder"
+            )
+        raise CacheMissingError(
+            f"task {spec.name!r}: no prepared video manifest at {path}. Run: "
+            f"{_prepare_hint(spec, cache)}"
+        )
     try:
-        m = json.loads(path.read_text())
+        m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise VideoManifestError(f"unreadable manifest {path}: {err}") from err
+        raise VideoManifestError(
+            f"unreadable manifest {path} ({err}); run prepare again: {_prepare_hint(spec, cache)}"
+        ) from err
     if not isinstance(m, dict) or m.get("schema") != SCHEMA:
         raise VideoManifestError(f"{path}: not a {SCHEMA} manifest; run prepare again")
     for key, want in _identity(spec).items():
@@ -724,14 +766,41 @@ def read_video_manifest(
                 f"{path}: {key} is {m.get(key)!r}, task {spec.name!r} has {want!r}; "
                 f"run prepare again"
             )
+    for key, kind in (("source_dir", str), ("lists", dict), ("skipped", list), ("index", dict)):
+        if not isinstance(m.get(key), kind):
+            raise VideoManifestError(
+                f"{path}: {key} is {m.get(key)!r}, expected {kind.__name__}; run prepare again: "
+                f"{_prepare_hint(spec, cache)}"
+            )
+    return m
+
+
+def _open(spec: TaskSpec, cache_dir: str | Path | None) -> tuple[dict, Path, dict[str, VideoList]]:
+    """Manifest, raw dataset folder and split lists of a prepared video task.
+
+    Raises:
+        VideoManifestError: the raw folder recorded by prepare is gone, or its list files changed
+            since (says to run prepare again).
+    """
+    m = read_video_manifest(spec, cache_dir)
+    path = manifest_path(spec, _cache(cache_dir))
+    raw = Path(m["source_dir"])
+    try:
+        folder = dataset_dir(spec, raw)
+    except DatasetError as err:
+        raise VideoManifestError(
+            f"{path}: the raw videos it records are not found ({err}); run prepare again with "
+            f"their --data-dir"
+        ) from err
+    lists = split_lists(spec, folder)
     official = {k: lists[k] for k in ("train", spec.splits["test"])}
-    if m.get("lists") != _lists_sha(official, folder):
+    if m["lists"] != _lists_sha(official, folder):
         raise VideoManifestError(
             f"{path}: the list files changed since it was written "
             f"({', '.join(str(f) for vl in official.values() for f in vl.files[:1])}...); "
             f"run prepare again"
         )
-    return m
+    return m, folder, lists
 
 
 # ------------------------------------------------------------------------------ entry --
@@ -745,42 +814,37 @@ def video_split(
     seed: int,
     train: bool,
     skip_bad: bool = False,
-    *,
-    manifest_dir: str | Path | None = None,
 ) -> VideoClips:
-    """The split playing ``role`` (train/val/trainval/test) of a video task, as a dataset.
+    """The split playing ``role`` (train/val/trainval/test) of a prepared video task, as a dataset.
 
-    With a manifest from :func:`prepare_video` (in ``manifest_dir``, default the dataset
-    folder) no video is opened here: its bad-video record and index hash are used after checking
-    the list files. Without one, files are stat-ed (a missing one raises unless ``skip_bad``)
-    and, with ``skip_bad``, every video is decode-checked and bad ones are dropped.
+    Reads the manifest :func:`prepare_video` wrote into the cache folder: no video is opened
+    here, its bad-video record and index hash are used after checking the list files.
 
     Args:
         spec: a video task.
         role: ``"train"``, ``"val"``, ``"trainval"`` or ``"test"``.
-        data_dir: dataset folder or a root holding it.
+        data_dir: the **cache** folder (``pebench prepare --cache-dir``; ``None``: the default
+            cache folder), as for image suites.
         protocol: clip sampling and test views.
         mean: per-channel mean (0-1 scale, as timm's pretrained configs give it).
         std: per-channel std (0-1 scale).
         seed: base of the clip randomness.
         train: random training clips (one view) instead of test views.
-        skip_bad: drop bad videos (counted in ``skipped``) instead of failing.
-        manifest_dir: where :func:`prepare_video` wrote the manifest, if not the dataset folder.
+        skip_bad: drop the bad videos prepare recorded (counted in ``skipped``) instead of
+            failing.
 
     Raises:
-        VideoError: a missing or bad video (path), a bad video in the manifest without
-            ``skip_bad``.
+        VideoError: a bad video in the manifest without ``skip_bad``.
+        pebench.datasets.cache.CacheMissingError: the task was never prepared into ``data_dir``.
         VideoManifestError: a manifest that no longer matches the task or lists.
-        pebench.datasets.formats.DatasetError: unknown role, malformed lists, missing folder.
+        pebench.datasets.formats.DatasetError: unknown role, malformed lists.
     """
     if role not in spec.splits:
         raise DatasetError(
             f"task {spec.name!r}: unknown role {role!r}; use {', '.join(spec.splits)}"
         )
-    folder = dataset_dir(spec, data_dir)
-    lists = split_lists(spec, folder)
+    m, _, lists = _open(spec, data_dir)
     vl = lists[spec.splits[role]]
-    m = read_video_manifest(spec, folder, lists, manifest_dir)
     keep, sha = _kept(spec, vl, m, skip_bad)
     return VideoClips(
         keep.paths,
@@ -796,43 +860,32 @@ def video_split(
     )
 
 
-def _kept(
-    spec: TaskSpec, vl: VideoList, manifest: dict | None, skip_bad: bool
-) -> tuple[VideoList, str]:
+def _kept(spec: TaskSpec, vl: VideoList, manifest: dict, skip_bad: bool) -> tuple[VideoList, str]:
     """The videos of split ``vl`` a run uses, and their index hash (see :func:`video_split`)."""
     name = vl.name
-    if manifest is not None:
-        bad = {b["path"]: b for b in manifest["skipped"]}
-        here = [bad[r] for r in vl.rels if r in bad]
-        if here and not skip_bad:
-            raise VideoError(
-                f"task {spec.name!r}, split {name!r}: {len(here)} bad videos recorded by "
-                f"prepare, e.g. {here[0]['reason']}; the budget does not allow skipping"
-            )
-        keep = vl.subset(name, np.array([r not in bad for r in vl.rels], dtype=bool))
-        return keep, manifest["index"][name]["sha256"]
-    keep = vl
-    if skip_bad:
-        _, bad_list = _check_all(vl, True, min(8, os.cpu_count() or 1))
-        bad_rels = {b["path"] for b in bad_list}
-        keep = vl.subset(name, np.array([r not in bad_rels for r in vl.rels], dtype=bool))
-    return keep, index_sha256(keep.rels, keep.labels, _sizes(keep))
+    bad = {b["path"]: b for b in manifest["skipped"]}
+    here = [bad[r] for r in vl.rels if r in bad]
+    if here and not skip_bad:
+        raise VideoError(
+            f"task {spec.name!r}, split {name!r}: {len(here)} bad videos recorded by "
+            f"prepare, e.g. {here[0]['reason']}; the budget does not allow skipping"
+        )
+    keep = vl.subset(name, np.array([r not in bad for r in vl.rels], dtype=bool))
+    return keep, manifest["index"][name]["sha256"]
 
 
 def describe(spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> tuple[str, str]:
     """``(data_format, data hash)`` for result rows (see ``pebench.datasets.describe_data``).
 
-    The hash comes from the manifest when there is one, else from indexing the lists (file
-    sizes, no decoding); both give the same value for the same data and skipped videos.
+    Read from the manifest in the cache folder ``data_dir`` (``None``: the default one), after
+    checking the list files it was written from.
+
+    Raises:
+        pebench.datasets.cache.CacheMissingError: the task was never prepared into ``data_dir``.
+        VideoManifestError: a manifest that no longer matches the task or lists.
     """
-    folder = dataset_dir(spec, data_dir)
-    lists = split_lists(spec, folder)
-    m = read_video_manifest(spec, folder, lists, None)
-    if m is not None:
-        return spec.data_format, m["data_hash"]
-    names = sorted(set(spec.splits.values()))
-    sha = {n: index_sha256(lists[n].rels, lists[n].labels, _sizes(lists[n])) for n in names}
-    return spec.data_format, data_hash(spec, sha)
+    m, _, _ = _open(spec, data_dir)
+    return spec.data_format, m["data_hash"]
 
 
 #: the video family's loader: ``describe`` only (splits are torch datasets built by

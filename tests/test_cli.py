@@ -252,3 +252,48 @@ def test_list_methods_with_peft_probes_the_installed_peft(capsys):
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out
     assert "peft:lora" not in out and "pebench list methods --peft" in out
+
+
+# ------------------------------------------------------------------ help texts, unknown tasks --
+def _subparser(name):
+    import argparse
+
+    from pebench.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, sub.choices[name]
+
+
+def test_the_top_help_is_plain_text():
+    from pebench.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "``" not in text and ":mod:" not in text and ":func:" not in text
+    assert "pebench run --method lora" in text
+
+
+@pytest.mark.parametrize("command", ["params", "check", "bench"])
+def test_every_option_of_params_check_bench_has_help(command):
+    _, parser = _subparser(command)
+    bare = [a.dest for a in parser._actions if not a.help]
+    assert bare == [], f"pebench {command}: options without help text: {bare}"
+
+
+def test_run_help_says_the_default_weights_are_the_budgets():
+    _, parser = _subparser("run")
+    text = " ".join(parser.format_help().split())
+    assert "default: hub weights" not in text
+    assert "default: the budget's weights" in text and "embedded checkpoint" in text
+    assert "a budget file PATH" in text
+
+
+def test_an_unknown_task_prints_close_matches_and_the_suites_not_every_task(capsys, tmp_path):
+    argv = ["run", "--method", "lora", "--tasks", "vtab/cifr", "--results", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pebench: error: unknown suite or task")
+    assert "Did you mean 'vtab/cifar'" in err
+    assert "Suites: demo, fewshot, fgvc, video, vtab" in err
+    assert "vtab/svhn" not in err and "fewshot/" not in err  # not the 100+ task ids
+    assert not (tmp_path / "r").exists()

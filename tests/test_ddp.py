@@ -23,7 +23,6 @@ from pebench.method import prepare
 from pebench.methods import build_method
 from pebench.run import RunOptions, execute
 from pebench.sweep.ddp import (
-    FAIL_RANK_ENV,
     launch_command,
     read_spec,
     spec_from_json,
@@ -144,7 +143,7 @@ class _Images:
     def __getitem__(self, i):
         return torch.full((2,), float(i)), int(i)
 
-    def batch(self, idx):
+    def batch(self, idx, device=None):
         return idx.float()[:, None].expand(-1, 2), idx.clone()
 
 
@@ -241,10 +240,32 @@ def test_two_process_run_writes_the_single_process_row_once(tmp_path):
     assert math.isfinite(row["train_images_per_s"]) and row["train_images_per_s"] > 0
 
 
+#: loaded by every rank's interpreter (sitecustomize): rank 1's run raises (no hook in pebench)
+CRASH_RANK_1 = """\
+import os
+import pebench.run
+
+_real = pebench.run.execute
+
+
+def execute(spec, results_dir=None):
+    if os.environ.get("RANK") == "1":
+        raise RuntimeError("failure injected on rank 1")
+    return _real(spec, results_dir)
+
+
+pebench.run.execute = execute
+"""
+
+
 @pytest.mark.slow
 def test_a_crash_on_rank_1_gives_a_failure_row_without_hanging(tmp_path):
     spec = _spec(tmp_path)
-    proc, rows, took = _torchrun(spec, tmp_path, "crash", **{FAIL_RANK_ENV: "1"})
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(CRASH_RANK_1)
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    proc, rows, took = _torchrun(spec, tmp_path, "crash", PYTHONPATH=path)
     assert proc.returncode != 0
     assert took < RUN_TIMEOUT_S
     assert [p.stem for p in rows] == [spec.base_row["run_id"]]

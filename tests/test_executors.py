@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,7 +76,10 @@ def test_local_rows_and_per_task_pipelining(local):
     assert [(r["method"], r["phase"]) for r in rows] == [
         (m, p) for m in METHODS for p in ("search", "search", "final", "final")
     ]
-    assert {(r["executor"], r["job_id"], r["log_path"]) for r in rows} == {("local", "", "")}
+    assert {(r["executor"], r["job_id"]) for r in rows} == {("local", "")}
+    for r in rows:  # every local run writes its own log next to the rows
+        assert r["log_path"] == str(results / "logs" / f"{r['run_id']}.log")
+        assert "done: ok" in Path(r["log_path"]).read_text()
     assert not list((results / "runs").glob("*.running"))
     first, *finals = ex.batches
     assert sorted(first[0]) == sorted(r["run_id"] for r in rows if r["phase"] == "search")

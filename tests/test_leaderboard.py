@@ -19,7 +19,8 @@ import pytest
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
 from pebench.report import leaderboard as lb
-from pebench.report.columns import fmt_params
+from pebench.report.columns import fmt_params, params_decimals
+from pebench.report.tables import tables
 
 SPLITS = {"train": "train", "val": "val", "trainval": "trainval", "test": "test"}
 
@@ -167,10 +168,12 @@ def test_task_cells_and_suite_mean(tmp_path):
     lin = rows["linear"]
     assert lin["alpha"] == "90.0" and lin["beta"] == "—" and lin["mean"] == "—"
     assert lin["params (M) excl. head"] == "0"
-    assert lin["params (M) incl. head"] == "0.01154"  # mean head 11535
+    # its own head only (alpha: 7690): another row's tasks never change it; one precision:
+    # four decimals give the smallest count (0.0077 M) two significant digits
+    assert lin["params (M) incl. head"] == "0.0077"
     # sorted by suite mean: complete rows first even though linear's alpha is higher
     assert [r["method"] for r in table(md, "lbtest")] == ["lora", "linear"]
-    assert md.splitlines()[0] == lb.HEADER
+    assert md.splitlines()[0] == lb.header() == lb.HEADER.format(runs="results/runs/*.csv")
 
 
 def test_vtab_two_means_hand_computed(tmp_path):
@@ -218,18 +221,21 @@ def test_labels_reconstruction_random_preset(tmp_path):
     assert "lora †" in names
     assert "lora.r16" in names
     assert lb.RANDOM_NOTE in md
-    # weights vary between rows -> shown as a column
-    assert by_method(table(md, "lbtest"))["lora †"]["weights"] == "random"
+    # one pretrained weights tag and random init: said once above the table, no column
+    assert "weights" not in table(md, "lbtest")[0]
+    assert "weights `orig_in21k` (random init where marked †)" in md
 
 
 def test_search_and_failed_rows_counted_not_averaged(tmp_path):
     populate(tmp_path)
     md = lb.render_markdown(lb.aggregate(tmp_path), **REG)
-    st = {(r["method"], r["phase"]): r for r in status_table(md, "lbtest")}
-    assert st[("lora", "search")]["ok"] == "2" and st[("lora", "search")]["diverged"] == "1"
-    assert st[("lora", "final")]["ok"] == "6" and st[("lora", "final")]["oom"] == "1"
-    assert st[("lora", "final")]["diverged"] == "1"
-    assert st[("**total**", "")]["ok"] == "**9**" and st[("**total**", "")]["diverged"] == "**2**"
+    st = {r["method"]: r for r in status_table(md, "lbtest")}
+    assert list(st) == ["linear", "lora", "**total**"]  # one line per method
+    lora = st["lora"]
+    assert (lora["search"], lora["final"]) == ("3", "8")
+    assert (lora["ok"], lora["diverged"], lora["oom"]) == ("8", "2", "1")
+    assert st["**total**"]["ok"] == "**9**" and st["**total**"]["diverged"] == "**2**"
+    assert st["**total**"]["search"] == "**3**" and st["**total**"]["final"] == "**9**"
     assert "CUDA out of memory" in md and "**oom**" in md and "loss is NaN at step 12" in md
     # accuracy unaffected by the 0.99 search rows and by the oom and diverged seeds
     assert by_method(table(md, "lbtest"))["lora"]["alpha"] == "82.0 ± 2.0"
@@ -247,7 +253,9 @@ def test_config_variants_varying_params_and_memory(tmp_path):
     rows = table(md, "lbtest")
     assert len(rows) == 2 and all(r["method"].startswith("lora [cfg ") for r in rows)
     small = next(r for r in rows if r["params (M) excl. head"].endswith("‡"))
-    assert small["params (M) excl. head"] == "0.002000 ‡"  # mean of 1000 and 3000
+    assert small["params (M) excl. head"] == "0.0020 ‡"  # mean of 1000 and 3000
+    big = next(r for r in rows if r is not small)
+    assert big["params (M) excl. head"] == "0.2949"  # the table's one precision
     assert lb.VARIES_NOTE in md
     big = next(r for r in rows if r is not small)
     assert big["peak mem (MiB)"] == "75.0 (cpu_rss); 9.0 (cuda)"  # kinds by name
@@ -255,11 +263,16 @@ def test_config_variants_varying_params_and_memory(tmp_path):
 
 
 def test_params_formatting():
-    assert fmt_params(0) == "0"
-    assert fmt_params(96) == "0.00009600"
-    assert fmt_params(205824) == "0.2058"
-    assert fmt_params(85798656) == "85.80"
-    assert fmt_params(math.nan) == "—"
+    assert fmt_params(0, 4) == "0"
+    assert fmt_params(96, 6) == "0.000096"
+    assert fmt_params(205824, 4) == "0.2058"
+    assert fmt_params(85798656, 2) == "85.80"
+    assert fmt_params(math.nan, 2) == "—"
+    # decimals: the smallest non-zero count keeps two significant digits, within [2, 6]
+    assert params_decimals([0, 960, 458600]) == 5
+    assert params_decimals([294912, 85798656]) == 2
+    assert params_decimals([7690, 294912]) == 4
+    assert params_decimals([0]) == 2 and params_decimals([10]) == 6
 
 
 def test_stale_task_version_and_rerun_superseded(tmp_path):
@@ -295,13 +308,14 @@ def test_pareto_front_hand_example():
 def test_aggregate_columns_and_order(tmp_path):
     populate(tmp_path)
     df = lb.aggregate(tmp_path)
-    assert list(df.columns) == results.COLUMNS
+    assert list(df.columns) == [*results.COLUMNS, "results_dir"]
+    assert set(df["results_dir"]) == {str(tmp_path)}
     assert len(df) == 12
     keys = list(df[list(lb.SORT_KEYS)].itertuples(index=False, name=None))
     assert keys == sorted(keys)
     (tmp_path / "nothing" / "runs").mkdir(parents=True)
     empty = lb.aggregate(tmp_path / "nothing")
-    assert list(empty.columns) == results.COLUMNS and len(empty) == 0
+    assert list(empty.columns) == [*results.COLUMNS, "results_dir"] and len(empty) == 0
     assert "No results yet." in lb.render_markdown(empty, **REG)
 
 
@@ -314,9 +328,12 @@ def test_generate_writes_roundtrip_csv_and_plots(tmp_path):
     expect = lb.aggregate(tmp_path)
     assert [r["run_id"] for r in back] == list(expect["run_id"])
     assert back[0]["test_top1"] == expect["test_top1"][0]
-    assert md_path.read_text() == lb.render_markdown(expect, **REG)
+    # the header names the run files relative to the leaderboard's folder
+    assert md_path.read_text() == lb.render_markdown(expect, runs="runs/*.csv", **REG)
     names = sorted(p.name for p in out["plots"])
     assert names == ["lbtest_acc_vs_memory.png", "lbtest_acc_vs_params.png"]
+    pdfs = sorted(p.name for p in out["plots_pdf"])
+    assert pdfs == ["lbtest_acc_vs_memory.pdf", "lbtest_acc_vs_params.pdf"]
     first = {p.name: p.read_bytes() for p in out["plots"]}
     for data in first.values():
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
@@ -433,3 +450,180 @@ def test_hostile_fields_render_as_inert_text(tmp_path):
     assert "<img" not in md and "<script>" not in md
     assert "&lt;img src=x onerror=alert(1)&gt;" in md and "&lt;script&gt;" in md
     assert not any(line.startswith("## pwned") for line in md.splitlines())
+
+
+# ------------------------------------------------------------ paper tables (issue 15) --
+def test_group_means_shown_as_soon_as_the_group_is_complete(tmp_path):
+    acc = {"lbvtab/nat1": 0.9, "lbvtab/spe1": 0.8, "lbvtab/str1": 0.3, "lbvtab/str2": 0.5}
+    for task, a in acc.items():
+        write(tmp_path, task=task, test_top1=a)
+    for task in ["lbvtab/nat1", "lbvtab/spe1", "lbvtab/str1"]:  # str2 missing
+        write(tmp_path, task=task, method="bitfit", method_config="{}", test_top1=0.7)
+    md = lb.render_markdown(lb.aggregate(tmp_path), **REG)
+    rows = table(md, "lbvtab")
+    header = list(rows[0])
+    i = header.index("Natural")
+    assert header[i - 2 : i + 5] == [  # the tasks, then the groups, then both means
+        "str1",
+        "str2",
+        "Natural",
+        "Specialized",
+        "Structured",
+        "mean of 4",
+        "mean of group means",
+    ]
+    lora, bitfit = by_method(rows)["lora"], by_method(rows)["bitfit"]
+    assert (lora["Natural"], lora["Specialized"], lora["Structured"]) == ("90.00", "80.00", "40.00")
+    assert (lora["mean of 4"], lora["mean of group means"]) == ("62.50", "70.00")
+    # bitfit: its natural and specialized groups are complete, structured is not
+    assert (bitfit["Natural"], bitfit["Specialized"], bitfit["Structured"]) == (
+        "70.00",
+        "70.00",
+        "—",
+    )
+    assert bitfit["mean of 4"] == "—" and bitfit["mean of group means"] == "—"
+    assert "as soon as every task of **that group** has a result" in md
+
+
+def test_mean_suite_with_single_task_groups_has_no_group_columns(tmp_path):
+    for task in LB.tasks:  # lbtest: one group "g" for both tasks
+        write(tmp_path, task=task)
+    header = list(table(lb.render_markdown(lb.aggregate(tmp_path), **REG), "lbtest")[0])
+    assert "G" not in header and header[header.index("beta") + 1] == "mean"
+
+
+def test_head_mean_of_a_row_does_not_change_when_other_rows_are_added(tmp_path):
+    def heads() -> dict[str, float]:
+        (suite,) = tables(lb.aggregate(tmp_path), **REG)
+        return {e.label: e.params_head for e in suite.entries}
+
+    write(tmp_path, task="lbtest/alpha", params_head=7690)
+    write(tmp_path, task="lbtest/beta", params_head=7690)
+    assert heads() == {"lora": 294912 + 7690}
+    # another method, on one task, with another head size (another backbone width, say)
+    write(tmp_path, task="lbtest/beta", method="bitfit", method_config="{}", params_head=99000)
+    assert heads() == {"lora": 294912 + 7690, "bitfit": 294912 + 99000}
+    rows = by_method(table(lb.render_markdown(lb.aggregate(tmp_path), **REG), "lbtest"))
+    assert rows["lora"]["params (M) incl. head"] == "0.30"
+
+
+def test_params_column_prints_one_precision(tmp_path):
+    for method, count in [("a", 960), ("b", 17792), ("c", 458600), ("d", 0)]:
+        for task in LB.tasks:
+            write(tmp_path, task=task, method=method, method_config="{}", params_method=count)
+    rows = by_method(table(lb.render_markdown(lb.aggregate(tmp_path), **REG), "lbtest"))
+    cells = {m: rows[m]["params (M) excl. head"] for m in "abcd"}
+    assert cells == {"a": "0.00096", "b": "0.01779", "c": "0.45860", "d": "0"}
+
+
+def test_a_long_weights_tag_is_said_once_not_per_row(tmp_path):
+    tag = "embedded:pebench_vit_micro.fractal_v1@e02ac75bc0caa128"
+    for method in ("lora", "bitfit", "ssf"):
+        for task in LB.tasks:
+            write(tmp_path, task=task, method=method, method_config="{}", weights=tag)
+            write(tmp_path, task=task, method=method, method_config="{}", weights="random")
+    md = lb.render_markdown(lb.aggregate(tmp_path), **REG)
+    section = md.split("## lbtest")[1].split("### lbtest: runs")[0]
+    assert section.count(tag) == 1
+    assert "weights" not in table(md, "lbtest")[0]
+    # several pretrained weights: a short key per tag in the column, each tag said once
+    other = "hub:vit_base_patch16_224.augreg_in21k@0123456789abcdef"
+    for task in LB.tasks:
+        write(tmp_path, task=task, method="lora", method_config="{}", weights=other)
+    md = lb.render_markdown(lb.aggregate(tmp_path), **REG)
+    section = md.split("## lbtest")[1].split("### lbtest: runs")[0]
+    assert section.count(tag) == 1 and section.count(other) == 1
+    assert f"weights W1 = `{tag}`, W2 = `{other}`" in section
+    assert {r["weights"] for r in table(md, "lbtest")} == {"W1", "W2", "random"}
+
+
+def _two_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """``ref`` and ``mine``: the same runs (same run ids), other accuracies in ``mine``."""
+    ref, mine = tmp_path / "ref", tmp_path / "mine"
+    for folder, acc in ((ref, 0.5), (mine, 0.7)):
+        for task in LB.tasks:
+            write(folder, task=task, test_top1=acc)
+    return ref, mine
+
+
+def test_several_results_folders_are_kept_apart(tmp_path):
+    ref, mine = _two_folders(tmp_path)
+    assert {p.name for p in (ref / "runs").iterdir()} == {p.name for p in (mine / "runs").iterdir()}
+    df = lb.aggregate([ref, mine, ref])  # a folder given twice is read once
+    assert len(df) == 4 and set(df["results_dir"]) == {str(ref), str(mine)}
+    md = lb.render_markdown(df, **REG)
+    rows = table(md, "lbtest")
+    assert sorted((r["results dir"], r["mean"]) for r in rows) == [
+        (str(mine), "70.00"),
+        (str(ref), "50.00"),
+    ]
+    assert [r["method"] for r in status_table(md, "lbtest")][:2] == [
+        f"lora · {mine}",
+        f"lora · {ref}",
+    ]
+    out = lb.generate([ref, mine], tmp_path / "lb.md", **REG)
+    # the outputs of several folders go into the first one that is not ./results
+    assert out["results_csv"] == ref / "results.csv"
+    text = out["results_csv"].read_text()
+    assert text.startswith("results_dir,run_id,") and len(text.splitlines()) == 5
+    assert (tmp_path / "lb.md").read_text().splitlines()[0] == lb.header(
+        "ref/runs/*.csv + mine/runs/*.csv"
+    )
+
+
+def test_header_names_the_results_folder_relative_to_the_leaderboard(tmp_path):
+    folder = tmp_path / "my-results"
+    write(folder, task="lbtest/alpha")
+    out = lb.generate(folder, **REG)
+    assert out["leaderboard"] == folder / "leaderboard.md"  # inside the folder by default
+    assert out["leaderboard"].read_text().splitlines()[0] == lb.header("runs/*.csv")
+    lb.generate(folder, tmp_path / "board.md", **REG)
+    assert (tmp_path / "board.md").read_text().splitlines()[0] == lb.header("my-results/runs/*.csv")
+
+
+def test_cli_default_outputs_per_results_folder(tmp_path, monkeypatch):
+
+    monkeypatch.chdir(tmp_path)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from pebench.datasets import register_suite
+        import test_leaderboard as t
+        register_suite(t.LB, t.LB_TASKS)
+        from pebench.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    ref, mine = Path("results"), Path("my-results")
+    for folder, acc in ((ref, 0.5), (mine, 0.7)):
+        for task in LB.tasks:
+            write(folder, task=task, test_top1=acc)
+
+    def pebench(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120
+        )
+
+    proc = pebench("leaderboard")  # the reference folder: ./leaderboard.md as always
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == ["results/results.csv", "leaderboard.md"]
+    assert all(Path(p).is_file() for p in proc.stdout.splitlines())
+    committed = Path("leaderboard.md").read_bytes()
+    proc = pebench("leaderboard", "--results", "my-results")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == ["my-results/results.csv", "my-results/leaderboard.md"]
+    assert (mine / "plots" / "lbtest_acc_vs_params.pdf").is_file()
+    proc = pebench("leaderboard", "--results", "results", "--results", "my-results")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == ["my-results/results.csv", "my-results/leaderboard.md"]
+    assert Path("leaderboard.md").read_bytes() == committed  # never overwritten
+    proc = pebench("leaderboard", "--results", "results", "--results", "my-results", "--check")
+    assert (proc.returncode, proc.stdout) == (0, "my-results/leaderboard.md is up to date\n")
+    # a missing folder among several: one line, exit 2, nothing changed
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    proc = pebench("leaderboard", "--results", "results", "--results", "typo")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("pebench: error: no results folder typo/runs")
+    assert len(proc.stderr.splitlines()) == 1
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

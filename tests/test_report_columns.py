@@ -24,6 +24,11 @@ FLOPS = Column(
     key="flops_per_image",
     legend="GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs",
 )
+PEAK_MEM_LEGEND = (
+    "peak mem: maximum over runs, with how it was measured (`cuda`: device peak memory (CUDA max "
+    "allocated), `cpu_state`: training-state memory above backbone (CPU), `cpu_rss`: process "
+    "RSS (CPU, includes Python))"
+)
 CHECKPOINT = Column(
     "checkpoint (MiB)",
     fixed(3, scale=MIB),
@@ -58,14 +63,11 @@ def test_added_column_renders_header_value_and_legend(tmp_path, monkeypatch):
     legend = _legend(md)
     assert "- GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs." in legend
     # its own bullet after the existing column bullets, before the ranking bullet
-    assert legend.index("- GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs.") == 6
+    assert legend.index("- GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs.") == 7
     assert legend[-1].startswith("- Rows are sorted")
     # a legend group stays one bullet even with a column inserted between its members
-    assert legend[4].startswith("- selected lr: the learning rates the validation search")
-    assert legend[5] == (
-        "- peak mem: maximum over runs, with how it was measured; img/s: mean over runs; "
-        "seeds: seeds per task."
-    )
+    assert legend[5].startswith("- selected lr: the learning rates the validation search")
+    assert legend[6] == f"- {PEAK_MEM_LEGEND}; img/s: mean over runs; seeds: seeds per task."
     # nothing else changed: dropping the column's cells and bullet gives the plain rendering
     assert len(md.splitlines()) == len(plain.splitlines()) + 1
 
@@ -99,14 +101,14 @@ def test_column_table_shape():
     assert len(headers) == len(set(headers))
     # legend: the accuracy bullets first, then the cost columns' bullets, fragments joined
     assert columns.legend(columns.COLUMNS) == [
-        columns.COLUMNS[4].legend,
-        columns.COLUMNS[5].legend,
+        columns.TASKS.legend,
+        columns.GROUPS.legend,
+        columns.MEANS.legend,
         "**params (M) excl. head**: trainable parameters the method adds or unfreezes, in "
-        "millions, classification head excluded; **incl. head** adds the mean head size over "
-        "the suite's tasks",
-        columns.COLUMNS[6].legend,
-        "peak mem: maximum over runs, with how it was measured; img/s: mean over runs; seeds: "
-        "seeds per task",
+        "millions (one precision per table), classification head excluded; **incl. head** adds "
+        "the row's mean head size over its tasks",
+        columns.SELECTED_LR.legend,
+        f"{PEAK_MEM_LEGEND}; img/s: mean over runs; seeds: seeds per task",
     ]
 
 

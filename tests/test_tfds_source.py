@@ -320,14 +320,16 @@ def test_cli_prepares_dtd_from_tfds(dtd, capsys):
 
 def _noah_dtd(root, n=4, classes=2):
     d = root / "dtd"
-    for j, split in enumerate(("train800", "val200", "train800val200", "test")):
+    # split -> the pixel series it holds; NOAH's train800val200 copies train800, then val200
+    parts = {"train800": [0], "val200": [1], "train800val200": [0, 1], "test": [3]}
+    for split, series in parts.items():
         (d / "images" / split).mkdir(parents=True)
         lines = []
-        for i in range(n):
+        for k, (j, i) in enumerate((j, i) for j in series for i in range(n)):
             Image.fromarray(np.full((4, 4, 3), 10 * j + i, np.uint8)).save(
-                d / "images" / split / f"{i:06d}.png"
+                d / "images" / split / f"{k:06d}.png"
             )
-            lines.append(f"images/{split}/{i:06d}.png {i % classes}")
+            lines.append(f"images/{split}/{k:06d}.png {i % classes}")
         (d / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
@@ -343,7 +345,7 @@ def test_other_lineage_is_refused_unless_forced(dtd, tmp_path):
         data_format="noah-jpeg",
         splits=dict(get_task("vtab/dtd").splits),
         loader="pebench.datasets.cache:LOADER",
-        sizes={"train800": 4, "val200": 4, "train800val200": 4, "test": 4},
+        sizes={"train800": 4, "val200": 4, "train800val200": 8, "test": 4},
     )
     C.prepare([small], "noah", tmp_path / "noah", cache, 8, allow_overlap=True)
     with pytest.raises(

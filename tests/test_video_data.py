@@ -9,6 +9,7 @@ import videogen as vg
 
 from pebench.datasets import get_suite, get_task, tasks
 from pebench.datasets import video as V
+from pebench.datasets.cache import CacheMissingError
 from pebench.datasets.formats import DatasetError, FormatError
 
 FRAMES, W, H = 20, 64, 48  # decord 0.6.0 mis-sizes 48x32 frames; 64x48 decodes correctly
@@ -32,6 +33,21 @@ def ssv2(tmp_path_factory):
 
 def small(name, classes=3):
     return dataclasses.replace(get_task(name), num_classes=classes)
+
+
+@pytest.fixture(scope="module")
+def hmdb_cache(hmdb, tmp_path_factory):
+    """The cache folder holding the prepared manifest of the small HMDB51 (what runs read)."""
+    cache = tmp_path_factory.mktemp("hmdb_cache")
+    V.prepare_video(small("video/hmdb51"), hmdb, cache)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def ssv2_cache(ssv2, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("ssv2_cache")
+    V.prepare_video(small("video/ssv2"), ssv2, cache)
+    return cache
 
 
 def red(x):  # (C, T, H, W) normalised with ZERO/ONE -> decoded frame index per t
@@ -157,9 +173,9 @@ def test_indices():
         V.VideoProtocol(short_side=32, crop_size=40)
 
 
-def test_train_clips(hmdb):
+def test_train_clips(hmdb_cache):
     spec = small("video/hmdb51")
-    ds = V.video_split(spec, "train", hmdb, P, ZERO, ONE, seed=3, train=True)
+    ds = V.video_split(spec, "train", hmdb_cache, P, ZERO, ONE, seed=3, train=True)
     assert len(ds) == 18 and ds.views == 1 and ds.skipped == 0 and ds.labels.dtype == np.int64
     assert ds.flip
     firsts = set()
@@ -171,11 +187,11 @@ def test_train_clips(hmdb):
         firsts.add(round(idx[0]))
         assert abs(vg.decode_class(x[1].mean().item() * 255) - y) < 0.1  # label <-> content
     assert len(firsts) > 3
-    again = V.video_split(spec, "train", hmdb, P, ZERO, ONE, seed=3, train=True)
+    again = V.video_split(spec, "train", hmdb_cache, P, ZERO, ONE, seed=3, train=True)
     assert all(torch.equal(again[i][0], ds[i][0]) for i in (5, 2))  # order-independent
     ds.set_epoch(1)
     assert any(not torch.equal(ds[i][0], again[i][0]) for i in range(4))
-    other = V.video_split(spec, "train", hmdb, P, ZERO, ONE, seed=4, train=True)
+    other = V.video_split(spec, "train", hmdb_cache, P, ZERO, ONE, seed=4, train=True)
     assert any(not torch.equal(other[i][0], again[i][0]) for i in range(4))
     # flips happen (blue ramp reversed) for HMDB, never for SSv2
     ramps = [ds[i][0][2, 0, 0] for i in range(len(ds))]
@@ -184,8 +200,9 @@ def test_train_clips(hmdb):
     assert batch[0].shape == (4, 3, 4, 32, 32) and batch[1].dtype == torch.int64
 
 
-def test_ssv2_never_flips(ssv2):
-    ds = V.video_split(small("video/ssv2"), "trainval", ssv2, P, ZERO, ONE, seed=0, train=True)
+def test_ssv2_never_flips(ssv2_cache):
+    spec = small("video/ssv2")
+    ds = V.video_split(spec, "trainval", ssv2_cache, P, ZERO, ONE, seed=0, train=True)
     assert len(ds) == 30 and not ds.flip
     assert all(ds[i][0][2, 0, 0, 0] < ds[i][0][2, 0, 0, -1] for i in range(len(ds)))
 
@@ -196,8 +213,9 @@ def test_short_video_pads_last_frame(tmp_path):
     assert np.round(red(ds[0][0])).tolist() == [0, 2, 4, 4]
 
 
-def test_multiview_test(hmdb):
-    ds = V.video_split(small("video/hmdb51"), "test", hmdb, P, ZERO, ONE, seed=0, train=False)
+def test_multiview_test(hmdb_cache):
+    spec = small("video/hmdb51")
+    ds = V.video_split(spec, "test", hmdb_cache, P, ZERO, ONE, seed=0, train=False)
     assert ds.views == 6 and len(ds) == 9
     x, y = ds[4]
     assert x.shape == (6, 3, 4, 32, 32) and y == 1
@@ -210,16 +228,16 @@ def test_multiview_test(hmdb):
         assert abs(blue[k] - 255 * (lo + hi) / 2 / W) < 4
     assert blue[0] < blue[1] < blue[2] and np.allclose(blue[:3], blue[3:], atol=1)
     single = dataclasses.replace(P, test_segments=1, test_crops=1)
-    one = V.video_split(small("video/hmdb51"), "val", hmdb, single, ZERO, ONE, 0, False)
+    one = V.video_split(spec, "val", hmdb_cache, single, ZERO, ONE, 0, False)
     assert one.views == 1 and one[0][0].shape == (3, 4, 32, 32)
     assert round(red(one[0][0])[0]) == 6  # centred window
 
 
-def test_normalisation(hmdb):
+def test_normalisation(hmdb_cache):
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     spec = small("video/hmdb51")
-    raw = V.video_split(spec, "test", hmdb, P, ZERO, ONE, seed=0, train=False)[0][0]
-    norm = V.video_split(spec, "test", hmdb, P, mean, std, seed=0, train=False)[0][0]
+    raw = V.video_split(spec, "test", hmdb_cache, P, ZERO, ONE, seed=0, train=False)[0][0]
+    norm = V.video_split(spec, "test", hmdb_cache, P, mean, std, seed=0, train=False)[0][0]
     m, s = torch.tensor(mean).view(1, 3, 1, 1, 1), torch.tensor(std).view(1, 3, 1, 1, 1)
     assert torch.allclose(norm, (raw - m) / s, atol=1e-5)
     assert abs(raw[0, 0, 0].mean().item() * 255 - vg.frame_value(0)) < vg.TOL
@@ -235,65 +253,108 @@ def broken(hmdb, tmp_path):
     return root, bad
 
 
-def test_corrupt_video_errors_and_skip(broken):
+def _snapshot(folder):
+    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def test_corrupt_video_errors_and_skip(broken, tmp_path):
     root, bad = broken
-    spec = small("video/hmdb51")
-    ds = V.video_split(spec, "trainval", root, P, ZERO, ONE, seed=0, train=True)
-    i = ds.paths.index(bad)
-    with pytest.raises(V.VideoError, match=rf"cannot open video {bad}"):
-        ds[i]
+    spec, cache = small("video/hmdb51"), tmp_path / "cache"
     with pytest.raises(V.VideoError, match=rf"{bad}.*listed in .*action_02_test_split1.txt line 3"):
-        V.prepare_video(spec, root)
-    skip = V.video_split(spec, "trainval", root, P, ZERO, ONE, 0, True, skip_bad=True)
+        V.prepare_video(spec, root, cache)
+    V.prepare_video(spec, root, cache, skip_bad=True)
+    skip = V.video_split(spec, "trainval", cache, P, ZERO, ONE, 0, True, skip_bad=True)
     assert (len(skip), skip.skipped) == (20, 1) and bad not in skip.paths
-    assert V.video_split(spec, "test", root, P, ZERO, ONE, 0, False, skip_bad=True).skipped == 0
-    bad.unlink()
-    with pytest.raises(V.VideoError, match=rf"missing video {bad} \(listed in .*line 3\)"):
-        V.video_split(spec, "trainval", root, P, ZERO, ONE, seed=0, train=True)
+    assert V.video_split(spec, "test", cache, P, ZERO, ONE, 0, False, skip_bad=True).skipped == 0
+    # a video damaged or removed after prepare is named when a run decodes it
+    good = skip.paths[0]
+    good.write_bytes(b"not a video either" * 20)
+    with pytest.raises(V.VideoError, match=rf"cannot open video {good}"):
+        skip[0]
+    good.unlink()
+    with pytest.raises(V.VideoError, match=rf"missing video {good}"):
+        skip[0]
+    with pytest.raises(V.VideoError, match=rf"missing video {good} \(listed in .*line 1\)"):
+        V.prepare_video(spec, root, cache, skip_bad=False)
 
 
 def test_prepare_manifest(broken, tmp_path):
     root, bad = broken
-    spec = small("video/hmdb51")
-    (report,) = V.prepare_video(spec, root, skip_bad=True)
-    assert report.manifest == root / "pebench-hmdb51.manifest.json"
+    spec, cache = small("video/hmdb51"), tmp_path / "cache"
+    before = _snapshot(root)
+    (report,) = V.prepare_video(spec, root, cache, skip_bad=True)
+    assert _snapshot(root) == before  # nothing written into the raw folder
+    assert report.manifest == cache / "video" / "hmdb51" / "manifest.json"
     assert report.splits == {"test": 9, "train": 20, "train90": 17, "val10": 3}
     assert report.checked == 30 and [s["path"] for s in report.skipped] == [
         "action_02/action_02_clip_2.avi"
     ]
-    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+    assert [p.name for p in report.manifest.parent.iterdir()] == ["manifest.json"]  # no temp
     m = json.loads(report.manifest.read_text())
     assert m["schema"] == V.SCHEMA and m["task"] == "video/hmdb51" and m["num_classes"] == 3
+    assert m["source_dir"] == str(root.resolve())  # runs find the videos through it
     assert m["index"]["train"]["class_counts"] == [7, 7, 6]
     assert m["index"]["train"]["skipped"] == 1
     assert m["index"]["test"]["frames"] == {"min": FRAMES, "max": FRAMES, "mean": FRAMES}
     assert len(m["frames"]) == 29 and "cannot open video" in m["skipped"][0]["reason"]
-    assert V.describe(spec, root, 224) == ("hmdb51-splits", report.data_hash)
-    # with the manifest: bad video dropped without decoding, only if skipping is allowed
+    assert V.describe(spec, cache, 224) == ("hmdb51-splits", report.data_hash)
+    # the bad video is dropped without decoding, only if skipping is allowed
     in_train = "action_02/action_02_clip_2.avi" in V.split_lists(spec, root)["train90"].rels
-    ds = V.video_split(spec, "train", root, P, ZERO, ONE, 0, True, skip_bad=True)
+    ds = V.video_split(spec, "train", cache, P, ZERO, ONE, 0, True, skip_bad=True)
     assert ds.skipped == int(in_train) and ds.sha256 == m["index"]["train90"]["sha256"]
-    full = V.video_split(spec, "trainval", root, P, ZERO, ONE, 0, True, skip_bad=True)
+    full = V.video_split(spec, "trainval", cache, P, ZERO, ONE, 0, True, skip_bad=True)
     assert (len(full), full.skipped) == (20, 1)
     with pytest.raises(V.VideoError, match="1 bad videos recorded by prepare.*does not allow"):
-        V.video_split(spec, "trainval", root, P, ZERO, ONE, 0, True)
-    # the same data without the manifest gives the same hashes
+        V.video_split(spec, "trainval", cache, P, ZERO, ONE, 0, True)
+    # the same data prepared into another cache give the same hashes
+    (other,) = V.prepare_video(spec, root, tmp_path / "other", skip_bad=True)
+    assert other.manifest.parent.parent.parent == tmp_path / "other"
+    assert other.data_hash == report.data_hash
+    # one meaning of data_dir: the cache; the raw folder or an empty cache are refused
+    with pytest.raises(CacheMissingError, match=r"holds the raw videos, but --data-dir of pebench"):
+        V.video_split(spec, "test", root, P, ZERO, ONE, 0, False)
     report.manifest.unlink()
-    fresh = V.video_split(spec, "trainval", root, P, ZERO, ONE, 0, True, skip_bad=True)
-    assert fresh.sha256 == full.sha256
+    with pytest.raises(
+        CacheMissingError,
+        match=r"no prepared video manifest at .*hmdb51/manifest.json. Run: pebench prepare "
+        r"video/hmdb51 --data-dir <raw video folder> --cache-dir",
+    ):
+        V.describe(spec, cache, 224)
     # changed lists or task definition -> clear error
-    V.prepare_video(spec, root, skip_bad=True)
+    V.prepare_video(spec, root, cache, skip_bad=True)
     f = root / V.HMDB_SPLIT_DIR / "action_00_test_split1.txt"
     f.write_text(f.read_text() + "\n")
     with pytest.raises(V.VideoManifestError, match="list files changed.*run prepare again"):
-        V.video_split(spec, "test", root, P, ZERO, ONE, 0, False)
-    V.prepare_video(spec, root, skip_bad=True)
+        V.video_split(spec, "test", cache, P, ZERO, ONE, 0, False)
+    V.prepare_video(spec, root, cache, skip_bad=True)
     old = dataclasses.replace(spec, version="video-0")
     with pytest.raises(V.VideoManifestError, match=r"version is 'video-1', task .* has 'video-0'"):
-        V.video_split(old, "test", root, P, ZERO, ONE, 0, False)
-    # a manifest written elsewhere is found through manifest_dir
-    (other,) = V.prepare_video(spec, root, out_dir=tmp_path / "m", skip_bad=True)
-    assert other.manifest.parent == tmp_path / "m" and other.data_hash == report.data_hash
+        V.video_split(old, "test", cache, P, ZERO, ONE, 0, False)
+    # the raw videos moved away: named, with what to do
+    root.rename(tmp_path / "moved")
+    with pytest.raises(V.VideoManifestError, match=r"raw videos it records are not found"):
+        V.describe(spec, cache, 224)
+
+
+def test_cli_prepare_video_prints_a_summary(hmdb, tmp_path, capsys, monkeypatch):
+    import argparse
+
+    import pebench.datasets as D
+    from pebench.prepare_cli import add_parser, cmd_prepare
+
+    monkeypatch.setattr(D, "resolve_tasks", lambda sel: [small("video/hmdb51")])
+    parser = argparse.ArgumentParser(prog="pebench")
+    add_parser(parser.add_subparsers(dest="command"))
+    before = _snapshot(hmdb)
+    argv = ["prepare", "video/hmdb51", "--data-dir", str(hmdb), "--cache-dir", str(tmp_path)]
+    assert cmd_prepare(parser.parse_args([*argv, "--quiet"])) == 0
+    out, err = capsys.readouterr()
+    assert _snapshot(hmdb) == before
+    (line,) = out.splitlines()
+    assert line.startswith("video/hmdb51") and "{" not in line  # words, not a Python dict
+    assert "30 videos checked, all decode; splits: test 9, train 21, train90 18, val10 3" in line
+    assert line.endswith(f"-> {tmp_path / 'video' / 'hmdb51' / 'manifest.json'}")
+    assert err.strip() == f"run with: pebench run --tasks video/hmdb51 --data-dir {tmp_path}"
 
 
 def test_index_sha256_covers_paths_labels_sizes():
@@ -304,11 +365,11 @@ def test_index_sha256_covers_paths_labels_sizes():
     assert base == V.index_sha256(["a", "b"], np.array([0, 1]), [10, 20])
 
 
-def test_ssv2_prepare_and_roles(ssv2):
+def test_ssv2_prepare_and_roles(ssv2, tmp_path):
     spec = small("video/ssv2")
-    (report,) = V.prepare_video(spec, ssv2.parent)
+    (report,) = V.prepare_video(spec, ssv2.parent, tmp_path)  # a root holding "ssv2"
     assert report.splits == {"train": 30, "train90": 27, "val": 6, "val10": 3}
-    test = V.video_split(spec, "test", ssv2.parent, P, ZERO, ONE, 0, False)
+    test = V.video_split(spec, "test", tmp_path, P, ZERO, ONE, 0, False)
     assert len(test) == 6 and test.views == 6
     assert [round(vg.decode_class(test[i][0][0, 1].mean().item() * 255)) for i in range(6)] == [
         int(v) for v in test.labels

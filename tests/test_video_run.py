@@ -24,7 +24,9 @@ def hmdb(tmp_path_factory):
 
 
 def test_adaptformer_on_hmdb51_runs_the_whole_protocol(hmdb, tmp_path, capsys):
-    assert main(["prepare", "video/hmdb51", "--data-dir", str(hmdb), "--quiet"]) == 0
+    cache = tmp_path / "cache"  # run's --data-dir is the prepared cache, as for image suites
+    prepare = ["prepare", "video/hmdb51", "--data-dir", str(hmdb), "--cache-dir", str(cache)]
+    assert main([*prepare, "--quiet"]) == 0
     results = tmp_path / "results"
     argv = [
         "run",
@@ -35,7 +37,7 @@ def test_adaptformer_on_hmdb51_runs_the_whole_protocol(hmdb, tmp_path, capsys):
         "--budget",
         "video-smoke",
         "--data-dir",
-        str(hmdb),
+        str(cache),
         "--weights",
         "random",
         "--results",

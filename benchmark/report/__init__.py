@@ -4,15 +4,20 @@ It reads the validated run rows under ``<results>/runs/`` (and the published num
 ``<results>/reported.csv``), aggregates them per suite and configuration, and renders the
 leaderboard text and figures. Data flows one way, one module per step:
 
-* :mod:`~pebench.report.aggregate`: read the rows; seed values, suite means and the per-row
-  summary (:class:`~pebench.report.aggregate.Entry`) of one configuration on one suite;
+* :mod:`~pebench.report.sources`: which results folders are read, how the generated text names
+  them, and where the outputs of a report on them go;
+* :mod:`~pebench.report.aggregate`: read the rows; seed values, suite and group means and the
+  per-row summary (:class:`~pebench.report.aggregate.Entry`) of one configuration on one suite;
 * :mod:`~pebench.report.tables`: one :class:`~pebench.report.tables.SuiteTable` per suite
   (filtering, superseded reruns, status counts, ranking);
 * :mod:`~pebench.report.columns`: the declarative table of leaderboard columns and the cell
   formatters;
 * :mod:`~pebench.report.markdown`: the text of ``leaderboard.md``;
-* :mod:`~pebench.report.plots`: the accuracy-vs-cost figures and their Pareto fronts;
+* :mod:`~pebench.report.plots`: the accuracy-vs-cost figures (PNG and PDF, for print), their
+  Pareto fronts and seed error bars; :mod:`~pebench.report.labels` lays out their labels;
 * :mod:`~pebench.report.reported`: published numbers, rendered in their own section;
+* :mod:`~pebench.report.export`: paper tables (``pebench export``): LaTeX, Markdown, tidy CSV;
+* :mod:`~pebench.report.commit`: writes a set of files as one unit (a journal, then renames);
 * :mod:`~pebench.report.leaderboard`: the entry points ``generate`` and ``is_stale``.
 
 The subsystem imports only the standard library, pandas, numpy, matplotlib (Agg canvas, never

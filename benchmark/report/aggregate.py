@@ -9,7 +9,12 @@ Conventions (protocol.md §8-§9):
   has a result (never over fewer tasks);
 * ``aggregate == "vtab"`` suites have the plain mean over tasks *and* the mean of group means
   (groups from the task specs, falling back to the rows' ``task_group``); the rank is the mean
-  of group means there, the plain mean otherwise.
+  of group means there, the plain mean otherwise;
+* a suite whose tasks fall into groups (every ``vtab`` suite; a ``mean`` suite with several
+  groups, one of them of several tasks) also shows one mean per group, as soon as every task of
+  that group has a result;
+* rows of different results folders never enter one summary (``results_dir`` is part of the
+  configuration, see :mod:`pebench.report.sources`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,41 +30,49 @@ import pandas as pd
 
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
+from pebench.report.sources import ResultsArg, results_dirs
 
-SORT_KEYS = ("suite", "task", "method", "preset", "phase", "seed", "trial", "run_id")
+#: the column naming the results folder a row was read from (not a result-row field)
+SOURCE = "results_dir"
+SORT_KEYS = ("suite", "task", "method", "preset", "phase", "seed", "trial", "run_id", SOURCE)
 #: one leaderboard row per distinct value of these columns (plus ``method_config``)
-ROW_KEYS = ("method", "preset", "backbone", "weights", "budget", "data_format")
+ROW_KEYS = ("method", "preset", "backbone", "weights", "budget", "data_format", SOURCE)
 #: context columns: printed once above a table when constant, as table columns when they vary
-CONTEXT = ("backbone", "weights", "budget", "data_format")
+CONTEXT = ("backbone", "weights", "budget", "data_format", SOURCE)
 RECONSTRUCTION = "(pebench reconstruction)"
 UNCHECKED = "(checks skipped)"
 
 
-def aggregate(results_dir: str | Path, skipped: list[str] | None = None) -> pd.DataFrame:
-    """Read and validate every run row under ``<results_dir>/runs/``.
+def aggregate(results_dir: ResultsArg, skipped: list[str] | None = None) -> pd.DataFrame:
+    """Read and validate every run row under ``<dir>/runs/`` of each results folder.
 
     Args:
-        results_dir: the results folder (holding ``runs/``).
+        results_dir: the results folder (holding ``runs/``), or several.
         skipped: when given, bad files are left out and their errors collected here.
 
     Returns:
-        A DataFrame with exactly :data:`pebench.results.COLUMNS`, sorted by :data:`SORT_KEYS`.
+        A DataFrame with :data:`pebench.results.COLUMNS` and :data:`SOURCE` (the folder as
+        given), sorted by :data:`SORT_KEYS`.
 
     Raises:
-        ResultsError: no ``runs/`` folder (a mistyped ``--results`` must not overwrite a
-            leaderboard with an empty one), or a malformed file (names file, line and column).
+        ResultsError: a folder without ``runs/`` (a mistyped ``--results`` must not overwrite a
+            leaderboard with an empty one; checked for every folder before any is read), or a
+            malformed file (names file, line and column).
 
     """
-    runs = Path(results_dir) / "runs"
-    if not runs.is_dir():
-        raise results.ResultsError(
-            f"no results folder {runs}: nothing to build a leaderboard from (pass the folder "
-            "`pebench run --results` wrote, default: results)"
-        )
-    rows = results.read_runs(results_dir, skipped)
+    dirs = results_dirs(results_dir)
+    for d in dirs:
+        runs = d / "runs"
+        if not runs.is_dir():
+            raise results.ResultsError(
+                f"no results folder {runs}: nothing to build a leaderboard from (pass the folder "
+                "`pebench run --results` wrote, default: results)"
+            )
+    rows = [{**r, SOURCE: str(d)} for d in dirs for r in results.read_runs(d, skipped)]
+    columns = [*results.COLUMNS, SOURCE]
     if not rows:
-        return pd.DataFrame({c: pd.Series([], dtype=object) for c in results.COLUMNS})
-    df = pd.DataFrame(rows, columns=results.COLUMNS)
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    df = pd.DataFrame(rows, columns=columns)
     df = df.sort_values(list(SORT_KEYS), kind="mergesort").reset_index(drop=True)
     return df
 
@@ -105,6 +117,10 @@ def label(method: str, preset: str, reconstruction: bool, weights: str) -> str:
     return out
 
 
+def _count(value: int | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def mean(values: Sequence[float]) -> float:
     """Mean of the non-NaN values (NaN when there is none)."""
     vals = [v for v in values if not math.isnan(v)]
@@ -130,6 +146,28 @@ class SuiteInfo:
         if self.aggregate == "vtab":
             return [f"mean of {len(self.tasks)}", "mean of group means"]
         return ["mean"]
+
+    @property
+    def group_names(self) -> list[str]:
+        """The task groups shown with their own mean, in task order (none for most suites).
+
+        Every group of a ``vtab`` suite; for a ``mean`` suite, its groups when there are several
+        and one holds more than one task (a group per task would only repeat the task column).
+        An unregistered suite has none: its task list, hence its groups, is only inferred.
+        """
+        if not self.registered:
+            return []
+        order = [self.groups.get(t, "") for t in self.tasks]
+        groups = list(dict.fromkeys(order))
+        if len(groups) < 2:
+            return []
+        if self.aggregate == "vtab" or any(order.count(g) > 1 for g in groups):
+            return groups
+        return []
+
+    def group_tasks(self, group: str) -> list[str]:
+        """The tasks of ``group``, in suite order."""
+        return [t for t in self.tasks if self.groups.get(t, "") == group]
 
 
 def suite_info(
@@ -176,6 +214,13 @@ class Entry:
     runs: list[dict]
     #: task -> (selected lr, its edge in the grid: ``""`` inside, else ``lr-low`` ...)
     selected: dict[str, tuple[float, str]] = field(default_factory=dict)
+    #: group -> mean over the group's tasks (NaN until every task of the group has a result)
+    group_means: dict[str, float] = field(default_factory=dict)
+    #: sample std over seeds of the ranking mean (each seed's own suite mean); NaN when fewer
+    #: than two seeds ran on every task
+    rank_std: float = math.nan
+    #: the context values as a table shows them (long weights tags replaced by a short key)
+    display: dict[str, str] = field(default_factory=dict)
 
 
 def suite_means(info: SuiteInfo, task_means: Mapping[str, float]) -> dict[str, float]:
@@ -195,6 +240,40 @@ def suite_means(info: SuiteInfo, task_means: Mapping[str, float]) -> dict[str, f
     }
 
 
+def group_means(info: SuiteInfo, task_means: Mapping[str, float]) -> dict[str, float]:
+    """Mean per shown group (:attr:`SuiteInfo.group_names`), NaN until the group is complete."""
+    out = {}
+    for g in info.group_names:
+        members = info.group_tasks(g)
+        done = all(t in task_means for t in members)
+        out[g] = statistics.fmean(task_means[t] for t in members) if done else math.nan
+    return out
+
+
+def rank_spread(info: SuiteInfo, seed_values: Mapping[str, Mapping[int, float]]) -> float:
+    """Sample std over seeds of the ranking mean, from the seeds every suite task ran with.
+
+    Args:
+        info: the suite.
+        seed_values: task -> seed -> accuracy (%).
+
+    Returns:
+        The std of the per-seed suite means (NaN with fewer than two common seeds, or when the
+        suite mean is missing).
+
+    """
+    if not info.tasks or any(t not in seed_values for t in info.tasks):
+        return math.nan
+    common = set.intersection(*(set(seed_values[t]) for t in info.tasks))
+    if len(common) < 2:
+        return math.nan
+    name = info.mean_names[-1]
+    per_seed = [
+        suite_means(info, {t: seed_values[t][s] for t in info.tasks})[name] for s in sorted(common)
+    ]
+    return statistics.stdev(per_seed)
+
+
 def peak_memory(rows: Sequence[dict]) -> dict[str, float]:
     """Maximum ``peak_mem_bytes`` per measurement kind (rows without a measurement skipped)."""
     mem: dict[str, float] = {}
@@ -205,45 +284,54 @@ def peak_memory(rows: Sequence[dict]) -> dict[str, float]:
     return mem
 
 
-def entry(key: tuple, rows: list[dict], info: SuiteInfo, head: float) -> Entry:
+def entry(key: tuple, rows: list[dict], info: SuiteInfo) -> Entry:
     """Summarise one configuration's final ``ok`` rows on a suite.
+
+    Parameter counts are means over the configuration's own tasks (first over a task's runs),
+    so adding *other* rows to a table never changes a row's numbers.
 
     Args:
         key: the :data:`ROW_KEYS` values plus ``method_config``.
         rows: the configuration's final ``ok`` rows on the suite's tasks (one per task and seed).
         info: the suite.
-        head: mean classification-head size over the suite's tasks (for the backbone).
 
     Returns:
         The :class:`Entry`.
 
     """
-    method, preset, backbone, weights, budget, data_format, _ = key
+    context = dict(zip(ROW_KEYS, key, strict=False))
     by_task: dict[str, list[dict]] = {}
     for r in sorted(rows, key=lambda r: (r["task"], r["seed"], r["run_id"])):
         by_task.setdefault(r["task"], []).append(r)
     task_values = {t: [100.0 * r["test_top1"] for r in rs] for t, rs in by_task.items()}
+    seed_values = {t: {r["seed"]: 100.0 * r["test_top1"] for r in rs} for t, rs in by_task.items()}
     task_means = {t: statistics.fmean(v) for t, v in task_values.items()}
     means = suite_means(info, task_means)
-    params_method = mean([mean([float(r["params_method"]) for r in rs]) for rs in by_task.values()])
+
+    def per_task(field: str) -> float:
+        return mean([mean([_count(r[field]) for r in rs]) for rs in by_task.values()])
+
+    params_method = per_task("params_method")
     return Entry(
         key=key,
-        label=label(method, preset, any(r["method_reconstruction"] for r in rows), weights)
+        label=label(
+            context["method"],
+            context["preset"],
+            any(r["method_reconstruction"] for r in rows),
+            context["weights"],
+        )
         + (f" {UNCHECKED}" if any(r["checks"] == "skipped" for r in rows) else ""),
-        context={
-            "backbone": backbone,
-            "weights": weights,
-            "budget": budget,
-            "data_format": data_format,
-        },
-        random=weights == "random",
+        context={c: context[c] for c in CONTEXT},
+        random=context["weights"] == "random",
         params_method=params_method,
         params_varies=len({r["params_method"] for r in rows}) > 1,
-        params_head=params_method + head,
+        params_head=params_method + per_task("params_head"),
         task_values=task_values,
         means=means,
         rank=means[info.mean_names[-1]],
         mem=peak_memory(rows),
         runs=rows,
         selected={t: (rs[0]["lr"], rs[0]["selection_edge"]) for t, rs in by_task.items()},
+        group_means=group_means(info, task_means),
+        rank_std=rank_spread(info, seed_values),
     )

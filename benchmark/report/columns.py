@@ -25,8 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from pebench import results
 from pebench.report.aggregate import Entry, mean
 from pebench.report.tables import SuiteTable
@@ -38,21 +36,53 @@ Formatter = Callable[[Any], str]
 Aggregation = Callable[[Sequence[float]], float]
 
 
+#: how a ``peak_mem_kind`` was measured, as an axis label or legend text says it
+MEMORY_KINDS = {
+    "cuda": "device peak memory (CUDA max allocated)",
+    "cpu_state": "training-state memory above backbone (CPU)",
+    "cpu_rss": "process RSS (CPU, includes Python)",
+}
+#: decimals of a params column: at least this many, at most :data:`PARAMS_MAX_DECIMALS`
+PARAMS_MIN_DECIMALS = 2
+PARAMS_MAX_DECIMALS = 6
+
+
+def memory_kind(kind: str) -> str:
+    """What a ``peak_mem_kind`` measured, in words (the kind itself when unknown)."""
+    return MEMORY_KINDS.get(kind, f"peak memory ({kind or 'unknown'})")
+
+
 # --------------------------------------------------------------------------- formatters --
-def fmt_params(count: float) -> str:
-    """Parameters in M with 4 significant digits, never rounded to a misleading 0.000."""
+def params_decimals(counts: Sequence[float]) -> int:
+    """Decimals (of millions) that give the smallest non-zero count two significant digits.
+
+    One table prints all its parameter counts with these decimals, so the column reads at one
+    precision: between :data:`PARAMS_MIN_DECIMALS` and :data:`PARAMS_MAX_DECIMALS`.
+    """
+    nonzero = [abs(c) / 1e6 for c in counts if not math.isnan(c) and c != 0]
+    if not nonzero:
+        return PARAMS_MIN_DECIMALS
+    exponent = math.floor(math.log10(min(nonzero)))
+    return min(PARAMS_MAX_DECIMALS, max(PARAMS_MIN_DECIMALS, 1 - exponent))
+
+
+def fmt_params(count: float, decimals: int = PARAMS_MIN_DECIMALS) -> str:
+    """Parameters in M with ``decimals`` decimals; an exact 0 is ``0``."""
     if math.isnan(count):
         return MISSING
     if count == 0:
         return "0"
-    text = np.format_float_positional(count / 1e6, precision=4, unique=False, fractional=False)
-    return text.rstrip(".")
+    return f"{count / 1e6:.{decimals}f}"
 
 
-def fmt_marked_params(value: tuple[float, bool]) -> str:
-    """``(count, varies)`` -> :func:`fmt_params`, with `` ‡`` when the count varies by task."""
-    count, varies = value
-    return fmt_params(count) + (" ‡" if varies else "")
+def params_formatter(decimals: int) -> Formatter:
+    """A formatter of ``(count, varies)``: :func:`fmt_params`, `` ‡`` when it varies by task."""
+
+    def fmt(value: tuple[float, bool]) -> str:
+        count, varies = value
+        return fmt_params(count, decimals) + (" ‡" if varies else "")
+
+    return fmt
 
 
 def fmt_acc(values: list[float] | None) -> str:
@@ -181,7 +211,33 @@ class ColumnFamily:
         ]
 
 
-Spec = Column | ColumnFamily
+@dataclass(frozen=True)
+class TableColumn:
+    """One column whose formatter depends on the whole table (e.g. one precision per column).
+
+    Attributes:
+        header: the header text.
+        value: the aggregated row -> the raw value.
+        formatter: the table -> the formatter of its cells.
+        legend: see :class:`Column`.
+        legend_group: see :class:`Column`.
+        legend_first: see :class:`Column`.
+
+    """
+
+    header: str
+    value: Callable[[Entry], Any]
+    formatter: Callable[[SuiteTable], Formatter]
+    legend: str | None = None
+    legend_group: str | None = None
+    legend_first: bool = False
+
+    def expand(self, table: SuiteTable) -> list[Column]:
+        """The concrete column for ``table``."""
+        return [Column(self.header, self.formatter(table), value=self.value)]
+
+
+Spec = Column | ColumnFamily | TableColumn
 
 
 def _short_task(task: str) -> str:
@@ -194,6 +250,20 @@ def _params_excl(e: Entry) -> tuple[float, bool]:
 
 def _params_incl(e: Entry) -> tuple[float, bool]:
     return e.params_head, e.params_varies
+
+
+def table_params_decimals(table: SuiteTable) -> int:
+    """:func:`params_decimals` over both params columns of ``table``."""
+    return params_decimals([c for e in table.entries for c in (e.params_method, e.params_head)])
+
+
+def _params_fmt(table: SuiteTable) -> Formatter:
+    return params_formatter(table_params_decimals(table))
+
+
+def group_header(group: str) -> str:
+    """The header of a group-mean column: ``natural`` -> ``Natural``."""
+    return (group or "other")[:1].upper() + (group or "other")[1:]
 
 
 def fmt_selected(selected: dict[str, tuple[float, str]]) -> str:
@@ -210,79 +280,106 @@ def _seed_counts(e: Entry) -> list[int]:
     return sorted({len(v) for v in e.task_values.values()})
 
 
+# ------------------------------------------------------------------------ the columns --
+METHOD = Column("method", value=operator.attrgetter("label"))
+CONTEXT_COLUMNS = ColumnFamily(
+    members=operator.attrgetter("varying"),
+    header=lambda field: field.replace("_", " "),
+    value=lambda e, field: e.display.get(field, e.context[field]),
+)
+PARAMS_EXCL = TableColumn(
+    "params (M) excl. head",
+    value=_params_excl,
+    formatter=_params_fmt,
+    legend="**params (M) excl. head**: trainable parameters the method adds or unfreezes, "
+    "in millions (one precision per table), classification head excluded",
+    legend_group="params",
+)
+PARAMS_INCL = TableColumn(
+    "params (M) incl. head",
+    value=_params_incl,
+    formatter=_params_fmt,
+    legend="**incl. head** adds the row's mean head size over its tasks",
+    legend_group="params",
+)
+TASKS = ColumnFamily(
+    members=lambda table: table.info.tasks,
+    header=_short_task,
+    value=lambda e, task: e.task_values.get(task),
+    fmt=fmt_acc,
+    legend="Task cells are mean ± sample std (n − 1) over seeds, a single number when there "
+    f"is one seed, and {MISSING} when no final run finished `ok`",
+    legend_first=True,
+)
+GROUPS = ColumnFamily(
+    members=lambda table: table.info.group_names,
+    header=group_header,
+    value=lambda e, group: e.group_means[group],
+    fmt=fixed(2),
+    legend="Group columns (e.g. Natural, Specialized, Structured): mean over the group's "
+    "tasks, shown as soon as every task of **that group** has a result",
+    legend_first=True,
+)
+MEANS = ColumnFamily(
+    members=operator.attrgetter("mean_names"),
+    header=str,
+    value=lambda e, name: e.means[name],
+    fmt=fixed(2),
+    legend="Suite means average the per-task seed means and are shown only when **every** "
+    f"task of the suite has a result ({MISSING} otherwise; never a mean over fewer tasks). "
+    "VTAB-style suites report both the plain mean over tasks and the mean of group means",
+    legend_first=True,
+)
+SELECTED_LR = Column(
+    "selected lr",
+    fmt_selected,
+    value=operator.attrgetter("selected"),
+    legend="selected lr: the learning rates the validation search selected over the "
+    "suite's tasks (range); ⚑n: n of them on an edge of the search grid, where the optimum "
+    "may lie beyond it",
+)
+PEAK_MEM = Column(
+    "peak mem (MiB)",
+    fmt_mem,
+    value=operator.attrgetter("mem"),
+    legend="peak mem: maximum over runs, with how it was measured ("
+    + ", ".join(f"`{k}`: {v}" for k, v in MEMORY_KINDS.items())
+    + ")",
+    legend_group="runs",
+)
+TRAIN_SPEED = Column(
+    "train img/s",
+    fixed(1),
+    key="train_images_per_s",
+    legend="img/s: mean over runs",
+    legend_group="runs",
+)
+EVAL_SPEED = Column("eval img/s", fixed(1), key="eval_images_per_s")
+SEEDS = Column(
+    "seeds",
+    fmt_range,
+    value=_seed_counts,
+    legend="seeds: seeds per task",
+    legend_group="runs",
+)
+
 #: the measured tables' columns, left to right (the first must be the row label)
 COLUMNS: tuple[Spec, ...] = (
-    Column("method", value=operator.attrgetter("label")),
-    ColumnFamily(
-        members=operator.attrgetter("varying"),
-        header=lambda field: field.replace("_", " "),
-        value=lambda e, field: e.context[field],
-    ),
-    Column(
-        "params (M) excl. head",
-        fmt_marked_params,
-        value=_params_excl,
-        legend="**params (M) excl. head**: trainable parameters the method adds or unfreezes, "
-        "in millions, classification head excluded",
-        legend_group="params",
-    ),
-    Column(
-        "params (M) incl. head",
-        fmt_marked_params,
-        value=_params_incl,
-        legend="**incl. head** adds the mean head size over the suite's tasks",
-        legend_group="params",
-    ),
-    ColumnFamily(
-        members=lambda table: table.info.tasks,
-        header=_short_task,
-        value=lambda e, task: e.task_values.get(task),
-        fmt=fmt_acc,
-        legend="Task cells are mean ± sample std (n − 1) over seeds, a single number when there "
-        f"is one seed, and {MISSING} when no final run finished `ok`",
-        legend_first=True,
-    ),
-    ColumnFamily(
-        members=operator.attrgetter("mean_names"),
-        header=str,
-        value=lambda e, name: e.means[name],
-        fmt=fixed(2),
-        legend="Suite means average the per-task seed means and are shown only when **every** "
-        f"task of the suite has a result ({MISSING} otherwise; never a mean over fewer tasks). "
-        "VTAB-style suites report both the plain mean over tasks and the mean of group means",
-        legend_first=True,
-    ),
-    Column(
-        "selected lr",
-        fmt_selected,
-        value=operator.attrgetter("selected"),
-        legend="selected lr: the learning rates the validation search selected over the "
-        "suite's tasks (range); ⚑n: n of them on an edge of the search grid, where the optimum "
-        "may lie beyond it",
-    ),
-    Column(
-        "peak mem (MiB)",
-        fmt_mem,
-        value=operator.attrgetter("mem"),
-        legend="peak mem: maximum over runs, with how it was measured",
-        legend_group="runs",
-    ),
-    Column(
-        "train img/s",
-        fixed(1),
-        key="train_images_per_s",
-        legend="img/s: mean over runs",
-        legend_group="runs",
-    ),
-    Column("eval img/s", fixed(1), key="eval_images_per_s"),
-    Column(
-        "seeds",
-        fmt_range,
-        value=_seed_counts,
-        legend="seeds: seeds per task",
-        legend_group="runs",
-    ),
+    METHOD,
+    CONTEXT_COLUMNS,
+    PARAMS_EXCL,
+    PARAMS_INCL,
+    TASKS,
+    GROUPS,
+    MEANS,
+    SELECTED_LR,
+    PEAK_MEM,
+    TRAIN_SPEED,
+    EVAL_SPEED,
+    SEEDS,
 )
+#: the columns of a paper table (``pebench export``): accuracy and size, no run statistics
+PAPER_COLUMNS: tuple[Spec, ...] = (METHOD, CONTEXT_COLUMNS, PARAMS_EXCL, TASKS, GROUPS, MEANS)
 
 
 def expand(columns: Sequence[Spec], table: SuiteTable) -> list[Column]:

@@ -1,24 +1,40 @@
 """Leaderboard entry points: write ``results.csv``, ``leaderboard.md`` and plots; check freshness.
 
-Data flows one way: ``<results>/runs/*.csv`` (one validated row per run, raw numbers) ->
-:func:`~pebench.report.aggregate.aggregate` (one sorted DataFrame) ->
+Data flows one way: ``<results>/runs/*.csv`` of one or more results folders (one validated row
+per run, raw numbers) -> :func:`~pebench.report.aggregate.aggregate` (one sorted DataFrame) ->
 :func:`~pebench.report.markdown.render_markdown` and :func:`~pebench.report.plots.plot_bytes`
--> files written by :func:`generate`. All formatting happens in the report modules; the CSVs
-stay raw. The public names of those modules are re-exported here for convenience.
+-> files written as one unit by :func:`generate` (:mod:`pebench.report.commit`). All formatting
+happens in the report modules; the CSVs stay raw. Where the outputs go by default is
+:func:`pebench.report.sources.outputs`. The public names of those modules are re-exported here
+for convenience.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
-from pebench.report.aggregate import SORT_KEYS, aggregate, records, registry
-from pebench.report.markdown import HEADER, RANDOM_NOTE, RECON_NOTE, VARIES_NOTE, render_markdown
-from pebench.report.plots import pareto_front, plot, plot_bytes
-from pebench.report.reported import Cell, read_reported
+from pebench.report.aggregate import SORT_KEYS, SOURCE, aggregate, records, registry
+from pebench.report.commit import recover, tmp_pattern, write_unit
+from pebench.report.markdown import (
+    HEADER,
+    RANDOM_NOTE,
+    RECON_NOTE,
+    VARIES_NOTE,
+    header,
+    render_markdown,
+)
+from pebench.report.plots import NAME_PATTERN, pareto_front, plot, plot_bytes
+from pebench.report.reported import Cell, ReportedError, read_reported
+from pebench.report.sources import Outputs, ResultsArg, display, outputs, results_dirs, runs_glob
 
 __all__ = [
     "HEADER",
@@ -29,7 +45,9 @@ __all__ = [
     "VARIES_NOTE",
     "aggregate",
     "generate",
+    "header",
     "is_stale",
+    "outputs",
     "pareto_front",
     "plot",
     "render_markdown",
@@ -38,15 +56,81 @@ __all__ = [
 REPORTED_CSV = "reported.csv"
 
 
-def _reported(results_dir: Path, suites: Mapping | None, tasks: Mapping | None) -> list[Cell]:
-    """The published numbers in ``<results_dir>/reported.csv`` (none if there is no file)."""
-    path = results_dir / REPORTED_CSV
-    return read_reported(path, registry(suites, tasks)[1]) if path.exists() else []
+def _reported(
+    dirs: Sequence[Path], start: Path, suites: Mapping | None, tasks: Mapping | None
+) -> tuple[list[Cell], list[str]]:
+    """The published numbers of every ``<dir>/reported.csv`` and those files' display names.
+
+    The same cell in two files is kept once; the same (table, method, task) with another value
+    is refused.
+    """
+    cells: dict[tuple[str, str, str], Cell] = {}
+    where: dict[tuple[str, str, str], Path] = {}
+    files = []
+    for d in dirs:
+        path = d / REPORTED_CSV
+        if not path.exists():
+            continue
+        files.append(display(path, start))
+        for cell in read_reported(path, registry(suites, tasks)[1]):
+            key = (cell.table, cell.method, cell.task)
+            if key in cells and cells[key] != cell:
+                raise ReportedError(
+                    f"{path}: {key} differs from the same cell in {where[key]}; keep the "
+                    "published numbers in one reported.csv"
+                )
+            cells.setdefault(key, cell)
+            where.setdefault(key, path)
+    return list(cells.values()), files
+
+
+def render(
+    df: pd.DataFrame,
+    dirs: Sequence[Path],
+    leaderboard_path: Path,
+    suites: Mapping[str, Suite] | None,
+    tasks: Mapping[str, TaskSpec] | None,
+) -> str:
+    """The text of ``leaderboard.md`` at ``leaderboard_path`` for the rows ``df`` of ``dirs``."""
+    start = Path(os.path.abspath(leaderboard_path)).parent
+    reported, files = _reported(dirs, start, suites, tasks)
+    return render_markdown(
+        df,
+        suites=suites,
+        tasks=tasks,
+        reported=reported,
+        runs=runs_glob(dirs, leaderboard_path),
+        reported_files=files,
+    )
+
+
+def results_csv(df: pd.DataFrame) -> str:
+    """The raw rows as ``results.csv``, in the row schema.
+
+    Rows from several folders get a leading ``results_dir`` column (the same run id may then
+    appear once per folder).
+    """
+    rows = records(df)
+    if len({r[SOURCE] for r in rows}) <= 1:
+        return results.rows_to_csv({k: v for k, v in r.items() if k != SOURCE} for r in rows)
+    body = io.StringIO()
+    writer = csv.writer(body, lineterminator="\n")
+    for line in csv.reader(io.StringIO(results.rows_to_csv([]))):
+        writer.writerow([SOURCE, *line])
+    data = results.rows_to_csv({k: v for k, v in r.items() if k != SOURCE} for r in rows)
+    for r, line in zip(rows, list(csv.reader(io.StringIO(data)))[1:], strict=True):
+        writer.writerow([r[SOURCE], *line])
+    return body.getvalue()
+
+
+def _litter(out: Outputs) -> list[tuple[Path, str]]:
+    """Where killed writes of older versions may have left temp files."""
+    return [(out.plots, tmp_pattern(NAME_PATTERN)), (out.home, tmp_pattern(out.results_csv.name))]
 
 
 def generate(
-    results_dir: str | Path = "results",
-    leaderboard_path: str | Path = "leaderboard.md",
+    results_dir: ResultsArg = "results",
+    leaderboard_path: str | Path | None = None,
     plots_dir: str | Path | None = None,
     *,
     suites: Mapping[str, Suite] | None = None,
@@ -56,53 +140,70 @@ def generate(
     """Aggregate the runs and write ``results.csv``, ``leaderboard.md`` and the plots.
 
     Everything is computed in memory first; if reading, validation or rendering fails nothing
-    is written and the error propagates. Each file is written atomically.
+    is written and the error propagates. The files are then written as one unit
+    (:func:`pebench.report.commit.write_unit`): a kill or a full disk at any point leaves the
+    previous set or the new one, never a mix. Figure files of the previous set that the new
+    one lacks (a suite gone, a memory kind gone) are deleted with it.
 
     Args:
-        results_dir: the results folder (reads ``runs/``, writes ``results.csv``).
-        leaderboard_path: where ``leaderboard.md`` goes.
-        plots_dir: folder for the PNGs; defaults to ``<results_dir>/plots``.
+        results_dir: the results folder (reads ``runs/``), or several (rows merged, each
+            folder's rows kept apart: see :mod:`pebench.report.sources`).
+        leaderboard_path: where ``leaderboard.md`` goes (default:
+            :func:`pebench.report.sources.outputs`).
+        plots_dir: folder for the figures; defaults to ``<home>/plots``.
         suites: see :func:`~pebench.report.markdown.render_markdown`.
         tasks: see :func:`~pebench.report.markdown.render_markdown`.
         skipped: when given, bad result files are left out and their errors collected here
             (``pebench leaderboard --skip-bad``); otherwise the first one raises.
 
     Returns:
-        ``{"results_csv": Path, "leaderboard": Path, "plots": [Path, ...]}``.
+        ``{"results_csv": Path, "leaderboard": Path, "plots": [PNG paths],
+        "plots_pdf": [PDF paths]}``.
 
     Raises:
         ResultsError: a malformed result file or ``reported.csv`` (nothing written).
+        WriteError: the files could not be written (nothing changed).
 
     """
-    results_dir = Path(results_dir)
-    plots_dir = results_dir / "plots" if plots_dir is None else Path(plots_dir)
-    df = aggregate(results_dir, skipped)
-    csv_text = results.rows_to_csv(records(df))
-    reported = _reported(results_dir, suites, tasks)
-    markdown = render_markdown(df, suites=suites, tasks=tasks, reported=reported)
-    pngs = plot_bytes(df, suites, tasks)
-    csv_path, md_path = results_dir / "results.csv", Path(leaderboard_path)
-    results.atomic_write_text(csv_path, csv_text)
-    plot_paths = []
-    for name in sorted(pngs):
-        results.atomic_write_bytes(plots_dir / name, pngs[name])
-        plot_paths.append(plots_dir / name)
-    results.atomic_write_text(md_path, markdown)
-    return {"results_csv": csv_path, "leaderboard": md_path, "plots": plot_paths}
+    dirs = results_dirs(results_dir)
+    out = outputs(dirs, leaderboard_path, plots_dir)
+    df = aggregate(dirs, skipped)
+    markdown = render(df, dirs, out.leaderboard, suites, tasks)
+    figures = plot_bytes(df, suites, tasks)
+    files: dict[Path, bytes] = {out.results_csv: results_csv(df).encode("utf-8")}
+    files.update({out.plots / name: figures[name] for name in sorted(figures)})
+    files[out.leaderboard] = markdown.encode("utf-8")
+    stale = [
+        p
+        for p in sorted(out.plots.glob(NAME_PATTERN))
+        if p.suffix in (".png", ".pdf") and p.name not in figures and not p.name.startswith(".")
+    ]
+    write_unit(out.home, files, stale, _litter(out))
+    names = sorted(figures)
+    return {
+        "results_csv": out.results_csv,
+        "leaderboard": out.leaderboard,
+        "plots": [out.plots / n for n in names if n.endswith(".png")],
+        "plots_pdf": [out.plots / n for n in names if n.endswith(".pdf")],
+    }
 
 
 def is_stale(
-    results_dir: str | Path,
-    leaderboard_path: str | Path,
+    results_dir: ResultsArg,
+    leaderboard_path: str | Path | None = None,
     *,
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
 ) -> bool:
     """Whether ``leaderboard_path`` differs from what the runs in ``results_dir`` render to now.
 
+    A write that a kill interrupted is completed (or undone) first, so the check sees the set
+    that the last write left.
+
     Args:
-        results_dir: the results folder.
-        leaderboard_path: the committed ``leaderboard.md`` (a missing file is stale).
+        results_dir: the results folder, or several.
+        leaderboard_path: the committed ``leaderboard.md`` (a missing file is stale; default:
+            :func:`pebench.report.sources.outputs`).
         suites: see :func:`~pebench.report.markdown.render_markdown`.
         tasks: see :func:`~pebench.report.markdown.render_markdown`.
 
@@ -110,9 +211,10 @@ def is_stale(
         True when the file is missing or its text is not exactly the fresh rendering.
 
     """
-    path = Path(leaderboard_path)
-    reported = _reported(Path(results_dir), suites, tasks)
-    fresh = render_markdown(aggregate(results_dir), suites=suites, tasks=tasks, reported=reported)
-    if not path.exists():
+    dirs = results_dirs(results_dir)
+    out = outputs(dirs, leaderboard_path)
+    fresh = render(aggregate(dirs), dirs, out.leaderboard, suites, tasks)
+    recover(out.home, [*_litter(out), (out.leaderboard.parent, tmp_pattern(out.leaderboard.name))])
+    if not out.leaderboard.exists():
         return True
-    return path.read_text(encoding="utf-8") != fresh
+    return out.leaderboard.read_text(encoding="utf-8") != fresh

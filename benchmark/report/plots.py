@@ -1,9 +1,15 @@
 """Suite tables to figures: accuracy vs trainable parameters and vs peak memory, per suite.
 
-Only rows with a complete suite mean are plotted (a suite without any gets a placeholder figure
-saying so, so an old plot never outlives its data); the Pareto front is drawn over the
-pretrained rows. Output bytes are deterministic: fixed size and dpi, no software/date metadata.
-Figures are drawn on matplotlib's Agg canvas; pyplot is never imported.
+Figures are sized for print: :data:`FIG_SIZE_IN` (a two-column width), PNG at
+:data:`PNG_DPI` dpi and PDF (vector). The accuracy is the suite's ranking mean with an error bar
+of its sample std over seeds. Only rows with a complete suite mean are plotted (a suite without
+any gets a placeholder figure saying so, so an old plot never outlives its data); the Pareto
+front is drawn over the pretrained rows. Labels are laid out by :mod:`pebench.report.labels`
+so that no two overlap. The memory axis says how memory was measured
+(:data:`pebench.report.columns.MEMORY_KINDS`), and kinds are never mixed on one axis: a suite
+with rows of several kinds gets one memory figure per kind. Output bytes are deterministic: no
+software or date metadata. Figures are drawn on matplotlib's Agg canvas; pyplot is never
+imported.
 """
 
 from __future__ import annotations
@@ -19,14 +25,28 @@ import pandas as pd
 
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
-from pebench.report.columns import MIB
+from pebench.report.columns import MIB, memory_kind
+from pebench.report.labels import Box, place_labels
 from pebench.report.tables import SuiteTable, tables
 
-PLOT_DPI = 100
+#: width and height in inches (a two-column figure; 3.5 in is one column)
+FIG_SIZE_IN = (7.0, 4.8)
+PNG_DPI = 300
+#: the file formats of every figure
+FORMATS = ("png", "pdf")
+#: what the file names of figures look like (``<suite>_acc_vs_<what>.<format>``)
+NAME_PATTERN = "*_acc_vs_*"
+#: the axes' position in the figure: left, bottom, right, top (fractions; fixed, so the label
+#: layout is computed on the final geometry)
+AXES_BOX = (0.09, 0.2, 0.98, 0.92)
 #: symlog threshold of the params axis, in M: linear below it, so a 0-parameter method shows
 PARAMS_LINTHRESH = 0.01
-#: (label, x, y, random-init backbone)
-Point = tuple[str, float, float, bool]
+#: (label, x, y, y std over seeds, random-init backbone)
+Point = tuple[str, float, float, float, bool]
+_METADATA = {
+    "png": {"Software": None},
+    "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+}
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -63,19 +83,58 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
+def _segment(ax: Any, a: tuple[float, float], b: tuple[float, float], half: float) -> Box:
+    """The display box of a horizontal or vertical data segment, ``half`` pixels thick."""
+    (x0, y0), (x1, y1) = ax.transData.transform(a), ax.transData.transform(b)
+    return Box(min(x0, x1) - half, min(y0, y1) - half, max(x0, x1) + half, max(y0, y1) + half)
+
+
+def _obstacles(ax: Any, points: list[Point], front: list[int]) -> list[Box]:
+    """Display boxes of the markers, error bars and front steps, for the labels to avoid."""
+    half = 4.0 * ax.figure.dpi / 72.0
+    boxes = []
+    for i, j in zip(front, front[1:], strict=False):  # steps-post: across, then up
+        (_, xi, yi, _, _), (_, xj, yj, _, _) = points[i], points[j]
+        boxes.append(_segment(ax, (xi, yi), (xj, yi), half / 3))
+        boxes.append(_segment(ax, (xj, yi), (xj, yj), half / 3))
+    for _, x, y, std, _ in points:
+        px, py = ax.transData.transform((x, y))
+        boxes.append(Box(px - half, py - half, px + half, py + half))
+        if not math.isnan(std):
+            _, lo = ax.transData.transform((x, y - std))
+            _, hi = ax.transData.transform((x, y + std))
+            boxes.append(Box(px - half / 2, lo, px + half / 2, hi))
+    return boxes
+
+
 def _draw_points(ax: Any, points: list[Point]) -> None:
-    """Scatter the points, the Pareto front of the pretrained ones highlighted, all labelled."""
-    pretrained = [i for i, p in enumerate(points) if not p[3]]
+    """Scatter the points with seed error bars, the pretrained Pareto front highlighted."""
+    pretrained = [i for i, p in enumerate(points) if not p[4]]
     front = [pretrained[i] for i in pareto_front([points[i][1:3] for i in pretrained])]
     others = [i for i in range(len(points)) if i not in front]
+    bars = [i for i, p in enumerate(points) if not math.isnan(p[3])]
+    if bars:
+        ax.errorbar(
+            [points[i][1] for i in bars],
+            [points[i][2] for i in bars],
+            yerr=[points[i][3] for i in bars],
+            fmt="none",
+            ecolor="0.35",
+            elinewidth=0.7,
+            capsize=1.5,
+            capthick=0.7,
+            label="± sample std over seeds",
+            zorder=2,
+        )
     if others:
         ax.scatter(
             [points[i][1] for i in others],
             [points[i][2] for i in others],
             c="0.55",
             marker="o",
-            s=28,
+            s=14,
             label="other rows",
+            zorder=3,
         )
     if front:
         ax.plot(
@@ -83,29 +142,48 @@ def _draw_points(ax: Any, points: list[Point]) -> None:
             [points[i][2] for i in front],
             color="tab:red",
             marker="*",
-            markersize=12,
+            markersize=8,
+            linewidth=1.0,
             drawstyle="steps-post",
             label="Pareto front (best accuracy at ≤ cost; pretrained rows)",
+            zorder=4,
         )
-    for name, x, y, _ in points:
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.margins(x=0.15, y=0.12)
+    ax.margins(x=0.12, y=0.12)
+    ax.autoscale_view()
+    ax.set_xlim(ax.get_xlim())  # fixed from here on: the label layout works on final axes
+    ax.set_ylim(ax.get_ylim())
+    order = front + [i for i in others]
+    place_labels(ax, [points[i][:3] for i in order], _obstacles(ax, points, front))
 
 
-def _scatter_png(
-    table: SuiteTable, title: str, xlabel: str, points: list[Point], symlog: bool
-) -> bytes:
+def figure(table: SuiteTable, title: str, xlabel: str, points: list[Point], symlog: bool) -> Any:
+    """One accuracy-vs-cost figure of ``table`` (a matplotlib Figure on an Agg canvas).
+
+    Args:
+        table: the suite table (names the ranking mean).
+        title: the figure title.
+        xlabel: the cost axis label.
+        points: the rows to plot.
+        symlog: a symlog cost axis (parameters) instead of a linear one.
+
+    Returns:
+        The Figure, drawn (its label boxes are final).
+
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 5.0), dpi=PLOT_DPI)
+    fig = Figure(figsize=FIG_SIZE_IN, dpi=PNG_DPI)
     FigureCanvasAgg(fig)
+    left, bottom, right, top = AXES_BOX
+    fig.subplots_adjust(left=left, bottom=bottom, right=right, top=top)
     ax = fig.add_subplot(1, 1, 1)
     rank_name = table.mean_names[-1]
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_ylabel(f"{table.info.name} {rank_name} accuracy (%)", fontsize=9)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(f"{table.info.name} {rank_name} accuracy (%)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.3, linewidth=0.5)
     if symlog:
         ax.set_xscale("symlog", linthresh=PARAMS_LINTHRESH)
     if not points:
@@ -116,48 +194,67 @@ def _scatter_png(
             ha="center",
             va="center",
             transform=ax.transAxes,
+            fontsize=8,
         )
     else:
         _draw_points(ax, points)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
+        handles, names = ax.get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    return fig
+
+
+def encode(fig: Any, fmt: str) -> bytes:
+    """``fig`` as ``fmt`` (``png`` or ``pdf``) bytes, without software or date metadata."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=PLOT_DPI, metadata={"Software": None})
+    fig.savefig(buf, format=fmt, dpi=PNG_DPI, metadata=_METADATA[fmt])
     return buf.getvalue()
 
 
-def _suite_pngs(table: SuiteTable) -> dict[str, bytes]:
-    """The two figures of one suite, by file name."""
+def suite_figures(table: SuiteTable) -> dict[str, Any]:
+    """The figures of one suite by file stem: accuracy vs params, and vs memory per kind."""
     done = [e for e in table.entries if not math.isnan(e.rank)]
     name = table.info.name
-    params = [(e.label, e.params_method / 1e6, e.rank, e.random) for e in done]
-    kinds = sorted({k for e in done for k in e.mem})
-    # the memory kind measured for the most rows (ties: the first by name)
-    kind = max(kinds, key=lambda k: sum(k in e.mem for e in done)) if kinds else ""
-    mem = [(e.label, e.mem[kind] / MIB, e.rank, e.random) for e in done if kind in e.mem]
-    return {
-        f"{_safe(name)}_acc_vs_params.png": _scatter_png(
+    params = [(e.label, e.params_method / 1e6, e.rank, e.rank_std, e.random) for e in done]
+    out = {
+        f"{_safe(name)}_acc_vs_params": figure(
             table,
             f"{name}: accuracy vs trainable parameters",
             "trainable params excl. head (M); symlog axis, linear below "
             f"{PARAMS_LINTHRESH} M so 0-parameter methods are visible",
             params,
             symlog=True,
-        ),
-        f"{_safe(name)}_acc_vs_memory.png": _scatter_png(
+        )
+    }
+    kinds = sorted({k for e in done for k in e.mem}) or [""]
+    for kind in kinds:
+        measured = [e for e in done if kind in e.mem]
+        mem = [(e.label, e.mem[kind] / MIB, e.rank, e.rank_std, e.random) for e in measured]
+        stem = f"{_safe(name)}_acc_vs_memory" + (f"_{_safe(kind)}" if len(kinds) > 1 else "")
+        what = memory_kind(kind) if kind else "peak memory (not measured)"
+        out[stem] = figure(
             table,
-            f"{name}: accuracy vs peak training memory",
-            f"peak memory (MiB, {kind or 'not measured'}; max over runs)",
+            f"{name}: accuracy vs {what}",
+            f"{what}, MiB (maximum over runs)",
             mem,
             symlog=False,
-        ),
-    }
+        )
+    return out
+
+
+def figures(
+    df: pd.DataFrame, suites: Mapping[str, Suite] | None, tasks: Mapping[str, TaskSpec] | None
+) -> dict[str, Any]:
+    """Every suite's figures by file stem (see :func:`suite_figures`)."""
+    out: dict[str, Any] = {}
+    for table in tables(df, suites, tasks):
+        out.update(suite_figures(table))
+    return out
 
 
 def plot_bytes(
     df: pd.DataFrame, suites: Mapping[str, Suite] | None, tasks: Mapping[str, TaskSpec] | None
 ) -> dict[str, bytes]:
-    """Every suite's figures as PNG bytes, by file name (nothing written).
+    """Every suite's figures in every format of :data:`FORMATS`, by file name (nothing written).
 
     Args:
         df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
@@ -165,12 +262,13 @@ def plot_bytes(
         tasks: see :func:`pebench.report.markdown.render_markdown`.
 
     Returns:
-        ``{file name: PNG bytes}``.
+        ``{file name: bytes}``, e.g. ``demo_acc_vs_params.png`` and ``demo_acc_vs_params.pdf``.
 
     """
     out: dict[str, bytes] = {}
-    for table in tables(df, suites, tasks):
-        out.update(_suite_pngs(table))
+    for stem, fig in figures(df, suites, tasks).items():
+        for fmt in FORMATS:
+            out[f"{stem}.{fmt}"] = encode(fig, fmt)
     return out
 
 
@@ -181,22 +279,22 @@ def plot(
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
 ) -> list[Path]:
-    """Draw ``<suite>_acc_vs_params.png`` and ``<suite>_acc_vs_memory.png`` per suite.
+    """Write every suite's figures (PNG and PDF) into ``out_dir``, each file atomically.
 
     Args:
         df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
-        out_dir: folder for the PNGs (created).
+        out_dir: folder for the figures (created).
         suites: see :func:`pebench.report.markdown.render_markdown`.
         tasks: see :func:`pebench.report.markdown.render_markdown`.
 
     Returns:
-        The paths written, sorted.
+        The PNG paths written, sorted (each has a PDF twin).
 
     """
-    pngs = plot_bytes(df, suites, tasks)
     paths = []
-    for name in sorted(pngs):
+    for name, data in sorted(plot_bytes(df, suites, tasks).items()):
         path = Path(out_dir) / name
-        results.atomic_write_bytes(path, pngs[name])
-        paths.append(path)
+        results.atomic_write_bytes(path, data)
+        if path.suffix == ".png":
+            paths.append(path)
     return paths

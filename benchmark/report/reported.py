@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,15 +187,27 @@ def _table(name: str, cells: list[Cell], suite: Suite, tasks: Mapping[str, TaskS
 
 
 def render_reported(
-    cells: list[Cell], suites: Mapping[str, Suite], tasks: Mapping[str, TaskSpec]
+    cells: list[Cell],
+    suites: Mapping[str, Suite],
+    tasks: Mapping[str, TaskSpec],
+    files: Sequence[str] = ("results/reported.csv",),
 ) -> list[str]:
-    """Markdown lines of the "Reported numbers" section (empty when there are no cells)."""
+    """Markdown lines of the "Reported numbers" section (empty when there are no cells).
+
+    Args:
+        cells: the published numbers.
+        suites: the registered suites.
+        tasks: the registered tasks.
+        files: the files the cells were read from, as the section names them.
+
+    """
     if not cells:
         return []
+    named = ", ".join(f"`{f.replace('`', chr(39))}`" for f in files)
     lines = [
         "# Reported numbers (published; not measured by pebench)",
         "",
-        "Copied from papers, repositories and other benchmarks (`results/reported.csv`, one "
+        f"Copied from papers, repositories and other benchmarks ({named}, one "
         "published cell per line with its source). Their budgets, seeds, data lineage and epoch "
         "selection differ from pebench's and from each other's, so they are never mixed with the "
         "measured tables above. Means are recomputed from the per-task cells.",

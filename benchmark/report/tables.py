@@ -23,24 +23,39 @@ from pebench.datasets import Suite, TaskSpec
 from pebench.report.aggregate import (
     CONTEXT,
     ROW_KEYS,
+    SOURCE,
     Entry,
     SuiteInfo,
     entry,
     label,
-    mean,
     records,
     registry,
     suite_info,
 )
 from pebench.selection import edge, select_trial, unsettled
 
-#: (row label, phase, {status: count})
-StatusCount = tuple[str, str, dict[str, int]]
+#: (row label, {phase: runs}, {status: runs over both phases})
+StatusCount = tuple[str, dict[str, int], dict[str, int]]
+#: prefix of the short keys that stand for weights tags in a table
+WEIGHTS_KEY = "W"
 
 
 @dataclass
 class SuiteTable:
-    """Everything rendered for one suite: the ranked entries, run status counts and notes."""
+    """Everything rendered for one suite: the ranked entries, run status counts and notes.
+
+    Attributes:
+        info: the suite.
+        entries: the rows, ranked.
+        varying: the context fields shown as columns (they differ between rows).
+        status: runs per row label, one item per label.
+        failures: the final rows that did not finish ``ok``.
+        notes: rows left out, and why.
+        fixed: the context fields said once above the table, with their value.
+        weights_key: short key -> weights tag, when several (non-random) weights share a table:
+            the weights column shows the key, the caption says what it stands for.
+
+    """
 
     info: SuiteInfo
     entries: list[Entry]
@@ -48,6 +63,8 @@ class SuiteTable:
     status: list[StatusCount]
     failures: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    fixed: dict[str, str] = field(default_factory=dict)
+    weights_key: dict[str, str] = field(default_factory=dict)
 
     @property
     def mean_names(self) -> list[str]:
@@ -65,17 +82,19 @@ def _row_label(r: dict) -> str:
     return label(r["method"], r["preset"], r["method_reconstruction"], r["weights"])
 
 
-def status_counts(rows: list[dict]) -> list[StatusCount]:
-    """Runs per (label, phase) and status, every row of both phases, sorted by label and phase."""
-    counts: dict[tuple[str, str], dict[str, int]] = {}
+def status_counts(rows: list[dict], show_source: bool = False) -> list[StatusCount]:
+    """Runs per label: per phase and per status (both phases), every row, sorted by label.
+
+    With ``show_source`` (several results folders) each folder's runs count apart, their label
+    followed by `` · <folder>``.
+    """
+    phases: dict[str, dict[str, int]] = {}
+    statuses: dict[str, dict[str, int]] = {}
     for r in rows:
-        c = counts.setdefault((_row_label(r), r["phase"]), dict.fromkeys(results.STATUSES, 0))
-        c[r["status"]] += 1
-    phase_order = {p: i for i, p in enumerate(results.PHASES)}
-    return [
-        (lab, ph, c)
-        for (lab, ph), c in sorted(counts.items(), key=lambda kv: (kv[0][0], phase_order[kv[0][1]]))
-    ]
+        lab = _row_label(r) + (f" · {r[SOURCE]}" if show_source else "")
+        phases.setdefault(lab, dict.fromkeys(results.PHASES, 0))[r["phase"]] += 1
+        statuses.setdefault(lab, dict.fromkeys(results.STATUSES, 0))[r["status"]] += 1
+    return [(lab, phases[lab], statuses[lab]) for lab in sorted(phases)]
 
 
 def shown_final_rows(info: SuiteInfo, rows: list[dict], notes: list[str]) -> list[dict]:
@@ -157,21 +176,51 @@ def matching_selection(final: list[dict], rows: list[dict], notes: list[str]) ->
     return kept
 
 
-def head_means(info: SuiteInfo, rows: list[dict]) -> dict[str, float]:
-    """Mean head size per backbone over the suite's tasks (from every ``ok`` row)."""
-    heads: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
-        if r["status"] == "ok" and r["task"] in info.tasks:
-            heads.setdefault(r["backbone"], {}).setdefault(r["task"], []).append(r["params_head"])
-    return {b: mean([mean(v) for v in per_task.values()]) for b, per_task in heads.items()}
-
-
-def build_entries(info: SuiteInfo, final: list[dict], heads: Mapping[str, float]) -> list[Entry]:
+def build_entries(info: SuiteInfo, final: list[dict]) -> list[Entry]:
     """One :class:`Entry` per configuration, in order of first appearance in ``final``."""
     groups: dict[tuple, list[dict]] = {}
     for r in final:
         groups.setdefault(_config_key(r), []).append(r)
-    return [entry(key, grp, info, heads.get(key[2], math.nan)) for key, grp in groups.items()]
+    return [entry(key, grp, info) for key, grp in groups.items()]
+
+
+def context_columns(
+    entries: list[Entry], show_source: bool
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Which context fields a table shows as columns, which once above it, and weights keys.
+
+    A field whose value differs between rows is a column, otherwise it is said once. The
+    weights are a column only when several *pretrained* weights share the table (random-init
+    rows are marked † in their label already), and then the column shows a short key
+    (``W1``...) for each tag, explained above the table. The results folder is said only when
+    the report reads several.
+
+    Args:
+        entries: the table's rows (their ``display`` values are set here).
+        show_source: whether the report reads several results folders.
+
+    Returns:
+        ``(varying, fixed, weights_key)`` as in :class:`SuiteTable`.
+
+    """
+    if not entries:  # a suite with no finished final run yet
+        return [], {}, {}
+    values = {c: list(dict.fromkeys(e.context[c] for e in entries)) for c in CONTEXT}
+    named = sorted(w for w in values["weights"] if w != "random")
+    keys = [f"{WEIGHTS_KEY}{i + 1}" for i in range(len(named))]
+    weights_key = dict(zip(keys, named, strict=True)) if len(named) > 1 else {}
+    alias = {w: k for k, w in weights_key.items()}
+    varying, fixed = [], {}
+    for c in CONTEXT:
+        if c == "weights" and not weights_key:
+            fixed[c] = named[0] if named else "random"
+        elif len(values[c]) > 1 or (c == "weights" and weights_key):
+            varying.append(c)
+        elif c != SOURCE or show_source:
+            fixed[c] = values[c][0]
+    for e in entries:
+        e.display = {**e.context, "weights": alias.get(e.context["weights"], e.context["weights"])}
+    return varying, fixed, weights_key
 
 
 def disambiguate(entries: list[Entry]) -> None:
@@ -190,12 +239,14 @@ def _rank_key(e: Entry) -> tuple:
     return (math.isnan(e.rank), -e.rank if not math.isnan(e.rank) else 0.0, e.label, e.key)
 
 
-def suite_table(info: SuiteInfo, rows: list[dict]) -> SuiteTable:
+def suite_table(info: SuiteInfo, rows: list[dict], show_source: bool = False) -> SuiteTable:
     """Build the table of one suite from all of its rows (both phases, every status).
 
     Args:
         info: the suite.
         rows: every row recorded for the suite.
+        show_source: whether the report reads several results folders (then the folder is
+            named above the table or in a column).
 
     Returns:
         The :class:`SuiteTable`, entries ranked.
@@ -207,15 +258,15 @@ def suite_table(info: SuiteInfo, rows: list[dict]) -> SuiteTable:
             f"Suite `{info.name}` is not registered in this installation: its task list is "
             "inferred from the results, so no suite mean is computed."
         )
-    status = status_counts(rows)
+    status = status_counts(rows, show_source)
     failures = [r for r in rows if r["phase"] == "final" and r["status"] != "ok"]
     final = latest_runs(shown_final_rows(info, rows, notes), notes)
     final = matching_selection(final, rows, notes)
-    entries = build_entries(info, final, head_means(info, rows))
+    entries = build_entries(info, final)
     disambiguate(entries)
     entries.sort(key=_rank_key)
-    varying = [c for c in CONTEXT if len({e.context[c] for e in entries}) > 1]
-    return SuiteTable(info, entries, varying, status, failures, notes)
+    varying, fixed, weights_key = context_columns(entries, show_source)
+    return SuiteTable(info, entries, varying, status, failures, notes, fixed, weights_key)
 
 
 def tables(
@@ -240,7 +291,8 @@ def tables(
     for r in rows:
         canonical = suites[r["suite"]].name if r["suite"] in suites else r["suite"]
         by_suite.setdefault(canonical, []).append(r)
+    several = len({r[SOURCE] for r in rows}) > 1
     return [
-        suite_table(suite_info(name, by_suite[name], suites, tasks), by_suite[name])
+        suite_table(suite_info(name, by_suite[name], suites, tasks), by_suite[name], several)
         for name in sorted(by_suite)
     ]

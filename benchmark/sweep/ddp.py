@@ -34,8 +34,6 @@ from pebench.run import ERROR_CHARS, RunOptions, RunSpec, classify, error_text
 #: environment variable: seconds before a collective (or the rendezvous) gives up
 TIMEOUT_ENV = "PEBENCH_DDP_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
-#: environment variable naming a rank that raises before its run starts (tests the failure path)
-FAIL_RANK_ENV = "PEBENCH_DDP_FAIL_RANK"
 #: how long a failed rank waits for rank 0 to record its error before exiting
 ACK_WAIT_S = 60.0
 #: how often rank 0 looks for errors reported by other ranks
@@ -88,7 +86,8 @@ def spec_from_json(text: str) -> RunSpec:
         data["overrides"] = _tuples(data["overrides"])
     if "options" in data:
         opts = _fields(RunOptions, data["options"], "run spec options")
-        opts["env"] = _tuples(opts.get("env", ()))
+        for key in ("env", "trackers"):  # the tuple-valued options
+            opts[key] = _tuples(opts.get(key, ()))
         data["options"] = RunOptions(**opts)
     return RunSpec(**data)
 
@@ -245,9 +244,7 @@ def _run(spec: RunSpec, results_dir: str, rank: int, size: int, local_rank: int)
         if rank == 0:
             args = (store, size, row)
             threading.Thread(target=_watch_peers, args=args, daemon=True).start()
-        if os.environ.get(FAIL_RANK_ENV) == str(rank):
-            raise RuntimeError(f"failure injected on rank {rank} by {FAIL_RANK_ENV}")
-        result = execute(spec)
+        result = execute(spec, results_dir)
         if rank == 0:
             result["device"] = f"ddp {size}x {result['device']}"
             row.write(result)
@@ -303,7 +300,6 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
-    "FAIL_RANK_ENV",
     "TIMEOUT_ENV",
     "die_with_parent",
     "guarded",

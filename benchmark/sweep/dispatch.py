@@ -10,6 +10,7 @@ row file.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pebench import results as R
 from pebench.selection import SETTLED, unsettled
 from pebench.sweep.markers import marker_is_live, read_marker
+from pebench.sweep.worker import STOP
 
 if TYPE_CHECKING:  # the planner runs a sweep through this module, so no run-time import back
     from pebench.datasets import TaskSpec
@@ -241,9 +243,12 @@ class Dispatcher:
         from tqdm.auto import tqdm
 
         budgets = ",".join(dict.fromkeys(c.sweep.budget.id for c in self.cells))
-        self.bar = tqdm(
-            total=self.total, desc=f"{self.executor.name} {budgets}", disable=not progress
+        self.bar = tqdm(  # a bar only on a terminal: in a log its redraws are noise
+            total=self.total,
+            desc=f"{self.executor.name} {budgets}",
+            disable=not progress or not sys.stderr.isatty(),
         )
+        STOP.clear()
         try:
             self.launch([(c, s) for c in self.cells for s in c.search])
             self.advance()
@@ -251,12 +256,23 @@ class Dispatcher:
                 self.collect()
                 self.check_foreign()
                 self.advance()
-        except BaseException:
+        except BaseException as err:
+            if isinstance(err, KeyboardInterrupt):
+                _ignore_interrupts()  # a second Ctrl-C must not break the clean-up
+                STOP.set()  # running local runs stop without a row, their markers go
             self.executor.cancel(self.handles)  # no orphan job may start a run after this
             raise
         finally:
             self.bar.close()
         return [row for cell in self.cells for row in cell.ordered_rows()]
+
+
+def _ignore_interrupts() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def dispatch(

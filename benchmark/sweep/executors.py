@@ -32,7 +32,7 @@ from typing import Any
 
 from pebench.errors import PebenchError
 from pebench.run import RunSpec
-from pebench.sweep.worker import record_lost, run_one
+from pebench.sweep.worker import record_lost, run_one, start_forkserver
 
 EXECUTORS = ("local", "slurm", "ray")
 INSTALL_HINT = "pip install 'pebench[cluster]'"
@@ -136,21 +136,26 @@ def visible_gpus(device: str = "auto") -> list[str]:
 class LocalExecutor(_Base):
     """Runs on this machine: at most ``max_parallel`` worker threads, each driving one child.
 
-    Default parallelism: one run per GPU (each child pinned with ``CUDA_VISIBLE_DEVICES``), or on
-    CPU one run per core up to :data:`CPU_PARALLEL_CAP` (small models train faster as several
+    Default parallelism: ``runs_per_device`` runs per GPU (each child pinned with
+    ``CUDA_VISIBLE_DEVICES``; slots go round the GPUs, so each carries that many), or on CPU one
+    run per core up to :data:`CPU_PARALLEL_CAP` (small models train faster as several
     single-threaded processes than as one process using every core, and never oversubscribe).
     Torch threads are divided among concurrent runs unless a spec sets its own.
     """
 
     name = "local"
 
-    def __init__(self, max_parallel: int | None = None, device: str = "auto") -> None:
+    def __init__(
+        self, max_parallel: int | None = None, device: str = "auto", runs_per_device: int = 1
+    ) -> None:
         gpus = visible_gpus(device)
-        self.max_parallel = max_parallel or len(gpus) or min(_cpus(), CPU_PARALLEL_CAP)
+        by_gpu = len(gpus) * runs_per_device
+        self.max_parallel = max_parallel or by_gpu or min(_cpus(), CPU_PARALLEL_CAP)
         self._slots: queue.Queue[str | None] = queue.Queue()
         for i in range(self.max_parallel):
             self._slots.put(gpus[i % len(gpus)] if gpus else None)
         many = self.max_parallel > 1
+        start_forkserver()  # here, in the main thread: run processes never see a Ctrl-C
         self._threads = max(1, _cpus() // self.max_parallel) if many else None
         self._quiet = many
         self._pool = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="pebench-run")
@@ -366,6 +371,7 @@ class ExecutorOptions:
     cpus_per_run: float | None = None
     gpus_per_run: float | None = None
     device: str = "auto"
+    runs_per_device: int | None = None
 
     def validate(self) -> None:
         """Refuse bad values and combinations, and a missing engine, before anything runs.
@@ -389,6 +395,19 @@ class ExecutorOptions:
         ):
             if value is not None and value < 1:
                 raise ExecutorError(f"{flag} must be >= 1, got {value}")
+        if self.runs_per_device is not None:
+            if self.kind != "local":
+                raise ExecutorError(
+                    f"--runs-per-device applies to --executor local only, not {self.kind} "
+                    "(Ray: --gpus-per-run 0.5 shares a GPU between two runs)"
+                )
+            if self.runs_per_device < 1:
+                raise ExecutorError(f"--runs-per-device must be >= 1, got {self.runs_per_device}")
+            if self.max_parallel is not None:
+                raise ExecutorError(
+                    "--runs-per-device sets the parallelism (GPUs x runs per device); "
+                    "do not combine it with --max-parallel"
+                )
         if self.cpus_per_run is not None and self.cpus_per_run <= 0:
             raise ExecutorError(f"--cpus-per-run must be > 0, got {self.cpus_per_run}")
         if self.kind == "ray" and self.ray_address and self.max_parallel is not None:
@@ -425,7 +444,11 @@ def make_executor(opts: ExecutorOptions) -> LocalExecutor | SlurmExecutor | RayE
             gpus_per_run=opts.gpus_per_run or 0,
             num_cpus=math.ceil(opts.max_parallel * cpus) if opts.max_parallel else None,
         )
-    return LocalExecutor(max_parallel=opts.max_parallel, device=opts.device)
+    return LocalExecutor(
+        max_parallel=opts.max_parallel,
+        device=opts.device,
+        runs_per_device=opts.runs_per_device or 1,
+    )
 
 
 __all__ = [

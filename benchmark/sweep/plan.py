@@ -21,7 +21,7 @@ import pebench
 from pebench import results as R
 from pebench.budget import Budget, get_budget
 from pebench.config import unknown_key, unknown_preset
-from pebench.datasets import TaskSpec, describe_data, get_suite, resolve_tasks
+from pebench.datasets import TaskSpec, check_data, describe_data, get_suite, resolve_tasks
 from pebench.errors import PebenchError
 from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry, split_spec
 from pebench.registry import RegistryError, suggest
@@ -164,6 +164,17 @@ class Sweep:
                 R.write_row(self.results_dir, base)
             rows.append(R.read_run(R.run_path(self.results_dir, base["run_id"])))
         return rows
+
+    def recorded(self, task: TaskSpec) -> list[Path]:
+        """Row files of ``task``'s grid that exist: trials, finals of any trial, placeholders."""
+        ids = [s.run_id for s in self.search_specs(task) + self.placeholders(task)]
+        ids += [
+            self.base_row(task, "final", i, lr, wd, seed)["run_id"]
+            for i, (lr, wd) in enumerate(self.budget.trials())
+            for seed in self.seeds
+        ]
+        paths = [R.run_path(self.results_dir, rid) for rid in ids]
+        return [p for p in paths if p.exists()]
 
     def retire_other_finals(self, task: TaskSpec, trial: int) -> list[Path]:
         """Take finals of ``task`` that another selection made out of the results.
@@ -346,12 +357,14 @@ def plan_sweeps(
     for (name, _), preset in zip(named, presets, strict=True):
         build_method(name, s.overrides, preset=preset)  # presets, keys and values
     backbone = s.backbone or budget.backbone
-    tag = _resolve_weights(backbone, s.weights, budget.image_size, load_weights)
+    weights = budget.weights_for(s.backbone, s.weights)  # smoke budgets: random init
+    tag = _resolve_weights(backbone, weights, budget.image_size, load_weights)
     if options.data_dir:
         options = replace(options, data_dir=os.path.abspath(options.data_dir))
     # the data lineage of every task (format and manifest hash), read once, before any run:
     # a cache that was never prepared fails here, with the command that prepares it
     data = {t.name: describe_data(t, options.data_dir, budget.image_size) for t in task_specs}
+    check_data(task_specs, options.data_dir, budget.image_size)  # every split a run reads
     for name in dict.fromkeys(name for name, _ in named) if checks else ():
         check_method(name, Path(s.results_dir))  # last: bad input fails before anything is written
     seeds = tuple(s.seeds) if s.seeds else budget.seeds
@@ -364,7 +377,7 @@ def plan_sweeps(
             tasks=task_specs,
             seeds=seeds,
             backbone=backbone,
-            weights=s.weights,
+            weights=weights,
             results_dir=Path(s.results_dir),
             options=options,
             static=_static(name, preset, s.overrides, tag, "passed" if checks else "skipped"),

@@ -23,6 +23,9 @@ from pebench import results as R
 from pebench.run import ERROR_CHARS, RunSpec, classify, error_text
 from pebench.sweep.markers import CLAIM_POLL_S, claim, marker_path, marker_text
 
+#: how often a worker waiting for its child looks at :data:`STOP`
+STOP_POLL_S = 0.25
+
 
 def _die_with_parent() -> None:
     """Exit this child as soon as the process that started it is gone (no orphan ever writes).
@@ -44,7 +47,19 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="pebench-parent-watch", daemon=True).start()
 
 
+#: set by the driver when the user interrupts a sweep (Ctrl-C): every worker kills its child,
+#: removes its marker and writes no row (the rerun runs those runs from the start)
+STOP = threading.Event()
+
+
+class RunInterrupted(Exception):
+    """A run stopped because the sweep was interrupted; no row was written."""
+
+
 def _child(spec: RunSpec, results_dir: str) -> None:
+    # Ctrl-C reaches the whole foreground process group; the driver decides what stops (it
+    # kills this child without a row), so an interrupt never becomes a "failed" row here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     os.environ.update(
         dict(spec.options.env)
@@ -52,7 +67,7 @@ def _child(spec: RunSpec, results_dir: str) -> None:
     from pebench.run import execute  # preloaded in the forkserver
 
     try:
-        row = execute(spec)
+        row = execute(spec, results_dir)
     except BaseException as err:  # recorded, never lost
         row = dict(spec.base_row, status=classify(err), error=error_text(err))
     R.write_row(results_dir, row)
@@ -65,6 +80,29 @@ def _context() -> mp.context.BaseContext:
     if method == "forkserver":
         ctx.set_forkserver_preload(["pebench.run", "pebench.train", "pebench.metrics"])
     return ctx
+
+
+def start_forkserver() -> None:
+    """Start the run processes' forkserver now, from the main thread, with SIGINT ignored.
+
+    An ignored signal stays ignored across ``exec`` (and Python then installs no
+    ``KeyboardInterrupt`` handler), so neither the forkserver (importing torch) nor any run
+    child it forks sees the terminal's Ctrl-C: the driver alone decides what stops and how
+    (:data:`STOP`). Without it, a Ctrl-C during the preload or in the instant between a fork and
+    the child's own handler printed ``KeyboardInterrupt`` tracebacks.
+    """
+    ctx = _context()
+    if ctx.get_start_method() != "forkserver":
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import forkserver
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 class _Torchrun:
@@ -135,10 +173,16 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
     try:
         if (done := R.finished(results_dir, rid)) is not None:  # the other worker finished it
             return done
+        if STOP.is_set():
+            raise RunInterrupted(rid)
         R.run_path(results_dir, rid).unlink(missing_ok=True)  # an old failed row is redone
         proc.start()
         R.atomic_write_text(marker_path(results_dir, rid), marker_text(spec, timeout_s, proc.pid))
-        proc.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while proc.is_alive() and time.monotonic() < deadline and not STOP.is_set():
+            proc.join(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
+        if STOP.is_set() and proc.is_alive():
+            raise RunInterrupted(rid)
         timed_out = proc.is_alive()
     finally:
         if proc.is_alive():
@@ -187,4 +231,4 @@ def record_lost(
     return R.read_run(R.write_row(results_dir, row))
 
 
-__all__ = ["record_lost", "run_one"]
+__all__ = ["STOP", "RunInterrupted", "record_lost", "run_one", "start_forkserver"]

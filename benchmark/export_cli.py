@@ -1,0 +1,76 @@
+"""``pebench export``: the leaderboard's tables as LaTeX, Markdown or a tidy CSV.
+
+Hooked into :mod:`pebench.cli` with :func:`add_parser` and :func:`cmd_export`; also holds the
+``--results`` option that ``export`` and ``leaderboard`` share (:func:`add_results_option`).
+Never imports torch (the report subsystem only). Bad input (an unknown format, a missing results
+folder, an output folder that does not exist, a full disk) prints one ``pebench: error: ...``
+line and exits 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pebench.errors import UserError
+
+FORMATS = ("latex", "markdown", "csv")
+DEFAULT_RESULTS = "results"
+
+
+def add_results_option(p: argparse.ArgumentParser) -> None:
+    """``--results DIR``, repeatable (rows merged; each folder's rows stay apart)."""
+    p.add_argument(
+        "--results",
+        action="append",
+        metavar="DIR",
+        help="results folder to read (default: results); repeat to read several: their rows "
+        "are merged but never averaged across folders (each folder's runs are rows of their "
+        "own, labelled with the folder), so the same run id in two folders is kept apart",
+    )
+
+
+def results_of(args: argparse.Namespace) -> list[str]:
+    """The ``--results`` folders given, or the default."""
+    return args.results or [DEFAULT_RESULTS]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``export`` subcommand to ``pebench``'s subparsers and return it."""
+    p = subparsers.add_parser(
+        "export",
+        help="the leaderboard's tables as LaTeX (booktabs), Markdown or a tidy CSV",
+        description="Export the measured tables with the leaderboard's grouping: LaTeX tables "
+        "(booktabs: \\usepackage{booktabs}), Markdown tables, or a tidy CSV with one line per "
+        "(method config, backbone, weights, budget, data format, results folder, task): mean "
+        "and std over seeds, seeds, parameters and the selected learning rate.",
+    )
+    p.add_argument("--format", required=True, metavar="FORMAT", help=" | ".join(FORMATS))
+    add_results_option(p)
+    p.add_argument("--output", metavar="PATH", help="file to write (default: standard output)")
+    return p
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``pebench export``: validate, render in memory, then print or write atomically."""
+    from pebench import results
+    from pebench.report.aggregate import aggregate
+    from pebench.report.export import export
+
+    if args.format not in FORMATS:
+        raise UserError(f"--format {args.format!r}: expected one of {', '.join(FORMATS)}")
+    if args.output is not None and not Path(args.output).parent.is_dir():
+        raise UserError(f"--output {args.output}: folder {Path(args.output).parent} does not exist")
+    text = export(aggregate(results_of(args)), args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        results.atomic_write_text(args.output, text)
+    except OSError as err:
+        raise UserError(
+            f"cannot write --output {args.output} ({err.strerror or err}); nothing written"
+        ) from err
+    print(args.output)
+    return 0

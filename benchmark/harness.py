@@ -1,0 +1,324 @@
+"""``pebench bench --harness``: pebench's training and evaluation loops against a bare loop.
+
+The harness (:func:`pebench.train.train` and :func:`pebench.train.evaluate` fed by a uint8
+:class:`pebench.data.ImageArray`) and a bare timm + torch loop do the same work on the same
+model, batch, optimizer, schedule, gradient clipping and data, in one process, interleaved round
+by round (harness, bare, harness, bare, ...), so machine drift hits both alike. The bare loop is
+what a user would write with every batch already converted on the device: the ratio
+harness / bare therefore charges the harness with its data path (gather, transfer, conversion),
+its checks and its bookkeeping. Each figure is the median of the per-round ratios with their
+interquartile range; a ratio whose spread is larger than its distance from 1 is flagged as not
+distinguishable from 1 on this machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pebench.backbones import create_backbone
+from pebench.budget import Budget, get_budget
+from pebench.data import ImageArray, Split, place
+from pebench.method import prepare
+from pebench.methods import build_method
+from pebench.train import (
+    autocast,
+    eval_batch_size,
+    evaluate,
+    optimizer_and_schedule,
+    train,
+)
+
+#: learning rate of the measured steps (small: no run may diverge while it is timed)
+LR = 1e-4
+
+
+@dataclass
+class Ratio:
+    """Per-round harness / bare ratios of one figure, summarised."""
+
+    median: float
+    q1: float
+    q3: float
+    harness_per_s: float
+    bare_per_s: float
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range of the per-round ratios."""
+        return self.q3 - self.q1
+
+    @property
+    def distinguishable(self) -> bool:
+        """Whether the ratio's distance from 1 exceeds its spread."""
+        return abs(self.median - 1.0) > self.spread
+
+    def text(self) -> str:
+        """``0.98 [0.96–1.01]``, with ``~`` when not distinguishable from 1."""
+        flag = "" if self.distinguishable else " ~"
+        return f"{self.median:.2f} [{self.q1:.2f}–{self.q3:.2f}]{flag}"
+
+
+def summarise(harness: list[float], bare: list[float]) -> Ratio:
+    """The :class:`Ratio` of paired per-round throughputs (examples/s)."""
+    ratios = sorted(h / b for h, b in zip(harness, bare, strict=True))
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return Ratio(
+        statistics.median(ratios),
+        q[0],
+        q[2],
+        statistics.median(harness),
+        statistics.median(bare),
+    )
+
+
+@dataclass
+class HarnessRow:
+    """One method's harness / bare ratios (``merged`` only for methods that merge)."""
+
+    method: str
+    train: Ratio
+    eval: Ratio
+    merged: Ratio | None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_train(
+    model: nn.Module,
+    xs: list[torch.Tensor],
+    ys: list[torch.Tensor],
+    budget: Budget,
+    device: torch.device,
+    seed: int = 0,
+) -> float:
+    """One epoch of the bare loop over ready batches; returns examples/s.
+
+    The same optimizer (and fused kernel on CUDA), schedule, autocast and clipping as the
+    harness, in the plainest code: no data path, no checks, no bookkeeping.
+    """
+    torch.manual_seed(seed)
+    model.train()
+    n = sum(len(y) for y in ys)
+    opt, sched = optimizer_and_schedule(model, budget, LR, 0.0, n, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    _sync(device)
+    t0 = time.perf_counter()
+    for x, y in zip(xs, ys, strict=True):
+        with autocast(device, budget):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if budget.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
+        opt.step()
+        sched.step()
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def bare_eval(
+    model: nn.Module, xs: list[torch.Tensor], budget: Budget, device: torch.device
+) -> float:
+    """The bare evaluation loop over ready batches; returns examples/s."""
+    model.eval()
+    _sync(device)
+    t0 = time.perf_counter()
+    for x in xs:
+        with autocast(device, budget):
+            model(x).argmax(dim=-1)
+    _sync(device)
+    return sum(len(x) for x in xs) / (time.perf_counter() - t0)
+
+
+def harness_train(
+    model: nn.Module, split: Split, budget: Budget, device: torch.device, seed: int = 0
+) -> float:
+    """One epoch through :func:`pebench.train.train`; returns examples/s (wall, data included)."""
+    torch.manual_seed(seed)
+    _sync(device)
+    t0 = time.perf_counter()
+    train(model, split, budget, LR, 0.0, seed, device)
+    _sync(device)
+    return len(split) / (time.perf_counter() - t0)
+
+
+def harness_eval(model: nn.Module, split: Split, budget: Budget, device: torch.device) -> float:
+    """:func:`pebench.train.evaluate`, timed from outside; returns examples/s."""
+    _sync(device)
+    t0 = time.perf_counter()
+    evaluate(model, split, budget, device)
+    _sync(device)
+    return len(split) / (time.perf_counter() - t0)
+
+
+def synthetic_split(
+    model: nn.Module, n: int, image_size: int, num_classes: int, seed: int = 0
+) -> Split:
+    """``n`` random uint8 images at ``image_size`` with labels (a split in the real format)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
+    labels = rng.integers(0, num_classes, n)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    mean, std = cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3)
+    data = ImageArray(images, labels, image_size, tuple(mean), tuple(std))
+    return Split(data, torch.from_numpy(data.labels), "synthetic")
+
+
+def ready_batches(
+    split: Split, order: torch.Tensor, batch_size: int, device: torch.device
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The bare loop's data: every batch converted on ``device`` ahead of time."""
+    xs, ys = [], []
+    for i in range(0, len(order), batch_size):
+        x, y = split.data.batch(order[i : i + batch_size], device)
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
+def run_harness_bench(
+    methods: list[str],
+    backbone: str = "pebench_vit_micro",
+    image_size: int = 32,
+    batch_size: int = 64,
+    steps: int = 5,
+    rounds: int = 5,
+    device: str = "cpu",
+    budget: str = "demo-v2",
+    num_classes: int = 10,
+) -> list[HarnessRow]:
+    """Harness / bare ratios of training, evaluation and merged evaluation per method."""
+    dev = torch.device(device)
+    base = replace(
+        get_budget(budget), epochs=1, warmup_epochs=0, batch_size=batch_size, image_size=image_size
+    )
+    out = []
+    for name in methods:
+        torch.manual_seed(0)
+        model = create_backbone(backbone, "random", image_size=image_size).model
+        method = build_method(name)
+        prepare(model, method, num_classes)
+        model.to(dev)
+        bare = copy.deepcopy(model)
+        merged = method.merge(copy.deepcopy(model)).eval() if method.mergeable_on(model) else None
+        split = synthetic_split(model, steps * batch_size, image_size, num_classes)
+        place([split], dev, 0.5)
+        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))
+        xs, ys = ready_batches(split, order, batch_size, dev)
+        eval_order = torch.arange(len(split))
+        exs, _ = ready_batches(split, eval_order, eval_batch_size(base, dev), dev)
+        samples: dict[str, list[float]] = {k: [] for k in ("ht", "bt", "he", "be", "hm", "bm")}
+        for r in range(rounds + 1):  # round 0 warms up and is not recorded
+            figures = {
+                "ht": harness_train(model, split, base, dev),
+                "bt": bare_train(bare, xs, ys, base, dev),
+                "he": harness_eval(model, split, base, dev),
+                "be": bare_eval(bare, exs, base, dev),
+            }
+            if merged is not None:
+                figures["hm"] = harness_eval(merged, split, base, dev)
+                figures["bm"] = bare_eval(merged, exs, base, dev)
+            if r:
+                for k, v in figures.items():
+                    samples[k].append(v)
+        out.append(
+            HarnessRow(
+                name,
+                summarise(samples["ht"], samples["bt"]),
+                summarise(samples["he"], samples["be"]),
+                summarise(samples["hm"], samples["bm"]) if merged is not None else None,
+            )
+        )
+    return out
+
+
+def measure(
+    method: str,
+    budget: Budget,
+    backbone: str,
+    device: str,
+    num_classes: int,
+    steps: int = 3,
+    preset: str | None = None,
+) -> tuple[float, float]:
+    """Measured ``(train, eval)`` images/s of ``method`` under ``budget`` on ``device``.
+
+    The harness itself (the path a run takes) on random weights and synthetic uint8 images at the
+    budget's size and batch: a warm-up epoch of ``steps`` steps, then a timed one. This is what
+    ``pebench estimate --measure`` divides the sweep's images by.
+    """
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    b = replace(budget, epochs=1, warmup_epochs=0)
+    frames = {"num_frames": budget.video.num_frames} if budget.video else {}
+    model = create_backbone(backbone, "random", image_size=b.image_size, **frames).model
+    prepare(model, build_method(method, preset=preset), num_classes)
+    model.to(dev)
+    split = synthetic_split(model, steps * b.batch_size, b.image_size, num_classes)
+    place([split], dev, 0.5)
+    harness_train(model, split, b, dev)
+    harness_eval(model, split, b, dev)
+    return harness_train(model, split, b, dev), harness_eval(model, split, b, dev)
+
+
+def to_markdown(rows: list[HarnessRow], header: str = "") -> str:
+    """A markdown table of :func:`run_harness_bench` rows, then the warnings.
+
+    One warning line per figure whose spread is larger than its distance from 1.
+    """
+    lines = [header] if header else []
+    lines += [
+        "| method | train img/s (harness / bare) | train × | eval × | merged eval × |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    warnings = []
+    for r in rows:
+        merged = r.merged.text() if r.merged else "—"
+        lines.append(
+            f"| {r.method} | {r.train.harness_per_s:.0f} / {r.train.bare_per_s:.0f} | "
+            f"{r.train.text()} | {r.eval.text()} | {merged} |"
+        )
+        for what, ratio in (("train", r.train), ("eval", r.eval), ("merged eval", r.merged)):
+            if ratio is not None and not ratio.distinguishable:
+                warnings.append(
+                    f"warning: {r.method} {what}: spread {ratio.spread:.2f} is larger than the "
+                    f"difference from 1 ({abs(ratio.median - 1):.2f}): not distinguishable here"
+                )
+    lines.append("")
+    lines.append("× = median of per-round harness / bare ratios [interquartile range]")
+    return "\n".join(lines + warnings) + "\n"
+
+
+def as_dicts(rows: list[HarnessRow]) -> list[dict[str, Any]]:
+    """Rows as plain dicts (``--json``)."""
+    from dataclasses import asdict
+
+    return [asdict(r) for r in rows]
+
+
+__all__ = [
+    "HarnessRow",
+    "Ratio",
+    "as_dicts",
+    "bare_eval",
+    "bare_train",
+    "harness_eval",
+    "harness_train",
+    "measure",
+    "run_harness_bench",
+    "summarise",
+    "to_markdown",
+]

@@ -1,0 +1,263 @@
+r"""Paper tables: the leaderboard's suite tables as LaTeX (booktabs), Markdown, or a tidy CSV.
+
+Every format is built from the same :class:`~pebench.report.tables.SuiteTable` objects as
+``leaderboard.md`` (same rows kept, same grouping by configuration, backbone, weights, budget,
+data format and results folder, same ranking), so an exported number is the leaderboard's
+number:
+
+* ``latex``: one ``table`` per suite, written by pandas' ``Styler.to_latex`` with booktabs
+  rules (``\toprule``/``\midrule``/``\bottomrule``; needs ``\usepackage{booktabs}``), the
+  columns of :data:`pebench.report.columns.PAPER_COLUMNS`, text escaped for LaTeX;
+* ``markdown``: the same tables as Markdown;
+* ``csv``: tidy, one line per (configuration, task) with the mean and sample std over seeds
+  (top-1 in percent), the seeds, the parameter counts and the selected hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from pebench.datasets import Suite, TaskSpec
+from pebench.report import columns as cols
+from pebench.report.aggregate import CONTEXT, SOURCE, peak_memory
+from pebench.report.markdown import md_table, text
+from pebench.report.tables import SuiteTable, tables
+
+FORMATS = ("latex", "markdown", "csv")
+#: the tidy CSV's columns: the grouping key, then the numbers
+TIDY_COLUMNS = (
+    "suite",
+    "task",
+    "task_group",
+    "label",
+    "method",
+    "preset",
+    "method_config",
+    "backbone",
+    "weights",
+    "budget",
+    "data_format",
+    SOURCE,
+    "n_seeds",
+    "seeds",
+    "top1_pct_mean",
+    "top1_pct_std",
+    "params_method",
+    "params_head",
+    "lr",
+    "weight_decay",
+    "selection_edge",
+    "peak_mem_bytes",
+    "peak_mem_kind",
+    "train_images_per_s",
+    "eval_images_per_s",
+)
+#: characters of the Markdown cells that LaTeX text mode lacks, and what stands for them
+_TEX_SYMBOLS = {
+    "±": r"$\pm$",
+    "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
+    "—": "--",
+    "–": "--",
+    "·": r"$\cdot$",
+    "⚑": r"$\triangleright$",
+}
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(vals) if vals else math.nan
+
+
+def _count(value: int | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+# ------------------------------------------------------------------------------- tidy --
+def tidy(
+    df: pd.DataFrame,
+    suites: Mapping[str, Suite] | None = None,
+    tasks: Mapping[str, TaskSpec] | None = None,
+) -> pd.DataFrame:
+    """One row per (configuration, task) of every suite table: the tidy export.
+
+    Args:
+        df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
+        suites: see :func:`pebench.report.markdown.render_markdown`.
+        tasks: see :func:`pebench.report.markdown.render_markdown`.
+
+    Returns:
+        A DataFrame with :data:`TIDY_COLUMNS`, suites by name, rows in leaderboard order, tasks
+        in suite order.
+
+    """
+    out: list[dict[str, Any]] = []
+    for table in tables(df, suites, tasks):
+        for e in table.entries:
+            by_task: dict[str, list[dict]] = {}
+            for r in sorted(e.runs, key=lambda r: (r["seed"], r["run_id"])):
+                by_task.setdefault(r["task"], []).append(r)
+            for task in table.info.tasks:
+                if task in by_task:
+                    out.append(_tidy_row(table, e, task, by_task[task]))
+    return pd.DataFrame(out, columns=list(TIDY_COLUMNS))
+
+
+def _tidy_row(table: SuiteTable, e: Any, task: str, runs: list[dict]) -> dict[str, Any]:
+    values = e.task_values[task]
+    mem = peak_memory(runs)
+    kind = next(iter(mem)) if len(mem) == 1 else ";".join(sorted(mem))
+    first = runs[0]
+    return {
+        "suite": table.info.name,
+        "task": task,
+        "task_group": table.info.groups.get(task, first["task_group"]),
+        "label": e.label,
+        "method": first["method"],
+        "preset": first["preset"],
+        "method_config": first["method_config"],
+        **{c: e.context[c] for c in CONTEXT},
+        "n_seeds": len(values),
+        "seeds": " ".join(str(r["seed"]) for r in runs),
+        "top1_pct_mean": statistics.fmean(values),
+        "top1_pct_std": statistics.stdev(values) if len(values) > 1 else math.nan,
+        "params_method": _mean([_count(r["params_method"]) for r in runs]),
+        "params_head": _mean([_count(r["params_head"]) for r in runs]),
+        "lr": first["lr"],
+        "weight_decay": first["weight_decay"],
+        "selection_edge": first["selection_edge"],
+        "peak_mem_bytes": next(iter(mem.values())) if len(mem) == 1 else math.nan,
+        "peak_mem_kind": kind,
+        "train_images_per_s": _mean([r["train_images_per_s"] for r in runs]),
+        "eval_images_per_s": _mean([r["eval_images_per_s"] for r in runs]),
+    }
+
+
+def to_csv(
+    df: pd.DataFrame,
+    suites: Mapping[str, Suite] | None = None,
+    tasks: Mapping[str, TaskSpec] | None = None,
+) -> str:
+    """The tidy export (:func:`tidy`) as CSV text (pandas' writer)."""
+    return tidy(df, suites, tasks).to_csv(index=False, lineterminator="\n")
+
+
+# ---------------------------------------------------------------------------- tables --
+def paper_table(table: SuiteTable) -> pd.DataFrame:
+    """One suite's paper table as cell texts, headed as in ``leaderboard.md``."""
+    shown = cols.expand(cols.PAPER_COLUMNS, table)
+    body = [[c.cell(e) for c in shown] for e in table.entries]
+    return pd.DataFrame(body, columns=[c.header for c in shown])
+
+
+def caption(table: SuiteTable) -> str:
+    """What every row of the table shares, as plain text."""
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in table.fixed.items()]
+    if table.fixed.get("weights", "random") != "random" and any(e.random for e in table.entries):
+        parts[list(table.fixed).index("weights")] += " (random init where marked †)"
+    parts += [f"weights {k} = {w}" for k, w in table.weights_key.items()]
+    mean = table.mean_names[-1]
+    return (
+        f"{table.info.name}: top-1 test accuracy (%), mean ± sample std over seeds; ranked by "
+        f"the {mean}. " + "; ".join(parts) + "."
+    )
+
+
+def tex(value: str) -> str:
+    """Plain text as LaTeX text: special characters escaped, symbols as LaTeX commands."""
+    out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in value)
+    for symbol, command in _TEX_SYMBOLS.items():
+        out = out.replace(symbol, command)
+    return out
+
+
+def _symbols(value: str) -> str:
+    """After pandas' LaTeX escaping: the symbols of :data:`_TEX_SYMBOLS` as commands."""
+    for symbol, command in _TEX_SYMBOLS.items():
+        value = value.replace(symbol, command)
+    return value
+
+
+def to_latex(
+    df: pd.DataFrame,
+    suites: Mapping[str, Suite] | None = None,
+    tasks: Mapping[str, TaskSpec] | None = None,
+) -> str:
+    r"""Every suite's paper table as a LaTeX ``table`` with booktabs rules.
+
+    Args:
+        df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
+        suites: see :func:`pebench.report.markdown.render_markdown`.
+        tasks: see :func:`pebench.report.markdown.render_markdown`.
+
+    Returns:
+        LaTeX source (``\usepackage{booktabs}`` required), one table per suite with a row.
+
+    """
+    parts = ["% generated by `pebench export --format latex`; needs \\usepackage{booktabs}"]
+    for table in tables(df, suites, tasks):
+        if not table.entries:
+            continue
+        frame = paper_table(table)
+        text_columns = 1 + len(table.varying)
+        styler = frame.style.hide(axis="index")
+        styler = styler.format(_symbols, escape="latex")
+        styler = styler.format_index(_symbols, escape="latex", axis=1)
+        label = "tab:pebench-" + re.sub(r"[^A-Za-z0-9-]", "-", table.info.name)
+        parts.append(
+            styler.to_latex(
+                column_format="l" * text_columns + "r" * (frame.shape[1] - text_columns),
+                hrules=True,
+                caption=tex(caption(table)),
+                label=label,
+                position_float="centering",
+                environment="table",
+            ).rstrip("\n")
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def to_markdown(
+    df: pd.DataFrame,
+    suites: Mapping[str, Suite] | None = None,
+    tasks: Mapping[str, TaskSpec] | None = None,
+) -> str:
+    """Every suite's paper table as Markdown (a heading, the caption, the table)."""
+    lines = ["<!-- generated by `pebench export --format markdown` -->", ""]
+    for table in tables(df, suites, tasks):
+        if not table.entries:
+            continue
+        frame = paper_table(table)
+        lines += [f"## {text(table.info.name)}", "", text(caption(table)), ""]
+        lines += md_table(list(frame.columns), frame.to_numpy().tolist())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def export(
+    df: pd.DataFrame,
+    fmt: str,
+    suites: Mapping[str, Suite] | None = None,
+    tasks: Mapping[str, TaskSpec] | None = None,
+) -> str:
+    """``df`` exported as ``fmt`` (one of :data:`FORMATS`)."""
+    writer = {"latex": to_latex, "markdown": to_markdown, "csv": to_csv}[fmt]
+    return writer(df, suites, tasks)

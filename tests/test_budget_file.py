@@ -1,0 +1,246 @@
+"""A user's own budget: a TOML or JSON file given to ``--budget PATH``, its id its content hash."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pebench import results as R
+from pebench.cli import main
+from pebench.errors import PebenchError
+
+#: a tiny budget: the micro ViT (embedded weights: offline), one lr, one epoch, one seed
+TINY = textwrap.dedent("""\
+    # a budget for tests
+    epochs = 1
+    warmup_epochs = 0
+    batch_size = 32
+    optimizer = "adamw"
+    lr_grid = [1e-3]
+    wd_grid = [1e-4]
+    image_size = 32
+    seeds = [0]
+    search_seed = 0
+    backbone = "pebench_vit_micro"
+    subset = 64
+    description = "tiny test budget"
+""")
+FILE_ID = re.compile(r"file:tiny@[0-9a-f]{12}")
+
+
+@pytest.fixture(autouse=True)
+def private_store(tmp_path, monkeypatch):
+    """Budget files read by a test are remembered in its own cache, never in ``~/.cache``."""
+    monkeypatch.setenv("PEBENCH_CACHE", str(tmp_path / "cache"))
+    before = {k for k in os.environ if k.startswith("PEBENCH_BUDGET_")}
+    yield
+    for key in {k for k in os.environ if k.startswith("PEBENCH_BUDGET_")} - before:
+        del os.environ[key]
+
+
+def _write(folder, name, text):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _budget(path):
+    from pebench.budget import get_budget
+
+    return get_budget(str(path))
+
+
+def test_the_id_hashes_the_values_not_their_spelling(tmp_path):
+    base = _budget(_write(tmp_path, "tiny.toml", TINY))
+    assert FILE_ID.fullmatch(base.id), base.id
+    assert (base.epochs, base.lr_grid, base.seeds, base.backbone) == (
+        1,
+        (1e-3,),
+        (0,),
+        "pebench_vit_micro",
+    )
+    respelled = textwrap.dedent("""\
+        backbone   = 'pebench_vit_micro'   # keys in another order, other quotes, comments
+        subset = 64
+        lr_grid = [ 0.001 ]
+        wd_grid = [0.0001]
+        seeds = [0]
+        search_seed = 0
+        image_size = 32
+        optimizer = "adamw"
+        precision = "auto"   # the default, written out
+        batch_size = 32
+        warmup_epochs = 0
+        epochs = 1
+        description = "tiny test budget"
+    """)
+    assert _budget(_write(tmp_path / "b", "tiny.toml", respelled)).id == base.id
+    as_json = json.dumps(
+        {
+            "epochs": 1,
+            "warmup_epochs": 0,
+            "batch_size": 32,
+            "optimizer": "adamw",
+            "lr_grid": [0.001],
+            "wd_grid": [1e-4],
+            "image_size": 32,
+            "seeds": [0],
+            "search_seed": 0,
+            "backbone": "pebench_vit_micro",
+            "subset": 64,
+            "description": "tiny test budget",
+        },
+        indent=4,
+    )
+    assert _budget(_write(tmp_path / "c", "tiny.json", as_json)).id == base.id
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("epochs = 1", "epochs = 2"),
+        ("lr_grid = [1e-3]", "lr_grid = [2e-3]"),
+        ("seeds = [0]", "seeds = [0, 1]"),
+        ("subset = 64", "subset = 65"),
+        ('backbone = "pebench_vit_micro"', 'backbone = "pebench_vit_test_cls"'),
+        ("batch_size = 32", "batch_size = 32\ngrad_clip = 1.0"),
+    ],
+)
+def test_any_value_changes_the_id(tmp_path, old, new):
+    base = _budget(_write(tmp_path, "tiny.toml", TINY)).id
+    edited = _budget(_write(tmp_path / "e", "tiny.toml", TINY.replace(old, new)))
+    assert FILE_ID.fullmatch(edited.id) and edited.id != base
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "message"),
+    [
+        (
+            "tiny.toml",
+            ("epochs = 1", "epoch = 1"),
+            "unknown key 'epoch' (did you mean 'epochs'?); allowed: epochs, warmup_epochs",
+        ),
+        (
+            "tiny.toml",
+            ("epochs = 1\n", ""),
+            "missing key 'epochs'; required: epochs, warmup_epochs, batch_size",
+        ),
+        (
+            "tiny.toml",
+            ("lr_grid = [1e-3]", 'lr_grid = "1e-3"'),
+            "key 'lr_grid' must be a non-empty list of distinct numbers > 0, got '1e-3'",
+        ),
+        (
+            "tiny.toml",
+            ("batch_size = 32", "batch_size = 32.0"),
+            "key 'batch_size' must be an integer >= 1, got 32.0",
+        ),
+        (
+            "tiny.toml",
+            ("seeds = [0]", "seeds = [0, 0]"),
+            "key 'seeds' must be a non-empty list of distinct integers, got [0, 0]",
+        ),
+        (
+            "tiny.toml",
+            ('optimizer = "adamw"', 'optimizer = "adam"'),
+            "key 'optimizer' must be one of 'adamw', 'sgd', got 'adam'",
+        ),
+        (
+            "tiny.toml",
+            ("epochs = 1", "epochs = 1\nwarmup = true"),
+            "unknown key 'warmup'",
+        ),
+        (
+            "tiny.toml",
+            ("warmup_epochs = 0", "warmup_epochs = 3"),
+            "key 'warmup_epochs' must be at most epochs (1), got 3",
+        ),
+        ("tiny.toml", ("epochs = 1", 'id = "demo-v2"\nepochs = 1'), "key 'id' is not allowed"),
+        (
+            "tiny.toml",
+            ("subset = 64", "subset = 64\n[video]\nframes = 4"),
+            "unknown key 'video.frames' (did you mean 'video.num_frames'?); allowed: video.num_",
+        ),
+        ("tiny.toml", ("epochs = 1", "epochs = "), "not valid TOML"),
+        ("tiny.yaml", ("", ""), "unknown format '.yaml'; allowed: .toml, .json"),
+    ],
+)
+def test_a_bad_budget_file_is_one_line_naming_the_key(tmp_path, capsys, name, edit, message):
+    path = _write(tmp_path, name, TINY.replace(*edit) if edit[0] else TINY)
+    results = tmp_path / "results"
+    argv = ["run", "--method", "linear", "--tasks", "demo/shapes", "--budget", str(path)]
+    assert main([*argv, "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pebench: error: budget file {path}: ") and err.count("\n") == 1
+    assert message in err
+    assert not results.exists()
+
+
+def test_a_missing_file_and_an_unknown_id_are_one_line(tmp_path, capsys):
+    missing = tmp_path / "nope.toml"
+    assert main(["status", "--method", "linear", "--budget", str(missing)]) == 2
+    assert capsys.readouterr().err == f"pebench: error: budget file {missing}: not found\n"
+    assert main(["status", "--method", "linear", "--budget", "demo-v9"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown budget 'demo-v9'" in err and "or a budget file PATH ending in .toml" in err
+    assert main(["status", "--method", "linear", "--budget", "file:tiny@0123456789ab"]) == 2
+    assert "pass --budget PATH of that file" in capsys.readouterr().err
+
+
+def _resolve_elsewhere(budget_id, env):
+    probe = f"from pebench.budget import get_budget; print(get_budget({budget_id!r}).epochs)"
+    return subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_a_budget_file_id_resolves_in_other_processes(tmp_path):
+    """Workers (forkserver children, Slurm or Ray jobs) get the row's id, not the file."""
+    budget = _budget(_write(tmp_path, "tiny.toml", TINY))
+    inherited = _resolve_elsewhere(budget.id, dict(os.environ))  # a child of this process
+    assert inherited.stdout.strip() == "1", inherited.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEBENCH_BUDGET_")}
+    stored = _resolve_elsewhere(budget.id, env)  # another process: the stored copy
+    assert stored.stdout.strip() == "1", stored.stderr
+    (tmp_path / "cache" / "budgets" / f"{budget.id[-12:]}.json").write_text('{"epochs": 3}')
+    damaged = _resolve_elsewhere(budget.id, env)
+    assert damaged.returncode != 0 and "stored budget" in damaged.stderr
+
+
+def test_the_api_raises_a_pebench_error(tmp_path):
+    with pytest.raises(PebenchError, match="budget file .*unknown key 'epoch'"):
+        _budget(_write(tmp_path, "tiny.toml", TINY.replace("epochs = 1", "epoch = 1")))
+
+
+def _pebench(*argv, cwd):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "pebench.cli", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+@pytest.mark.slow
+def test_pebench_run_with_a_budget_file_records_its_hash_and_resumes(tmp_path):
+    path = _write(tmp_path, "tiny.toml", TINY)
+    budget_id = _budget(path).id
+    sel = ["--method", "linear", "--tasks", "demo/shapes", "--budget", "tiny.toml"]
+    out = _pebench("run", *sel, "--results", "r", "--quiet", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = R.read_runs(tmp_path / "r")
+    assert sorted(r["phase"] for r in rows) == ["final", "search"]
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    assert {r["budget"] for r in rows} == {budget_id}
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "runs").glob("*.csv")}
+    again = _pebench("run", *sel, "--results", "r", "--quiet", cwd=tmp_path)  # resumes
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "runs").glob("*.csv")} == files
+    status = _pebench("status", *sel, "--results", "r", "--json", cwd=tmp_path)
+    assert json.loads(status.stdout)["total"]["done"] == 2, status.stdout + status.stderr
+    path.write_text(TINY.replace("lr_grid = [1e-3]", "lr_grid = [2e-3]"))  # a new budget
+    edited = _pebench("status", *sel, "--results", "r", "--json", cwd=tmp_path)
+    assert json.loads(edited.stdout)["total"]["done"] == 0, edited.stdout + edited.stderr
+    assert _budget(path).id != budget_id

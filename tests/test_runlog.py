@@ -1,0 +1,113 @@
+"""What a run reports while it runs: per-run log, epoch records, trackers, one line per run,
+and what a rerun of the same command says and does."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from pebench import results as R
+from pebench.cli import main
+
+BUDGET = """\
+epochs = 3
+warmup_epochs = 1
+batch_size = 32
+optimizer = "adamw"
+lr_grid = [1e-3, 3e-3]
+wd_grid = [1e-4]
+image_size = 32
+seeds = [0]
+search_seed = 0
+backbone = "pebench_vit_micro"
+subset = 64
+description = "run log test budget"
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One sweep (2 trials, 1 final) with both trackers and per-epoch validation."""
+    tmp = tmp_path_factory.mktemp("runlog")
+    (tmp / "b.toml").write_text(BUDGET)
+    cmd = ["run", "--method", "lora", "--tasks", "demo/shapes", "--budget", str(tmp / "b.toml"),
+           "--results", str(tmp / "r"), "--quiet", "--max-parallel", "1"]  # fmt: skip
+    code = main([*cmd, "--log-to", "tensorboard,wandb", "--epoch-val"])
+    return tmp, cmd, code
+
+
+def test_every_run_writes_its_log_and_epoch_records(swept):
+    tmp, _, code = swept
+    assert code == 0
+    rows = R.read_runs(tmp / "r")
+    assert len(rows) == 3
+    for row in rows:
+        log = tmp / "r" / "logs" / f"{row['run_id']}.log"
+        assert row["log_path"] == str(log)
+        text = log.read_text()
+        assert text.count(" epoch ") == 3 and "done: ok" in text
+        with open(log.with_suffix("").with_suffix(".epochs.csv")) as f:
+            epochs = list(csv.DictReader(f))
+        assert [int(e["epoch"]) for e in epochs] == [0, 1, 2]
+        # warmup then cosine: the first step's lr of each epoch
+        assert float(epochs[0]["lr"]) == pytest.approx(row["lr"] / 2)  # warmup step 1 of 2
+        assert float(epochs[1]["lr"]) == pytest.approx(row["lr"])
+        assert float(epochs[-1]["train_loss"]) == pytest.approx(row["train_loss"])
+        vals = [e["val_top1"] for e in epochs]
+        if row["phase"] == "search":  # scored each epoch; the last is the row's
+            assert float(vals[-1]) == pytest.approx(row["val_top1"])
+        else:  # a final run never scores its test split early
+            assert vals == ["", "", ""]
+    assert not any(p.suffix == ".csv" for p in (tmp / "r" / "runs").glob("*.epochs*"))
+
+
+def test_epoch_validation_changes_nothing_that_is_trained(swept, tmp_path):
+    tmp, cmd, _ = swept
+    code = main([a if a != str(tmp / "r") else str(tmp_path / "plain") for a in cmd])
+    assert code == 0
+    logged = {r["run_id"]: r for r in R.read_runs(tmp / "r")}
+    plain = {r["run_id"]: r for r in R.read_runs(tmp_path / "plain")}
+    assert logged.keys() == plain.keys()
+    for rid, row in plain.items():
+        assert row["train_loss"] == logged[rid]["train_loss"]
+        assert row["val_top1"] == logged[rid]["val_top1"] or row["phase"] == "final"
+
+
+def test_trackers_receive_the_epoch_records(swept):
+    tmp, _, _ = swept
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows = R.read_runs(tmp / "r")
+    row = next(r for r in rows if r["phase"] == "search")
+    acc = EventAccumulator(str(tmp / "r" / "tensorboard" / row["run_id"]))
+    acc.Reload()
+    losses = [e.value for e in acc.Scalars("train_loss")]
+    assert len(losses) == 3 and losses[-1] == pytest.approx(row["train_loss"], rel=1e-6)
+    offline = list((tmp / "r" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 3  # one offline W&B run per run, nothing uploaded
+
+
+def test_unknown_or_missing_tracker_is_one_line(capsys, tmp_path):
+    code = main(["run", "--method", "lora", "--results", str(tmp_path), "--log-to", "mlflow"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == (
+        "pebench: error: --log-to 'mlflow' unknown; allowed: tensorboard, wandb"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_rerun_says_what_it_reuses_and_rerun_sets_rows_aside(swept, capsys):
+    tmp, cmd, _ = swept
+    before = {p.name: p.read_bytes() for p in (tmp / "r" / "runs").glob("*.csv")}
+    assert main(cmd) == 0
+    err = capsys.readouterr().err
+    assert "3 of the grid's 3 runs are already recorded" in err and "--rerun" in err
+    assert "[1/3]" not in err  # nothing ran
+    assert main([*cmd, "--rerun"]) == 0
+    err = capsys.readouterr().err
+    assert "--rerun: 3 recorded runs of this grid moved to" in err
+    assert err.count("] lora demo/shapes") == 3  # one progress line per run
+    (aside,) = (tmp / "r" / "runs" / "replaced").iterdir()
+    assert {p.name: p.read_bytes() for p in aside.glob("*.csv")} == before  # nothing lost
+    assert len(R.read_runs(tmp / "r")) == 3
