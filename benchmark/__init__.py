@@ -9,7 +9,8 @@ Folders and import names (``pyproject.toml``'s ``package-dir``)::
 Inside the core, layers import only downward:
 
 - contracts: ``errors``, ``registry``, ``method`` (the plugin protocol and ``prepare``), ``vit``
-  and ``layers`` (what plugins build on), ``results`` (the row schema and store), ``budget``;
+  and ``layers`` (what plugins build on), ``results`` (the row schema and store), ``budget`` (its
+  types in ``budget_types``, budget files in ``budget_file``);
   ``conformance`` checks a plugin against the contract;
 - the run pipeline: ``run`` (one run: its spec, options and ``execute``), ``data``, ``train``,
   ``metrics``, on ``backbones/`` (timm backbones and weights, the VideoMAE layout, safe

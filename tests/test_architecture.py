@@ -5,7 +5,8 @@ Rules (see ``benchmark/__init__.py``):
 - methods import only the plugin contract (and each other);
 - the run pipeline never imports sweeping, reporting or the CLI;
 - reporting never imports torch, timm, peft or the run pipeline;
-- the budget imports nothing from ``pebench.datasets``;
+- the budget (``budget``, ``budget_types``, ``budget_file``) imports nothing from
+  ``pebench.datasets``;
 - the contracts never import the layers built on them (run pipeline, sweeping, reporting, CLI).
 
 Each rule is a predicate over the import graph, so the same checker is tested on graphs with a
@@ -34,7 +35,9 @@ CONTRACT = {
     "pebench._compat",
 }
 RUN_PIPELINE = {"pebench.run", "pebench.train", "pebench.data", "pebench.metrics"}
-CONTRACTS = CONTRACT | {"pebench.results", "pebench.budget"}
+#: the budget: built-in budgets and look-up, its types, budget files
+BUDGET = {"pebench.budget", "pebench.budget_types", "pebench.budget_file"}
+CONTRACTS = CONTRACT | {"pebench.results"} | BUDGET
 UPPER = ("pebench.sweep", "pebench.report", "pebench.cli")
 HEAVY = ("torch", "timm", "peft")
 
@@ -140,7 +143,7 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
                 or dep in ("pebench.cli", "pebench.backbones", "pebench.methods")
             ):  # fmt: skip
                 bad.append(f"reporting {mod} imports {dep}")
-            if mod == "pebench.budget" and _within(dep, "pebench.datasets"):
+            if mod in BUDGET and _within(dep, "pebench.datasets"):
                 bad.append(f"the budget imports {dep}")
             if mod in CONTRACTS and (dep in RUN_PIPELINE or any(_within(dep, u) for u in UPPER)):
                 bad.append(f"contract {mod} imports {dep}")
@@ -162,6 +165,8 @@ def test_the_source_tree_follows_the_dependency_rules():
         ("pebench.report.leaderboard", "torch", "reporting"),
         ("pebench.report.leaderboard", "pebench.run", "reporting"),
         ("pebench.budget", "pebench.datasets", "the budget imports"),
+        ("pebench.budget_types", "pebench.datasets.spec", "the budget imports"),
+        ("pebench.budget_file", "pebench.datasets", "the budget imports"),
         ("pebench.results", "pebench.cli", "contract"),
     ],
 )

@@ -63,7 +63,7 @@ def test_needed_bytes_cover_what_is_written(small, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", usage)
     prepare([spec], "noah", raw, cache, 16)
     written = sum(p.stat().st_size for p in (cache / "vtab/kitti/16px").iterdir())
-    from pebench.datasets.cache import _check_space
+    from pebench.datasets.cache_store import _check_space
 
     lists = {name: type("L", (), {"labels": [0] * n})() for name, n in C_SIZES.items()}
     need, _ = _check_space("u", cache, lists, None, 16)

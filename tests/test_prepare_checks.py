@@ -122,7 +122,7 @@ def test_symlinked_image_outside_the_task_folder_is_refused(small, tmp_path, cap
 def test_vpt_and_coop_images_must_stay_in_their_dataset_folder(tmp_path):
     import numpy as np
 
-    from pebench.datasets.cache import _decode_files
+    from pebench.datasets.cache_decode import _decode_files
     from pebench.datasets.formats import coop_split
 
     d = tmp_path / "raw" / "oxford-pets"

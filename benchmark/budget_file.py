@@ -1,0 +1,367 @@
+"""A user's own budget: a TOML or JSON file, checked key by key, its id a hash of its content.
+
+A budget file has the fields of :class:`~pebench.budget.Budget` (:func:`load_budget_file`); its
+id is ``file:<file name>@<first 12 hex digits of the SHA-256 of its canonical JSON>``, so an edit
+of any value is a new budget and an edit of whitespace or comments is not. Budgets read from a
+file are remembered under that id (in this process, in its environment and in
+``$PEBENCH_CACHE/budgets``), so worker processes resolve a row's budget id without the file
+(:func:`_stored_budget`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import MISSING, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pebench.budget_types import Budget, BudgetError, VideoProtocol
+from pebench.registry import RegistryError
+
+#: what a budget file's name may end with (TOML or JSON)
+BUDGET_FILE_SUFFIXES = (".toml", ".json")
+#: how the id of a budget read from a file starts
+FILE_PREFIX = "file:"
+#: environment variable (+ hash) holding the canonical JSON of a budget read from a file
+ENV_PREFIX = "PEBENCH_BUDGET_"
+_FILE_ID = re.compile(r"file:(?P<name>[A-Za-z0-9_.-]+)@(?P<hash>[0-9a-f]{12})")
+#: budgets read from files in this process, by id
+_FILE_BUDGETS: dict[str, Budget] = {}
+
+
+class _Bad(Exception):
+    """A value that does not fit its key (``args[0]`` says what is allowed)."""
+
+
+def _integer(low: int | None) -> Callable[[Any], int]:
+    allowed = "an integer" + (f" >= {low}" if low is not None else "")
+
+    def conv(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Bad(allowed)
+        if low is not None and value < low:
+            raise _Bad(allowed)
+        return value
+
+    return conv
+
+
+def _number(low: float, strict: bool) -> Callable[[Any], float]:
+    allowed = f"a number {'>' if strict else '>='} {low:g}"
+
+    def conv(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Bad(allowed)
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise _Bad(allowed)
+        return float(value)
+
+    return conv
+
+
+def _distinct_list(item: Callable[[Any], Any], what: str) -> Callable[[Any], tuple[Any, ...]]:
+    allowed = f"a non-empty list of distinct {what}"
+
+    def conv(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list) or not value:
+            raise _Bad(allowed)
+        try:
+            out = tuple(item(v) for v in value)
+        except _Bad:
+            raise _Bad(allowed) from None
+        if len(set(out)) < len(out):
+            raise _Bad(allowed)
+        return out
+
+    return conv
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    allowed = "one of " + ", ".join(repr(o) for o in options)
+
+    def conv(value: Any) -> str:
+        if value not in options or not isinstance(value, str):
+            raise _Bad(allowed)
+        return value
+
+    return conv
+
+
+def _text(nonempty: bool) -> Callable[[Any], str]:
+    allowed = "a non-empty string" if nonempty else "a string"
+
+    def conv(value: Any) -> str:
+        if not isinstance(value, str) or (nonempty and not value.strip()):
+            raise _Bad(allowed)
+        return value
+
+    return conv
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad("true or false")
+    return value
+
+
+def _optional(conv: Callable[[Any], Any], absent: str) -> Callable[[Any], Any]:
+    def wrapped(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return conv(value)
+        except _Bad as bad:
+            raise _Bad(f"{bad.args[0]} ({absent})") from None
+
+    return wrapped
+
+
+#: what each key of a budget file may hold (converter; its ``_Bad`` says what is allowed)
+_RULES: dict[str, Callable[[Any], Any]] = {
+    "epochs": _integer(1),
+    "warmup_epochs": _integer(0),
+    "batch_size": _integer(1),
+    "optimizer": _choice("adamw", "sgd"),
+    "lr_grid": _distinct_list(_number(0, strict=True), "numbers > 0"),
+    "wd_grid": _distinct_list(_number(0, strict=False), "numbers >= 0"),
+    "image_size": _integer(1),
+    "seeds": _distinct_list(_integer(None), "integers"),
+    "search_seed": _integer(None),
+    "backbone": _text(nonempty=True),
+    "precision": _choice("auto", "fp32"),
+    "grad_clip": _optional(_number(0, strict=True), "leave the key out for no clipping"),
+    "subset": _optional(_integer(1), "leave the key out for every example"),
+    "timeout_s": _number(0, strict=True),
+    "description": _text(nonempty=False),
+    "purpose": _text(nonempty=False),
+    "skip_bad": _boolean,
+    "weights": _optional(
+        _choice("random"), "leave the key out for the backbone's pretrained weights"
+    ),
+}
+_VIDEO_RULES: dict[str, Callable[[Any], Any]] = {
+    "num_frames": _integer(1),
+    "sampling_rate": _integer(1),
+    "short_side": _integer(1),
+    "crop_size": _integer(1),
+    "test_segments": _integer(1),
+    "test_crops": _integer(1),
+    "flip": _boolean,
+}
+#: keys a budget file must have (the fields of :class:`Budget` without a default, except ``id``)
+REQUIRED_KEYS = tuple(f.name for f in fields(Budget) if f.name != "id" and f.default is MISSING)
+#: every key a budget file may have
+ALLOWED_KEYS = tuple(f.name for f in fields(Budget) if f.name != "id")
+
+
+def _unknown(key: str, allowed: tuple[str, ...], where: str) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f" (did you mean {where + close[0]!r}?)" if close else ""
+    return f"unknown key {where + key!r}{hint}; allowed: {', '.join(where + k for k in allowed)}"
+
+
+def _video(value: Any) -> VideoProtocol:
+    allowed = tuple(_VIDEO_RULES)
+    if not isinstance(value, dict):
+        raise _Bad(f"a table of clip settings ({', '.join(allowed)})")
+    out = {}
+    for key, item in value.items():
+        if key not in _VIDEO_RULES:
+            raise BudgetError(_unknown(key, allowed, "video."))
+        try:
+            out[key] = _VIDEO_RULES[key](item)
+        except _Bad as bad:
+            raise BudgetError(f"key 'video.{key}' must be {bad.args[0]}, got {item!r}") from None
+    try:
+        return VideoProtocol(**out)
+    except ValueError as err:
+        raise BudgetError(f"key 'video': {err}") from None
+
+
+def budget_from_dict(data: Any, budget_id: str) -> Budget:
+    """Check the keys and values of a parsed budget file and build its :class:`Budget`.
+
+    Args:
+        data: the parsed file (a TOML table or a JSON object).
+        budget_id: the id the budget gets.
+
+    Raises:
+        BudgetError: one line naming the first bad key and what it may hold (the caller adds
+            which file).
+    """
+    if not isinstance(data, dict):
+        raise BudgetError(f"expected a table of budget keys, got {type(data).__name__}")
+    if "id" in data:
+        raise BudgetError(
+            "key 'id' is not allowed: a budget file's id is derived from its content "
+            "(file:<file name>@<content hash>)"
+        )
+    for key in data:
+        if key not in ALLOWED_KEYS:
+            raise BudgetError(_unknown(key, ALLOWED_KEYS, ""))
+    if missing := [k for k in REQUIRED_KEYS if k not in data]:
+        raise BudgetError(
+            f"missing key {missing[0]!r}; required: {', '.join(REQUIRED_KEYS)}"
+            f" (optional: {', '.join(k for k in ALLOWED_KEYS if k not in REQUIRED_KEYS)})"
+        )
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "video":
+            values[key] = None if value is None else _video(value)
+            continue
+        try:
+            values[key] = _RULES[key](value)
+        except _Bad as bad:
+            raise BudgetError(f"key {key!r} must be {bad.args[0]}, got {value!r}") from None
+    if values["warmup_epochs"] > values["epochs"]:
+        raise BudgetError(
+            f"key 'warmup_epochs' must be at most epochs ({values['epochs']}), "
+            f"got {values['warmup_epochs']}"
+        )
+    if values.get("skip_bad") and values.get("video") is None:
+        raise BudgetError("key 'skip_bad' applies to video budgets only (add a [video] table)")
+    return Budget(id=budget_id, **values)
+
+
+def canonical_json(budget: Budget) -> str:
+    """Every field but ``id``, as compact JSON with sorted keys: what a budget file's id hashes."""
+    data = budget.as_dict()
+    del data["id"]
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def content_hash(budget: Budget) -> str:
+    """First 12 hex digits of the SHA-256 of :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(budget).encode("utf-8")).hexdigest()[:12]
+
+
+def _store_dir() -> Path:
+    """``$PEBENCH_CACHE/budgets`` (``~/.cache/pebench/budgets`` by default)."""
+    env = os.environ.get("PEBENCH_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "pebench") / "budgets"
+
+
+def _remember(budget: Budget, canonical: str) -> None:
+    """Make a file budget's id resolvable here, in child processes and in later processes."""
+    digest = budget.id.rsplit("@", 1)[1]
+    _FILE_BUDGETS[budget.id] = budget
+    os.environ[ENV_PREFIX + digest] = canonical  # inherited by the processes runs start in
+    path = _store_dir() / f"{digest}.json"
+    try:
+        if not path.is_file() or path.read_text(encoding="utf-8") != canonical:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(canonical, encoding="utf-8")
+            os.replace(tmp, path)  # atomic: concurrent writers write the same bytes
+    except OSError:
+        pass  # a read-only cache: runs in this process tree still find it in the environment
+
+
+def _parse(path: Path) -> Any:
+    suffix = path.suffix.lower()
+    if suffix not in BUDGET_FILE_SUFFIXES:
+        raise BudgetError(
+            f"unknown format {path.suffix or '(no suffix)'!r}; allowed: "
+            f"{', '.join(BUDGET_FILE_SUFFIXES)}"
+        )
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise BudgetError("not found") from None
+    except OSError as err:
+        raise BudgetError(f"unreadable ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BudgetError("not UTF-8 text") from None
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except ValueError as err:
+            raise BudgetError(f"not valid JSON: {err}") from None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise BudgetError(
+                "TOML needs Python >= 3.11 or the tomli package; write the budget as JSON"
+            ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise BudgetError(f"not valid TOML: {err}") from None
+
+
+def load_budget_file(path: str | Path) -> Budget:
+    """Read a budget file (TOML or JSON) whose keys are the fields of :class:`Budget`.
+
+    Every key of :data:`REQUIRED_KEYS` must be given; the others take :class:`Budget`'s
+    defaults; ``id`` is not allowed. The budget's id is
+    ``file:<file name>@<content hash>`` (:func:`content_hash`), so the same values give the same
+    id (a rerun resumes) whatever the whitespace, comments, key order or number spelling.
+
+    Args:
+        path: the budget file (``.toml`` or ``.json``).
+
+    Returns:
+        The budget, also remembered under its id (see :func:`_stored_budget`).
+
+    Raises:
+        BudgetError: ``budget file PATH: ...``, naming the bad key and what it may hold.
+    """
+    path = Path(path)
+    try:
+        probe = budget_from_dict(_parse(path), "")
+    except BudgetError as err:
+        raise BudgetError(f"budget file {path}: {err}") from None
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or "budget"
+    budget = replace(probe, id=f"{FILE_PREFIX}{name}@{content_hash(probe)}")
+    _remember(budget, canonical_json(budget))
+    return budget
+
+
+def _stored_budget(budget_id: str) -> Budget:
+    """The budget of a ``file:<name>@<hash>`` id read earlier (here, by a parent, or stored)."""
+    if budget_id in _FILE_BUDGETS:
+        return _FILE_BUDGETS[budget_id]
+    match = _FILE_ID.fullmatch(budget_id)
+    if match is None:
+        raise RegistryError(
+            f"budget id {budget_id!r} is not of the form file:<name>@<12 hex digits>; pass "
+            "--budget PATH of the budget file"
+        )
+    digest = match["hash"]
+    canonical = os.environ.get(ENV_PREFIX + digest)
+    if canonical is None:
+        try:
+            canonical = (_store_dir() / f"{digest}.json").read_text(encoding="utf-8")
+        except OSError:
+            raise RegistryError(
+                f"budget {budget_id!r} was read from a budget file this machine has not seen "
+                f"(nothing in {_store_dir()}); pass --budget PATH of that file"
+            ) from None
+    try:
+        budget = budget_from_dict(json.loads(canonical), budget_id)
+    except (ValueError, BudgetError) as err:
+        raise RegistryError(f"stored budget {budget_id!r} is unreadable: {err}") from None
+    if content_hash(budget) != digest:
+        raise RegistryError(f"stored budget {budget_id!r} does not match its hash")
+    _FILE_BUDGETS[budget_id] = budget
+    return budget
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.lower().endswith(BUDGET_FILE_SUFFIXES)
+        or os.sep in text
+        or "/" in text
+        or Path(text).is_file()
+    )
