@@ -248,7 +248,13 @@ def test_config_variants_varying_params_and_memory(tmp_path):
     for seed, mem in enumerate([50.0, 75.0]):
         for task in LB.tasks:
             write(tmp_path, task=task, seed=seed, peak_mem_bytes=mem * 1024**2)
-    write(tmp_path, task="lbtest/alpha", seed=2, peak_mem_bytes=9.0 * 1024**2, peak_mem_kind="cuda")
+    write(
+        tmp_path,
+        task="lbtest/alpha",
+        seed=2,
+        peak_mem_bytes=9.0 * 1024**2,
+        peak_mem_kind="cuda_allocated",
+    )
     md = lb.render_markdown(lb.aggregate(tmp_path), **REG)
     rows = table(md, "lbtest")
     assert len(rows) == 2 and all(r["method"].startswith("lora [cfg ") for r in rows)
@@ -258,7 +264,7 @@ def test_config_variants_varying_params_and_memory(tmp_path):
     assert big["params (M) excl. head"] == "0.2949"  # the table's one precision
     assert lb.VARIES_NOTE in md
     big = next(r for r in rows if r is not small)
-    assert big["peak mem (MiB)"] == "75.0 (cpu_rss); 9.0 (cuda)"  # kinds by name
+    assert big["peak mem (MiB)"] == "75.0 (cpu_rss); 9.0 (cuda_allocated)"  # kinds by name
     assert big["seeds"] == "2–3"
 
 

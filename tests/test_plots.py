@@ -156,7 +156,7 @@ def test_memory_axis_names_the_measurement_and_never_mixes_kinds(tmp_path):
             task=task,
             method="c",
             method_config="{}",
-            peak_mem_kind="cuda",
+            peak_mem_kind="cuda_allocated",
             peak_mem_bytes=900 * 2**20,
         )
     figures = plots.figures(lb.aggregate(tmp_path), **REG)
@@ -167,7 +167,11 @@ def test_memory_axis_names_the_measurement_and_never_mixes_kinds(tmp_path):
             "b",
             30.0,
         ),
-        "lbtest_acc_vs_memory_cuda": ("device peak memory (CUDA max allocated)", "c", 900.0),
+        "lbtest_acc_vs_memory_cuda_allocated": (
+            "device peak memory (CUDA max allocated)",
+            "c",
+            900.0,
+        ),
     }
     assert set(figures) == {"lbtest_acc_vs_params", *expect}
     for stem, (words, method, mib) in expect.items():
@@ -189,12 +193,12 @@ def test_memory_axis_names_the_measurement_and_never_mixes_kinds(tmp_path):
 def test_generate_writes_png_and_pdf_and_drops_figures_of_a_vanished_kind(tmp_path):
     for task in LB.tasks:
         write(tmp_path, task=task, peak_mem_kind="cpu_rss")
-        write(tmp_path, task=task, method="b", method_config="{}", peak_mem_kind="cuda")
+        write(tmp_path, task=task, method="b", method_config="{}", peak_mem_kind="cuda_allocated")
     out = lb.generate(tmp_path, tmp_path / "lb.md", **REG)
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert names == sorted(
         f"lbtest_acc_vs_{what}.{ext}"
-        for what in ("params", "memory_cpu_rss", "memory_cuda")
+        for what in ("params", "memory_cpu_rss", "memory_cuda_allocated")
         for ext in ("png", "pdf")
     )
     assert [p.suffix for p in out["plots"]] == [".png"] * 3
@@ -202,7 +206,7 @@ def test_generate_writes_png_and_pdf_and_drops_figures_of_a_vanished_kind(tmp_pa
         width, height, dpi = png_info(path.read_bytes())
         assert dpi >= MIN_DPI and width >= 3.5 * MIN_DPI
     for run in (tmp_path / "runs").glob("*.csv"):  # the cuda rows go away
-        if ",cuda," in run.read_text():
+        if ",cuda_allocated," in run.read_text():
             run.unlink()
     lb.generate(tmp_path, tmp_path / "lb.md", **REG)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [

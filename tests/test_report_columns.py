@@ -25,9 +25,9 @@ FLOPS = Column(
     legend="GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs",
 )
 PEAK_MEM_LEGEND = (
-    "peak mem: maximum over runs, with how it was measured (`cuda`: device peak memory (CUDA max "
-    "allocated), `cpu_state`: training-state memory above backbone (CPU), `cpu_rss`: process "
-    "RSS (CPU, includes Python))"
+    "peak mem: maximum over runs, with how it was measured (`cuda_allocated`: device peak "
+    "memory (CUDA max allocated), `cpu_state`: training-state memory above backbone (CPU), "
+    "`cpu_rss`: process RSS (CPU, includes Python))"
 )
 CHECKPOINT = Column(
     "checkpoint (MiB)",
@@ -131,4 +131,5 @@ def test_formatters():
     assert maximum([1.0, math.nan, 3.0]) == 3.0 and math.isnan(maximum([math.nan]))
     assert columns.fmt_range([3]) == "3" and columns.fmt_range([2, 3]) == "2–3"
     assert columns.fmt_acc([80.0, 82.0, 84.0]) == "82.0 ± 2.0" and columns.fmt_acc(None) == "—"
-    assert columns.fmt_mem({"cuda": 9 * MIB, "cpu_rss": 75 * MIB}) == "75.0 (cpu_rss); 9.0 (cuda)"
+    got = columns.fmt_mem({"cuda_allocated": 9 * MIB, "cpu_rss": 75 * MIB})
+    assert got == "75.0 (cpu_rss); 9.0 (cuda_allocated)"

@@ -38,7 +38,7 @@ Aggregation = Callable[[Sequence[float]], float]
 
 #: how a ``peak_mem_kind`` was measured, as an axis label or legend text says it
 MEMORY_KINDS = {
-    "cuda": "device peak memory (CUDA max allocated)",
+    "cuda_allocated": "device peak memory (CUDA max allocated)",
     "cpu_state": "training-state memory above backbone (CPU)",
     "cpu_rss": "process RSS (CPU, includes Python)",
 }
