@@ -3,18 +3,26 @@
 One run writes one CSV with one row to ``<results>/runs/<run_id>.csv``. Rows hold raw numbers
 only (accuracies as fractions in [0, 1], counts as ints, bytes, seconds); formatting belongs to
 the leaderboard renderer. A file appears only complete (temp file + ``os.replace``), so a crash or
-kill never leaves a partial row, and concurrent writers never share a file.
+kill never leaves a partial row, and concurrent writers never share a file. A temp file names its
+writer (pid and host), so one left by a killed writer is recognised and removed
+(:func:`remove_stale_temps`); a write that finds the disk full leaves no temp file and raises
+:class:`DiskFullError` (one line, exit 2, at the CLI) instead of a chain of ``OSError`` tracebacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
 import math
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -170,20 +178,141 @@ def umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+#: ``errno`` of a write that failed for lack of room: no space left, disk quota exceeded
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+#: suffix of every temp file an atomic write creates (``.<name>.<pid>@<host>.<random>.tmp``)
+TEMP_SUFFIX = ".tmp"
+#: a temp file older than this is abandoned, whoever wrote it (an atomic write takes
+#: milliseconds; the same bound as a marker's takeover lock)
+TEMP_STALE_S = 30.0
+_TEMP_OWNER = re.compile(r"\.(\d+)@([A-Za-z0-9._-]+)\.[^.]+" + re.escape(TEMP_SUFFIX) + "$")
+
+
+class DiskFullError(PebenchError, OSError):
+    """A write that failed for lack of space or quota (``ENOSPC``/``EDQUOT``).
+
+    The target file was left as it was and no temp file remains. An ``OSError`` too, with the
+    ``errno`` of the failure and the target as ``filename``.
+    """
+
+    def __init__(self, path: str | Path, code: int) -> None:
+        super().__init__(code, os.strerror(code), str(path))
+        self.path = Path(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.errno)
+
+    def __str__(self) -> str:
+        return (
+            f"folder {self.path.parent} is full ({self.strerror}): {self.path.name} was not "
+            "written; rerun the same command when there is space"
+        )
+
+
+class ResultsFullError(DiskFullError):
+    """A sweep stopped because its results folder is full (what was recorded is kept)."""
+
+    def __init__(self, results_dir: str | Path, code: int, recorded: int) -> None:
+        super().__init__(results_dir, code)
+        self.recorded = recorded
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.errno, self.recorded)
+
+    def __str__(self) -> str:
+        return (
+            f"results folder {self.path} is full ({self.strerror}): {self.recorded} runs "
+            "recorded, rerun the same command when there is space"
+        )
+
+
+def is_full(err: BaseException | None) -> bool:
+    """Whether ``err`` is a write that failed for lack of space or quota."""
+    return isinstance(err, OSError) and err.errno in FULL_ERRNOS
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
+
+
+def temp_prefix(path: str | Path) -> str:
+    """The name prefix of a temp file written next to ``path``: ``.<name>.<pid>@<host>.``.
+
+    Naming the writer lets :func:`temp_is_stale` tell a write in progress from one whose writer
+    was killed (a zero-byte or partial leftover).
+    """
+    return f".{Path(path).name}.{os.getpid()}@{_host()}."
+
+
+def temp_is_stale(path: str | Path, now: float | None = None) -> bool:
+    """Whether temp file ``path`` is abandoned.
+
+    Abandoned: its writer (named by :func:`temp_prefix`) is a dead process of this host, or it is
+    older than :data:`TEMP_STALE_S` (a writer on another host, or a name without a writer).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    owner = _TEMP_OWNER.search(path.name)
+    if owner is not None and owner.group(2) == _host() and int(owner.group(1)) != os.getpid():
+        try:
+            os.kill(int(owner.group(1)), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive under another user (or not ours to judge): the age decides
+            pass
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        age = (time.time() if now is None else now) - path.lstat().st_mtime
+    except OSError:
+        return False
+    return age > TEMP_STALE_S
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the abandoned temp files (:func:`temp_is_stale`) of ``folder``; returns them.
+
+    Writes in progress (their writer alive, the file young) are left alone, so this is safe
+    while other sweeps write into the same folder.
+    """
+    removed = []
+    for path in sorted(Path(folder).glob(f".*{TEMP_SUFFIX}")):
+        if path.is_dir() or not temp_is_stale(path):
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile, or another user's file
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the file descriptor ``fd`` (``os.write`` until done)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    Raises:
+        DiskFullError: no space or quota left; ``path`` is as it was and the temp file is gone.
+    """
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o666 & ~umask())  # as open() would create it: the user's umask rules
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(err, OSError) and is_full(err):
+            raise DiskFullError(path, err.errno) from err
         raise
 
 

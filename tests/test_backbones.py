@@ -128,3 +128,73 @@ def test_a_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
     torch.save(state, path)
     with pytest.raises(BackboneError, match=r"missing blocks\.0\.norm1\.weight"):
         create_backbone("pebench_vit_test_cls", str(path))
+
+
+def _google_npz(model, path) -> None:
+    """Write ``model``'s weights as a Google ViT ``.npz`` (the JAX/Flax names and layouts).
+
+    The inverse of ``timm.models.vision_transformer._load_weights``: kernels stored (in, out),
+    the patch-embedding conv as HWIO, attention kernels split per head.
+    """
+    import numpy as np
+
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    dim, heads = model.embed_dim, model.blocks[0].attn.num_heads
+    w = {
+        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+        "embedding/bias": sd["patch_embed.proj.bias"],
+        "cls": sd["cls_token"],
+        "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+        "Transformer/encoder_norm/scale": sd["norm.weight"],
+        "Transformer/encoder_norm/bias": sd["norm.bias"],
+    }
+    for i in range(len(model.blocks)):
+        b, p = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
+        for ln, norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            w[f"{b}{ln}/scale"], w[f"{b}{ln}/bias"] = sd[f"{p}{norm}.weight"], sd[f"{p}{norm}.bias"]
+        att = f"{b}MultiHeadDotProductAttention_1/"
+        qkv_w, qkv_b = sd[f"{p}attn.qkv.weight"], sd[f"{p}attn.qkv.bias"]
+        for j, n in enumerate(("query", "key", "value")):
+            rows = slice(j * dim, (j + 1) * dim)
+            w[f"{att}{n}/kernel"] = qkv_w[rows].T.reshape(dim, heads, dim // heads)
+            w[f"{att}{n}/bias"] = qkv_b[rows].reshape(heads, dim // heads)
+        proj = sd[f"{p}attn.proj.weight"].reshape(dim, heads, dim // heads)
+        w[f"{att}out/kernel"] = proj.transpose(1, 2, 0)
+        w[f"{att}out/bias"] = sd[f"{p}attn.proj.bias"]
+        for r in range(2):
+            w[f"{b}MlpBlock_3/Dense_{r}/kernel"] = sd[f"{p}mlp.fc{r + 1}.weight"].T
+            w[f"{b}MlpBlock_3/Dense_{r}/bias"] = sd[f"{p}mlp.fc{r + 1}.bias"]
+    np.savez(path, **w)
+
+
+def test_google_npz_weights_are_loaded_exactly(tmp_path):
+    """The README documents Google .npz weights; they used to go to timm as a torch file
+    (``Expected hasRecord("version")``)."""
+    torch.manual_seed(5)
+    src = create_backbone("pebench_vit_test_cls", "random").model
+    path = tmp_path / "vit.npz"
+    _google_npz(src, path)
+    torch.manual_seed(6)
+    loaded = create_backbone("pebench_vit_test_cls", str(path))
+    assert loaded.weights.startswith("file:")
+    want, got = src.state_dict(), loaded.model.state_dict()
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        assert torch.equal(got[key], value), key
+    resized = create_backbone("pebench_vit_test_cls", str(path), image_size=48)
+    assert resized.model.pos_embed.shape[1] == 1 + 36  # resampled by timm's npz loader
+
+
+def test_an_npz_holding_pickles_is_refused_without_unpickling(tmp_path):
+    import numpy as np
+
+    marker = tmp_path / "pwned"
+    good = tmp_path / "good.npz"
+    _google_npz(create_backbone("pebench_vit_test_cls", "random").model, good)
+    arrays = dict(np.load(good, allow_pickle=False))
+    arrays["cls"] = np.array([_Payload(marker)], dtype=object)  # stored as a pickle
+    path = tmp_path / "evil.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(BackboneError, match=f"could not load weights file {path}"):
+        create_backbone("pebench_vit_test_cls", str(path))
+    assert not marker.exists()

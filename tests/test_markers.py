@@ -30,6 +30,9 @@ def _contender(results, barrier, owners):
     barrier.wait()
     if claim(results, _spec(), 60.0) is None:
         owners.put(os.getpid())
+    # a worker holds its marker while its run goes on: one that exited at once left a marker
+    # with a dead pid, which a slower contender then rightly took over (a flaky second owner)
+    barrier.wait()
 
 
 @pytest.mark.slow
@@ -91,3 +94,70 @@ def test_the_marker_temp_file_never_follows_a_planted_symlink(tmp_path):
         (path.parent / name).symlink_to(victim)
     assert claim(tmp_path, _spec(), 60.0) is None
     assert victim.read_text() == "keep"
+
+
+def _temp(runs, target, pid, host=None, age=0.0, data=b""):
+    """A temp file named as pebench names them (``.<target>.<pid>@<host>.<random>.tmp``)."""
+    from pebench import results as R
+
+    prefix = R.temp_prefix(runs / target).replace(f".{os.getpid()}@", f".{pid}@")
+    if host is not None:
+        prefix = prefix.rsplit("@", 1)[0] + f"@{host}."
+    path = runs / f"{prefix}k3j4l5m6.tmp"
+    path.write_bytes(data)
+    if age:
+        os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_temp_files_of_killed_writers_are_removed_on_resume(tmp_path):
+    """A writer killed between creating its temp file and renaming it used to leave it forever
+    (zero-byte marker temps after a full disk; partial rows after a SIGKILL)."""
+    from pebench.sweep.markers import remove_leftovers
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    dead, me = _dead_pid(), os.getpid()
+    gone = [
+        _temp(runs, f"{RID}.running", dead),  # zero-byte: killed before writing
+        _temp(runs, f"{RID}.csv", dead, data=b"run_id,pha"),  # partial row
+        _temp(runs, f"{RID}.running", 1234, host="elsewhere", age=120),  # another host, old
+        runs / f".{RID}.running.abcdefgh.tmp",  # an older pebench's name, old
+    ]
+    gone[-1].write_text("{garb")
+    os.utime(gone[-1], (time.time() - 120, time.time() - 120))
+    kept = [
+        _temp(runs, f"{RID}.running", me),  # a write in progress in this process
+        _temp(runs, f"{RID}.csv", 1234, host="elsewhere"),  # another host, just now
+        runs / f".{RID}.csv.zyxwvuts.tmp",  # no writer named, just now
+        runs / f"{RID}.csv",
+        runs / f"{RID}.running",
+    ]
+    for path in kept[2:]:
+        path.write_text("x")
+    old_lock, new_lock = runs / "a.running.takeover", runs / "b.running.takeover"
+    old_lock.mkdir()
+    new_lock.mkdir()
+    os.utime(old_lock, (time.time() - 120, time.time() - 120))
+    removed = remove_leftovers(tmp_path)
+    assert sorted(removed) == sorted([*gone, old_lock])
+    assert all(p.exists() for p in [*kept, new_lock]) and not any(p.exists() for p in gone)
+
+
+def test_the_marker_a_killed_worker_left_next_to_its_row_is_removed(tmp_path):
+    """A worker killed after its child wrote the row, before it removed the marker, left a
+    `.running` file that no resume ever removed (the run is finished: nobody claims it)."""
+    from pebench.sweep.markers import clear_stale
+
+    path = marker_path(tmp_path, RID)
+    path.parent.mkdir(parents=True)
+    host = socket.gethostname()
+    path.write_text(json.dumps(dict(host=host, pid=_dead_pid(), started_at=time.time(),
+                                    timeout_s=60)))  # fmt: skip
+    assert clear_stale(tmp_path, RID) and not path.exists()
+    assert not clear_stale(tmp_path, RID)  # nothing left to remove
+    path.write_text("")  # unreadable: stale
+    assert clear_stale(tmp_path, RID) and not path.exists()
+    assert claim(tmp_path, _spec(), 60.0) is None  # live: this process
+    assert not clear_stale(tmp_path, RID) and read_marker(tmp_path, RID)["pid"] == os.getpid()
+    assert not list(path.parent.glob("*.takeover"))

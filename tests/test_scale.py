@@ -6,6 +6,8 @@ it prints the measured figures (run with ``-s`` to see them)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pebench import results as R
@@ -41,7 +43,7 @@ def test_vit_b16_at_224px_runs_through_the_runner_on_a_real_vtab_task(tmp_path, 
     code = main([
         "run", "--method", "lora", "--tasks", "vtab/dtd", "--budget", str(tmp_path / "vitb.toml"),
         "--data-dir", str(cache), "--results", str(tmp_path / "r"), "--quiet",
-        "--max-parallel", "1",
+        "--max-parallel", "1", "--threads", str(os.cpu_count() or 1),
     ])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     rows = {r["phase"]: r for r in R.read_runs(tmp_path / "r")}

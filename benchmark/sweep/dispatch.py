@@ -5,7 +5,10 @@ every other task's, so an engine can batch them into one array job), and its fin
 of *its* search rows are recorded — no global barrier. Runs whose row already has a final status
 are not resubmitted (resume), and a run whose live marker names another worker (an earlier
 invocation's job still running) is waited for, not duplicated: no two workers ever write the same
-row file.
+row file. What killed workers left (temp files, the marker of a run whose row they wrote) is
+removed on resume, and a full results folder stops the dispatch with one
+:class:`pebench.results.ResultsFullError` (runs in progress stop without a row; rows already
+written are kept).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pebench import results as R
 from pebench.selection import SETTLED, unsettled
-from pebench.sweep.markers import marker_is_live, read_marker
+from pebench.sweep.markers import clear_stale, marker_is_live, read_marker, remove_leftovers
 from pebench.sweep.worker import STOP
 
 if TYPE_CHECKING:  # the planner runs a sweep through this module, so no run-time import back
@@ -131,6 +134,7 @@ class Dispatcher:
                 self.waiting[key].append(cell)
                 continue
             if (done := R.finished(*key)) is not None:
+                clear_stale(*key)  # a worker killed after writing the row left its marker
                 self.record(cell, done)
                 continue
             if not again and (fresh := self._fresh_row(key)) is not None:
@@ -250,6 +254,8 @@ class Dispatcher:
         )
         STOP.clear()
         try:
+            for folder in dict.fromkeys(c.sweep.results_dir for c in self.cells):
+                remove_leftovers(folder)  # temp files of writers killed in an earlier dispatch
             self.launch([(c, s) for c in self.cells for s in c.search])
             self.advance()
             while self.handles or self.foreign:
@@ -257,14 +263,26 @@ class Dispatcher:
                 self.check_foreign()
                 self.advance()
         except BaseException as err:
+            full = isinstance(err, OSError) and R.is_full(err)
             if isinstance(err, KeyboardInterrupt):
                 _ignore_interrupts()  # a second Ctrl-C must not break the clean-up
+            if full or isinstance(err, KeyboardInterrupt):
                 STOP.set()  # running local runs stop without a row, their markers go
             self.executor.cancel(self.handles)  # no orphan job may start a run after this
+            if full:
+                raise self._full(err) from err
             raise
         finally:
             self.bar.close()
         return [row for cell in self.cells for row in cell.ordered_rows()]
+
+    def _full(self, err: OSError) -> R.ResultsFullError:
+        """The one-line error of a full results folder: which folder, what is recorded."""
+        folders = list(dict.fromkeys(c.sweep.results_dir for c in self.cells))
+        name = Path(str(err.filename or folders[0])).absolute()
+        folder = next((f for f in folders if name.is_relative_to(Path(f).absolute())), folders[0])
+        recorded = {(c.sweep.results_dir, rid) for c in self.cells for rid in c.rows}
+        return R.ResultsFullError(folder, err.errno, len(recorded))
 
 
 def _ignore_interrupts() -> None:

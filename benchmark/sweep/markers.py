@@ -2,7 +2,10 @@
 
 A worker claims a run by creating its marker exclusively (:func:`claim`); another worker that
 finds a live marker waits instead of running the run a second time, and a stale marker (its pid
-dead on this host, or older than the run's timeout plus a grace) may be taken over.
+dead on this host, or older than the run's timeout plus a grace) may be taken over. What a killed
+worker leaves behind (a marker next to the row it finished, a temp file or a takeover lock it was
+writing) is removed on resume (:func:`clear_stale`, :func:`remove_leftovers`); a full disk raises
+:class:`pebench.results.DiskFullError` and leaves no temp file.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pebench import results as R
 from pebench.run import RunSpec
 
 #: a marker older than the run's timeout plus this grace is stale even on another host
@@ -95,13 +99,13 @@ def marker_text(spec: RunSpec, timeout_s: float, child: int | None) -> str:
 TAKEOVER_STALE_S = 30.0
 
 
-def _take_over(path: Path, stale: dict[str, Any] | None, tmp: Path) -> bool:
+def _take_over(path: Path, stale: dict[str, Any] | None, tmp: Path | None) -> bool:
     """Replace the stale marker ``stale`` at ``path`` by ``tmp``; ``False`` if another won.
 
     Only the worker that creates ``<marker>.takeover`` (``mkdir``: atomic, also on NFS) may
     replace the marker, and only while it still holds the same stale content (``None``: an
     unreadable one): of two workers that both saw it stale, the second finds the first one's
-    live marker and backs off.
+    live marker and backs off. ``tmp=None`` removes the stale marker instead.
     """
     lock = path.with_name(path.name + ".takeover")
     try:
@@ -119,7 +123,10 @@ def _take_over(path: Path, stale: dict[str, Any] | None, tmp: Path) -> bool:
             current = json.loads(path.read_text(encoding="utf-8"))
         if current != stale:
             return False
-        os.replace(tmp, path)
+        if tmp is None:
+            path.unlink(missing_ok=True)
+        else:
+            os.replace(tmp, path)
         return True
     finally:
         lock.rmdir()
@@ -128,20 +135,31 @@ def _take_over(path: Path, stale: dict[str, Any] | None, tmp: Path) -> bool:
 def claim(results_dir: str | Path, spec: RunSpec, timeout_s: float) -> dict[str, Any] | None:
     """Create the run's marker exclusively; returns another worker's marker instead.
 
-    The marker appears complete or not at all (written aside to a fresh private file, then
-    hard-linked, which fails if it exists). A stale marker, or one of this process, is taken
-    over by exactly one worker (:func:`_take_over`); the others get the marker back and wait.
+    The marker appears complete or not at all (written aside to a fresh private file named after
+    this worker, then hard-linked, which fails if it exists). A stale marker, or one of this
+    process, is taken over by exactly one worker (:func:`_take_over`); the others get the marker
+    back and wait.
+
+    Raises:
+        DiskFullError: no space or quota left for the marker (no temp file is left behind).
     """
     path = marker_path(results_dir, spec.base_row["run_id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
+    tmp: Path | None = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(marker_text(spec, timeout_s, None))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(
+            prefix=R.temp_prefix(path), suffix=R.TEMP_SUFFIX, dir=path.parent
+        )
+        tmp = Path(name)
+        try:
+            R.write_all(fd, marker_text(spec, timeout_s, None).encode("utf-8"))
+        finally:
+            os.close(fd)
         os.link(tmp, path)
         return None
     except FileExistsError:
+        if tmp is None:  # mkstemp out of names: not a marker of another worker
+            raise
         other = read_marker(results_dir, spec.base_row["run_id"])
         if other is None:  # gone (its worker just finished: ask again) or unreadable (stale)
             return None if path.exists() and _take_over(path, None, tmp) else {}
@@ -149,8 +167,46 @@ def claim(results_dir: str | Path, spec: RunSpec, timeout_s: float) -> dict[str,
         if not mine and marker_is_live(other):
             return other
         return None if _take_over(path, other, tmp) else other
+    except OSError as err:
+        if R.is_full(err):
+            raise R.DiskFullError(path, err.errno) from err
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def clear_stale(results_dir: str | Path, rid: str) -> bool:
+    """Remove run ``rid``'s marker if its worker is gone; ``True`` if this call removed it.
+
+    A worker killed between writing the row and removing its marker leaves the marker of a
+    finished run, which no worker would ever claim again. Removed under the takeover lock
+    (:func:`_take_over`), so a marker another worker has just taken over is never removed.
+    """
+    path = marker_path(results_dir, rid)
+    if not path.exists():
+        return False
+    marker = read_marker(results_dir, rid)
+    if marker is not None and marker_is_live(marker):
+        return False
+    return _take_over(path, marker, None)
+
+
+def remove_leftovers(results_dir: str | Path) -> list[Path]:
+    """Remove what killed writers left in ``<results>/runs/``; returns the paths removed.
+
+    Abandoned temp files of rows and markers (:func:`pebench.results.remove_stale_temps`: their
+    writer is dead, or they are older than a takeover lock may live) and takeover locks older
+    than :data:`TAKEOVER_STALE_S`. Writes in progress are left alone.
+    """
+    runs = Path(results_dir) / "runs"
+    removed = R.remove_stale_temps(runs)
+    for lock in sorted(runs.glob("*.running.takeover")):
+        with contextlib.suppress(OSError):  # taken meanwhile, or released
+            if time.time() - lock.stat().st_mtime > TAKEOVER_STALE_S:
+                lock.rmdir()
+                removed.append(lock)
+    return removed
 
 
 __all__ = [
@@ -158,8 +214,10 @@ __all__ = [
     "MARKER_GRACE_S",
     "TAKEOVER_STALE_S",
     "claim",
+    "clear_stale",
     "marker_is_live",
     "marker_path",
     "marker_text",
     "read_marker",
+    "remove_leftovers",
 ]

@@ -3,21 +3,26 @@
 :func:`run_one` is what every executor's worker calls: it claims the run's ``.running`` marker,
 starts a ``forkserver`` child (pebench preloaded) that executes the run and writes its row
 atomically, and turns a timeout, a SIGKILL or a crash without a row into a row with that status.
-The child exits when its worker dies, so no orphan ever writes a row. Unpickling a
+The child exits when its worker dies, so no orphan ever writes a row. A full results folder is
+not the run's failure: the run writes no row and its worker raises
+:class:`pebench.results.DiskFullError`, which stops the sweep (the rerun redoes it). Unpickling a
 :class:`RunSpec` imports only this module, so an engine job (a Slurm task, a Ray worker) pays the
 torch import once, in the forkserver.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import multiprocessing as mp
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pebench import results as R
 from pebench.run import ERROR_CHARS, RunSpec, classify, error_text
@@ -56,6 +61,53 @@ class RunInterrupted(Exception):
     """A run stopped because the sweep was interrupted; no row was written."""
 
 
+#: exit status of a run child whose results folder was full (by ``errno``): it wrote no row
+FULL_EXIT = {errno.ENOSPC: 74, errno.EDQUOT: 75}
+
+
+def _inside(filename: object, folder: str | Path) -> bool:
+    try:
+        return Path(os.path.abspath(str(filename))).is_relative_to(os.path.abspath(folder))
+    except (TypeError, ValueError):
+        return False
+
+
+def results_full(err: BaseException | None, results_dir: str | Path) -> int | None:
+    """The ``errno`` if ``err`` (or an error it was raised from) is a full results folder.
+
+    An ``ENOSPC``/``EDQUOT`` naming a file elsewhere (a full ``/tmp``) is the run's own failure;
+    one naming no file (a write to an open log file) or a file in ``results_dir`` is the
+    folder's.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and R.is_full(err):
+            if err.filename is None or _inside(err.filename, results_dir):
+                return err.errno
+        suppressed = err.__suppress_context__  # `raise ... from None`: not what caused it
+        err = err.__cause__ or (None if suppressed else err.__context__)
+    return None
+
+
+def _drop_empty_logs(results_dir: str | Path, rid: str) -> None:
+    """Remove the zero-byte log files of run ``rid`` (see :class:`pebench.runlog.RunLog`).
+
+    Called when a run stops without a row (full disk, interrupted sweep): what it left is empty
+    files that the rerun rewrites.
+    """
+    for path in (Path(results_dir) / "logs").glob(f"{rid}.*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_size == 0:
+                path.unlink()
+
+
+def _exit_full(code: int, spec: RunSpec, results_dir: str) -> NoReturn:
+    """End a run child whose results folder is full: no row, no traceback, :data:`FULL_EXIT`."""
+    _drop_empty_logs(results_dir, spec.base_row["run_id"])
+    sys.exit(FULL_EXIT[code])
+
+
 def _child(spec: RunSpec, results_dir: str) -> None:
     # Ctrl-C reaches the whole foreground process group; the driver decides what stops (it
     # kills this child without a row), so an interrupt never becomes a "failed" row here
@@ -69,8 +121,13 @@ def _child(spec: RunSpec, results_dir: str) -> None:
     try:
         row = execute(spec, results_dir)
     except BaseException as err:  # recorded, never lost
+        if (code := results_full(err, results_dir)) is not None:
+            _exit_full(code, spec, results_dir)
         row = dict(spec.base_row, status=classify(err), error=error_text(err))
-    R.write_row(results_dir, row)
+    try:
+        R.write_row(results_dir, row)
+    except R.DiskFullError as err:
+        _exit_full(err.errno, spec, results_dir)
 
 
 # ----------------------------------------------------------------------------------- worker --
@@ -157,6 +214,10 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
     While the child runs, ``runs/<run_id>.running`` names this worker (see :func:`read_marker`).
     The child exits if this process dies, so a killed worker never leaves a writer behind, and a
     worker finding a live marker of another worker waits for it instead of running the run twice.
+
+    Raises:
+        DiskFullError: the results folder is full (no row was written, the marker is gone).
+        RunInterrupted: the sweep was interrupted (no row was written, the marker is gone).
     """
     rid = spec.base_row["run_id"]
     if (done := R.finished(results_dir, rid)) is not None:
@@ -169,7 +230,7 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
         # not a daemon: a run may start DataLoader workers (video decoding); the child still
         # dies with this worker (_die_with_parent) and is killed below on timeout
         proc = _context().Process(target=_child, args=(spec, str(results_dir)), daemon=False)
-    timed_out = False
+    timed_out = stopped = False
     try:
         if (done := R.finished(results_dir, rid)) is not None:  # the other worker finished it
             return done
@@ -177,21 +238,26 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
             raise RunInterrupted(rid)
         R.run_path(results_dir, rid).unlink(missing_ok=True)  # an old failed row is redone
         proc.start()
+        stopped = True  # until the child ends by itself or times out
         R.atomic_write_text(marker_path(results_dir, rid), marker_text(spec, timeout_s, proc.pid))
         deadline = time.monotonic() + timeout_s
         while proc.is_alive() and time.monotonic() < deadline and not STOP.is_set():
             proc.join(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
         if STOP.is_set() and proc.is_alive():
             raise RunInterrupted(rid)
-        timed_out = proc.is_alive()
+        timed_out, stopped = proc.is_alive(), False
     finally:
         if proc.is_alive():
             proc.kill()
             proc.join()
         marker_path(results_dir, rid).unlink(missing_ok=True)
+        if stopped:
+            _drop_empty_logs(results_dir, rid)
     path = R.run_path(results_dir, rid)
     if path.exists():
         return R.read_run(path)
+    if (code := {v: k for k, v in FULL_EXIT.items()}.get(proc.exitcode)) is not None:
+        raise R.DiskFullError(path, code)  # the child found the folder full: no row
     if timed_out:
         status, error = "timeout", f"run exceeded {timeout_s:.0f} s and was killed"
     elif proc.exitcode == -signal.SIGKILL:
@@ -219,10 +285,17 @@ def record_lost(
 
     A row the worker managed to write wins; otherwise a ``failed`` row naming the executor, the
     job and its log is written (not a final status: a resubmitted sweep runs it again) and the
-    marker removed.
+    marker removed. Called while handling the worker's error (as executors do), a full results
+    folder is raised again instead: its row could not be written either, and the sweep stops.
+
+    Raises:
+        DiskFullError: the worker died of a full results folder, or the row does not fit.
     """
     rid = spec.base_row["run_id"]
     marker_path(results_dir, rid).unlink(missing_ok=True)
+    pending = sys.exc_info()[1]
+    if pending is not None and results_full(pending, results_dir) is not None:
+        raise pending
     if (done := R.finished(results_dir, rid)) is not None:
         return done
     row = dict(spec.base_row, status="failed", error=reason[:ERROR_CHARS])
@@ -231,4 +304,12 @@ def record_lost(
     return R.read_run(R.write_row(results_dir, row))
 
 
-__all__ = ["STOP", "RunInterrupted", "record_lost", "run_one", "start_forkserver"]
+__all__ = [
+    "FULL_EXIT",
+    "STOP",
+    "RunInterrupted",
+    "record_lost",
+    "results_full",
+    "run_one",
+    "start_forkserver",
+]
