@@ -1,14 +1,17 @@
 """``pebench bench``: side-by-side speed of every method relative to the frozen backbone.
 
 All methods are measured in one process, interleaved round by round (method A, B, C, A, B, C,
-...), so machine drift hits every method alike; each figure is the median over rounds. The
-reference is ``linear`` (frozen backbone + linear head). For mergeable methods the merged model's
-eval speed is measured too (target: within noise of 1.0 × the backbone).
+...), so machine drift hits every method alike; each throughput is the median over rounds, and
+each ratio the median of the per-round ratios with their interquartile range (a ratio whose
+spread is larger than its distance from 1 is marked ``~``: not distinguishable on this machine).
+The reference is ``linear`` (frozen backbone + linear head). For mergeable methods the merged
+model's eval speed is measured too (target: within noise of 1.0 × the backbone).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +23,7 @@ from torch.nn import functional as F
 
 from pebench.backbones import create_backbone
 from pebench.backbones.videomae import example_input
+from pebench.harness import Ratio, summarise
 from pebench.method import prepare
 from pebench.methods import build_method
 from pebench.metrics import checkpoint_bytes, flops_per_image
@@ -39,6 +43,10 @@ class BenchRow:
     train_ratio: float = float("nan")
     eval_ratio: float = float("nan")
     merged_eval_ratio: float | None = None
+    #: interquartile ranges of the per-round ratios
+    train_iqr: tuple[float, float] = (float("nan"), float("nan"))
+    eval_iqr: tuple[float, float] = (float("nan"), float("nan"))
+    merged_eval_iqr: tuple[float, float] | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -128,19 +136,18 @@ def run_bench(
             samples[name]["eval"].append(_time_eval(models[name], x, steps, dev))
             if name in merged:
                 samples[name]["merged"].append(_time_eval(merged[name], x, steps, dev))
-    ref = rows["linear"]
+    ref = samples["linear"]
     for name in names:
         s, r = samples[name], rows[name]
         r.train_images_per_s = statistics.median(s["train"])
         r.eval_images_per_s = statistics.median(s["eval"])
+        train, evals = summarise(s["train"], ref["train"]), summarise(s["eval"], ref["eval"])
+        r.train_ratio, r.train_iqr = train.median, (train.q1, train.q3)
+        r.eval_ratio, r.eval_iqr = evals.median, (evals.q1, evals.q3)
         if s["merged"]:
+            merged = summarise(s["merged"], ref["eval"])
             r.merged_eval_images_per_s = statistics.median(s["merged"])
-    ref_train, ref_eval = ref.train_images_per_s, ref.eval_images_per_s
-    for r in rows.values():
-        r.train_ratio = r.train_images_per_s / ref_train
-        r.eval_ratio = r.eval_images_per_s / ref_eval
-        if r.merged_eval_images_per_s is not None:
-            r.merged_eval_ratio = r.merged_eval_images_per_s / ref_eval
+            r.merged_eval_ratio, r.merged_eval_iqr = merged.median, (merged.q1, merged.q3)
     return list(rows.values())
 
 
@@ -153,13 +160,24 @@ def to_markdown(rows: list[BenchRow], header: str = "") -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        merged = f"{r.merged_eval_ratio:.2f}" if r.merged_eval_ratio is not None else "—"
+        merged = (
+            _ratio(r.merged_eval_ratio, r.merged_eval_iqr)
+            if r.merged_eval_ratio is not None and r.merged_eval_iqr is not None
+            else "—"
+        )
         lines.append(
             f"| {r.method} | {r.params_method:,} | {r.flops_per_image / 1e9:.4f} | "
-            f"{r.checkpoint_bytes / 1024:.1f} | {r.train_images_per_s:.0f} | {r.train_ratio:.2f} | "
-            f"{r.eval_images_per_s:.0f} | {r.eval_ratio:.2f} | {merged} |"
+            f"{r.checkpoint_bytes / 1024:.1f} | {r.train_images_per_s:.0f} | "
+            f"{_ratio(r.train_ratio, r.train_iqr)} | {r.eval_images_per_s:.0f} | "
+            f"{_ratio(r.eval_ratio, r.eval_iqr)} | {merged} |"
         )
+    lines += ["", "× = median of per-round ratios to linear [interquartile range]; ~: the spread "
+              "is larger than the difference from 1"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _ratio(median: float, iqr: tuple[float, float]) -> str:
+    return Ratio(median, iqr[0], iqr[1], math.nan, math.nan).text()
 
 
 def as_dicts(rows: list[BenchRow]) -> list[dict[str, Any]]:

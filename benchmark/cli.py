@@ -42,12 +42,8 @@ DESCRIPTION = (
 EXIT_BROKEN_PIPE = 141
 
 
-def _add_selection(p: argparse.ArgumentParser) -> None:
-    """The options that select a grid of runs (shared by ``run`` and ``status``)."""
-    p.add_argument(
-        "--method", required=True, help="NAME[.PRESET], a comma-separated list, or 'all'"
-    )
-    p.add_argument("--preset", help="method preset (alternative to NAME.PRESET)")
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable): method config overrides."""
     p.add_argument(
         "--set",
         dest="overrides",
@@ -56,6 +52,15 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a method config field (repeatable)",
     )
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    """The options that select a grid of runs (shared by ``run`` and ``status``)."""
+    p.add_argument(
+        "--method", required=True, help="NAME[.PRESET], a comma-separated list, or 'all'"
+    )
+    p.add_argument("--preset", help="method preset (alternative to NAME.PRESET)")
+    _add_overrides(p)
     p.add_argument("--tasks", default="demo", help="suite(s) and/or task(s), comma-separated")
     p.add_argument(
         "--budget",
@@ -216,14 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument(
         "--num-classes", type=int, default=100, help="classes of the head (default: 100)"
     )
-    pa.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="override a method config field (repeatable)",
-    )
+    _add_overrides(pa)
     pa.add_argument("--json", action="store_true", help="one JSON object instead of text")
 
     ch = sub.add_parser("check", help="run the conformance suite for one method")

@@ -186,7 +186,7 @@ def test_bench_reports_ratios_against_linear(capsys):
                 "--backbone",
                 "pebench_vit_test_cls",
                 "--rounds",
-                "1",
+                "2",
                 "--steps",
                 "1",
                 "--batch-size",
@@ -205,6 +205,9 @@ def test_bench_reports_ratios_against_linear(capsys):
     assert rows["lora"]["params_method"] == 2 * 4 * 64 * 8
     assert rows["lora"]["flops_per_image"] > rows["linear"]["flops_per_image"]
     assert rows["lora"]["checkpoint_bytes"] > rows["linear"]["checkpoint_bytes"]
+    for r in rows.values():  # every ratio comes with the spread of its per-round ratios
+        q1, q3 = r["train_iqr"]
+        assert q1 <= r["train_ratio"] <= q3 and len(r["eval_iqr"]) == 2
 
 
 # --------------------------------------------------------------------- answers without torch --

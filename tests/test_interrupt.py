@@ -11,22 +11,12 @@ import time
 from pathlib import Path
 
 from pebench import results as R
+from tests.budgets import budget_toml
 
 #: runs of a few seconds each, so that Ctrl-C lands while runs are in progress
-BUDGET = """\
-epochs = 6
-warmup_epochs = 0
-batch_size = 32
-optimizer = "adamw"
-lr_grid = [1e-3, 3e-3]
-wd_grid = [1e-4]
-image_size = 32
-seeds = [0]
-search_seed = 0
-backbone = "pebench_vit_micro"
-subset = 160
-description = "interrupt test budget"
-"""
+BUDGET = budget_toml(
+    epochs=6, lr_grid=[1e-3, 3e-3], subset=160, description="interrupt test budget"
+)
 CMD = [sys.executable, "-m", "pebench.cli", "run", "--method", "lora", "--tasks", "demo/shapes",
        "--quiet", "--max-parallel", "2", "--threads", "1"]  # fmt: skip
 

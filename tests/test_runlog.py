@@ -9,21 +9,11 @@ import pytest
 
 from pebench import results as R
 from pebench.cli import main
+from tests.budgets import budget_toml
 
-BUDGET = """\
-epochs = 3
-warmup_epochs = 1
-batch_size = 32
-optimizer = "adamw"
-lr_grid = [1e-3, 3e-3]
-wd_grid = [1e-4]
-image_size = 32
-seeds = [0]
-search_seed = 0
-backbone = "pebench_vit_micro"
-subset = 64
-description = "run log test budget"
-"""
+BUDGET = budget_toml(
+    epochs=3, warmup_epochs=1, lr_grid=[1e-3, 3e-3], description="run log test budget"
+)
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,13 @@ import pytest
 from pebench import results as R
 from pebench.cli import main
 from pebench.datasets.cache import prepare
+from tests.budgets import budget_toml
 from tests.test_prepare import make_noah
 
-BUDGET = """\
-epochs = 1
-warmup_epochs = 0
-batch_size = 64
-optimizer = "adamw"
-lr_grid = [1e-3]
-wd_grid = [1e-4]
-image_size = 224
-seeds = [0]
-search_seed = 0
-backbone = "vit_base_patch16_224"
-weights = "random"
-subset = 64
-description = "ViT-B/16 at 224 px, one step per phase"
-"""
+BUDGET = budget_toml(
+    batch_size=64, image_size=224, backbone="vit_base_patch16_224", weights="random",
+    description="ViT-B/16 at 224 px, one step per phase",
+)  # fmt: skip
 
 
 @pytest.mark.slow
