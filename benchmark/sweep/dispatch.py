@@ -32,8 +32,6 @@ if TYPE_CHECKING:  # the planner runs a sweep through this module, so no run-tim
 
 Row = dict[str, Any]
 Key = tuple[Path, str]
-#: how far a file's mtime may lag ``time.time()`` (coarse kernel timestamps: one tick, ≤ 10 ms)
-FS_CLOCK_SLACK_S = 0.05
 #: executions of one search trial in one dispatch before its task's finals are blocked
 TRIAL_ATTEMPTS = 2
 #: the error of blocked finals (formatted with the trials that have no final outcome)
@@ -95,9 +93,7 @@ class Dispatcher:
         # is submitted once
         self.waiting: dict[Key, list[Cell]] = {}
         self.bar: Any = None
-        # file times come from the kernel's coarse clock (one tick behind time.time() at most):
-        # a row written just after this instant may carry an mtime just before it
-        self.started = time.time() - FS_CLOCK_SLACK_S
+        self.started = time.time()
 
     @property
     def total(self) -> int:
