@@ -21,12 +21,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pebench.backbones import create_backbone
 from pebench.backbones.videomae import example_input
-from pebench.harness import Ratio, summarise
-from pebench.method import prepare
-from pebench.methods import build_method
+from pebench.harness import Ratio, method_model, summarise
 from pebench.metrics import checkpoint_bytes, flops_per_image
+from pebench.train import sync
 
 
 @dataclass
@@ -49,35 +47,30 @@ class BenchRow:
     merged_eval_iqr: tuple[float, float] | None = None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time_train(
     model: Any, x: torch.Tensor, y: torch.Tensor, steps: int, dev: torch.device
 ) -> float:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
-    _sync(dev)
+    sync(dev)
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    _sync(dev)
+    sync(dev)
     return steps * len(y) / (time.perf_counter() - t0)
 
 
 @torch.no_grad()
 def _time_eval(model: Any, x: torch.Tensor, steps: int, dev: torch.device) -> float:
     model.eval()
-    _sync(dev)
+    sync(dev)
     t0 = time.perf_counter()
     for _ in range(steps):
         model(x)
-    _sync(dev)
+    sync(dev)
     return steps * len(x) / (time.perf_counter() - t0)
 
 
@@ -87,11 +80,7 @@ def _prepared(
     """Each method on a fresh random backbone (and merged, where it can be), with its counts."""
     models, merged, rows = {}, {}, {}
     for name in names:
-        torch.manual_seed(0)
-        model = create_backbone(backbone, "random", image_size=image_size).model
-        method = build_method(name)
-        count = prepare(model, method, num_classes)
-        model.to(dev)
+        model, method, count = method_model(name, backbone, image_size, num_classes, dev)
         models[name] = model
         if method.mergeable_on(model):
             merged[name] = method.merge(copy.deepcopy(model)).eval()

@@ -57,6 +57,8 @@ class ImageArray(Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self._resident: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: mean and std per device, copied there once (a copy per batch would wait for the GPU)
+        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -91,7 +93,7 @@ class ImageArray(Dataset):
         """uint8 ``(B, H, W, 3)`` images and int64 labels at ``idx``, on ``device``."""
         device = device or torch.device("cpu")
         if self._resident is not None and self._resident[0].device == device:
-            i = idx.to(device, non_blocking=True)
+            i = idx.pin_memory().to(device, non_blocking=True)
             return self._resident[0][i], self._resident[1][i]
         ii = idx.numpy()
         x = torch.from_numpy(np.ascontiguousarray(self.images[ii]))
@@ -107,7 +109,9 @@ class ImageArray(Dataset):
             x = torch.nn.functional.interpolate(
                 x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False
             ).clamp_(0, 1)
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        if x.device not in self._norm:
+            self._norm[x.device] = self.mean.to(x.device), self.std.to(x.device)
+        mean, std = self._norm[x.device]
         return x.sub_(mean).div_(std)
 
     def batch(

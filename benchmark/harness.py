@@ -27,13 +27,14 @@ from torch.nn import functional as F
 from pebench.backbones import create_backbone
 from pebench.budget import Budget, get_budget
 from pebench.data import ImageArray, Split, place
-from pebench.method import prepare
+from pebench.method import Method, ParamCount, prepare
 from pebench.methods import build_method
 from pebench.train import (
     autocast,
     eval_batch_size,
     evaluate,
     optimizer_and_schedule,
+    sync,
     train,
 )
 
@@ -90,9 +91,26 @@ class HarnessRow:
     merged: Ratio | None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def method_model(
+    name: str,
+    backbone: str,
+    image_size: int,
+    num_classes: int,
+    device: torch.device,
+    preset: str | None = None,
+    num_frames: int | None = None,
+) -> tuple[nn.Module, Method, ParamCount]:
+    """``name`` attached to a fresh random-init ``backbone`` (seed 0), prepared, on ``device``.
+
+    What every speed measurement starts from (``pebench bench``, ``--harness``, ``estimate
+    --measure``): the same backbone for every method, so only the method differs.
+    """
+    torch.manual_seed(0)
+    frames = {"num_frames": num_frames} if num_frames else {}
+    model = create_backbone(backbone, "random", image_size=image_size, **frames).model
+    method = build_method(name, preset=preset)
+    count = prepare(model, method, num_classes)
+    return model.to(device), method, count
 
 
 def bare_train(
@@ -113,7 +131,7 @@ def bare_train(
     n = sum(len(y) for y in ys)
     opt, sched = optimizer_and_schedule(model, budget, LR, 0.0, n, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for x, y in zip(xs, ys, strict=True):
         with autocast(device, budget):
@@ -124,7 +142,7 @@ def bare_train(
             torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
         opt.step()
         sched.step()
-    _sync(device)
+    sync(device)
     return n / (time.perf_counter() - t0)
 
 
@@ -134,12 +152,12 @@ def bare_eval(
 ) -> float:
     """The bare evaluation loop over ready batches; returns examples/s."""
     model.eval()
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for x in xs:
         with autocast(device, budget):
             model(x).argmax(dim=-1)
-    _sync(device)
+    sync(device)
     return sum(len(x) for x in xs) / (time.perf_counter() - t0)
 
 
@@ -148,19 +166,19 @@ def harness_train(
 ) -> float:
     """One epoch through :func:`pebench.train.train`; returns examples/s (wall, data included)."""
     torch.manual_seed(seed)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     train(model, split, budget, LR, 0.0, seed, device)
-    _sync(device)
+    sync(device)
     return len(split) / (time.perf_counter() - t0)
 
 
 def harness_eval(model: nn.Module, split: Split, budget: Budget, device: torch.device) -> float:
     """:func:`pebench.train.evaluate`, timed from outside; returns examples/s."""
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     evaluate(model, split, budget, device)
-    _sync(device)
+    sync(device)
     return len(split) / (time.perf_counter() - t0)
 
 
@@ -207,11 +225,7 @@ def run_harness_bench(
     )
     out = []
     for name in methods:
-        torch.manual_seed(0)
-        model = create_backbone(backbone, "random", image_size=image_size).model
-        method = build_method(name)
-        prepare(model, method, num_classes)
-        model.to(dev)
+        model, method, _ = method_model(name, backbone, image_size, num_classes, dev)
         bare = copy.deepcopy(model)
         merged = method.merge(copy.deepcopy(model)).eval() if method.mergeable_on(model) else None
         split = synthetic_split(model, steps * batch_size, image_size, num_classes)
@@ -261,12 +275,9 @@ def measure(
     ``pebench estimate --measure`` divides the sweep's images by.
     """
     dev = torch.device(device)
-    torch.manual_seed(0)
     b = replace(budget, epochs=1, warmup_epochs=0)
-    frames = {"num_frames": budget.video.num_frames} if budget.video else {}
-    model = create_backbone(backbone, "random", image_size=b.image_size, **frames).model
-    prepare(model, build_method(method, preset=preset), num_classes)
-    model.to(dev)
+    frames = budget.video.num_frames if budget.video else None
+    model, _, _ = method_model(method, backbone, b.image_size, num_classes, dev, preset, frames)
     split = synthetic_split(model, steps * b.batch_size, b.image_size, num_classes)
     place([split], dev, 0.5)
     harness_train(model, split, b, dev)
@@ -318,6 +329,7 @@ __all__ = [
     "harness_eval",
     "harness_train",
     "measure",
+    "method_model",
     "run_harness_bench",
     "summarise",
     "to_markdown",

@@ -279,7 +279,8 @@ def _epoch(
     return losses.check(epoch, step), loss_n, data_s
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for ``device`` (CUDA) to finish what was queued; nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -352,7 +353,7 @@ def train(
         loss_sum, loss_n, dt_data = _epoch(
             net, opt, sched, params, budget, batches_, device, epoch, size
         )
-        _sync(device)
+        sync(device)
         epoch_s = time.perf_counter() - t0
         elapsed += epoch_s
         data_s += dt_data
@@ -402,7 +403,7 @@ def evaluate(
     net = compiled(model, compile)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     order = torch.arange(len(split))[rank::size]
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for x, y in batches(split, order, eval_batch_size(budget, device), workers, device):
         with autocast(device, budget):

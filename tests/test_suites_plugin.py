@@ -16,20 +16,10 @@ from pathlib import Path
 import pytest
 
 from pebench import results as R
+from tests.budgets import budget_toml
 
 PLUGIN = Path(__file__).resolve().parent / "suite_plugin"
-TINY = textwrap.dedent("""\
-    epochs = 1
-    warmup_epochs = 0
-    batch_size = 16
-    optimizer = "adamw"
-    lr_grid = [1e-3]
-    wd_grid = [1e-4]
-    image_size = 32
-    seeds = [0]
-    search_seed = 0
-    backbone = "pebench_vit_micro"
-""")
+TINY = budget_toml(batch_size=16, subset=None, description=None)
 
 
 def _pebench(*argv, path=PLUGIN, cwd=None):
