@@ -215,7 +215,7 @@ def run_harness_bench(
     steps: int = 5,
     rounds: int = 5,
     device: str = "cpu",
-    budget: str = "demo-v2",
+    budget: str = "demo-v3",
     num_classes: int = 10,
 ) -> list[HarnessRow]:
     """Harness / bare ratios of training, evaluation and merged evaluation per method."""

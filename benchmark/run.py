@@ -144,6 +144,11 @@ def _device(opts: RunOptions):
     if opts.threads:
         torch.set_num_threads(opts.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Flush subnormal floats to zero on the CPU. A run at a high lr drives activations and
+    # gradients into the subnormal range, where x86 arithmetic is ~100x slower: on the demo the
+    # lr 0.1 and 0.3 trials took 13-19 s instead of 9 s, with the same loss and accuracy to the
+    # last digit with the flush on. GPUs flush in their fast paths already.
+    torch.set_flush_denormal(True)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     return device

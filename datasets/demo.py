@@ -200,7 +200,7 @@ register_suite(
         name="demo",
         tasks=tuple(s.name for s in _SPECS),
         aggregate="mean",
-        default_budget="demo-v2",
+        default_budget="demo-v3",
         description="embedded procedural tasks, no download (VTAB-like in spirit)",
     ),
     _SPECS,
