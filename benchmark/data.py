@@ -3,8 +3,8 @@
 Splits are never copied whole into float memory: :class:`ImageArray` keeps the loader's uint8
 array (a memory map for prepared caches) and converts one batch at a time **on the run's
 device**: the uint8 batch is gathered (from the device-resident copy of the split when one was
-made, see :meth:`ImageArray.place`; else from the host array, pinned and copied without blocking
-on CUDA), and the conversion to float, the resize and the normalisation run where the model runs.
+made, see :meth:`ImageArray.place`; else from the host array, pinned and copied on a side stream
+on CUDA, one batch ahead of the compute), and the conversion to float, the resize and the normalisation run where the model runs.
 On the CPU the very same code runs with the device being the CPU, so a batch is bit-identical to
 the one the host-side converter gave. Datasets that decode per example (video clips) go through
 a torch ``DataLoader`` with worker processes; both paths yield identical batches for a given
@@ -87,12 +87,16 @@ class ImageArray(Dataset):
         self._resident = images, torch.from_numpy(self.labels).to(device)
         return True
 
+    def resident_on(self, device: torch.device) -> bool:
+        """Whether :meth:`place` copied the split to ``device``."""
+        return self._resident is not None and self._resident[0].device == device
+
     def gather(
         self, idx: torch.Tensor, device: torch.device | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``(B, H, W, 3)`` images and int64 labels at ``idx``, on ``device``."""
         device = device or torch.device("cpu")
-        if self._resident is not None and self._resident[0].device == device:
+        if self.resident_on(device):
             i = idx.pin_memory().to(device, non_blocking=True)
             return self._resident[0][i], self._resident[1][i]
         ii = idx.numpy()
@@ -161,8 +165,7 @@ def batches(
     device = device or torch.device("cpu")
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if hasattr(split.data, "batch"):
-        for idx in chunks:
-            yield split.data.batch(idx, device)
+        yield from _one_ahead(split.data, chunks, device)
         return
     loader = DataLoader(
         split.data,
@@ -173,6 +176,40 @@ def batches(
     for x, y in loader:
         y = torch.as_tensor(y, dtype=torch.int64)
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def _one_ahead(
+    data: ImageArray, chunks: list[torch.Tensor], device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of ``data`` at ``chunks``, each next uint8 batch gathered before this one is used.
+
+    For a split that streams to a GPU (not device-resident), batch k+1 is gathered on the host,
+    pinned, and copied on a side stream while batch k computes; the compute stream waits for
+    the copy (an event) before converting it. Elsewhere the same sequence runs without streams.
+    The batches are the same either way.
+    """
+    side = None
+    if device.type == "cuda" and not data.resident_on(device):
+        side = torch.cuda.Stream(device)
+
+    def fetch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        if side is None:
+            return (*data.gather(idx, device), None)
+        with torch.cuda.stream(side):
+            x, y = data.gather(idx, device)
+            return x, y, side.record_event()
+
+    ahead = fetch(chunks[0]) if chunks else None
+    for k in range(len(chunks)):
+        x, y, copied = ahead
+        if k + 1 < len(chunks):
+            ahead = fetch(chunks[k + 1])
+        if copied is not None:
+            compute = torch.cuda.current_stream(device)
+            compute.wait_event(copied)
+            x.record_stream(compute)  # made on the side stream, freed after its use here
+            y.record_stream(compute)
+        yield data.convert(x), y
 
 
 def place(splits: list[Split], device: torch.device, share: float) -> list[bool]:

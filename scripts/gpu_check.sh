@@ -5,7 +5,9 @@
 #   2. one short LoRA run, ViT-B/16 at 224 px, batch 64, bf16, on a generated VTAB-1k task at its
 #      real sizes (dtd: 800/200/1000/1880) through the whole runner: img/s, MFU, data fraction,
 #      peak device memory;
-#   3. the projected time of one method's vtab1k-v2 sweep from a measured throughput.
+#   3. the projected time of one method's vtab1k-v2 sweep from a measured throughput;
+#   4. a split streamed from the host (pinned, side-stream copies one batch ahead) against the
+#      same split resident on the device: same parameters after one epoch, and both speeds.
 # Usage: scripts/gpu_check.sh [OUT]   (needs a CUDA torch and timm in the environment)
 set -euo pipefail
 OUT=${1:-${OUT:-gpu-check}}
@@ -60,3 +62,39 @@ for r in R.read_runs(sys.argv[1] + "/results"):
     )
 PY
 pebench estimate --method lora --tasks vtab --measure cuda | tee "$OUT/estimate.txt"
+
+python - "$OUT" <<'PY' | tee "$OUT/streamed.txt"
+import sys
+import time
+
+import torch
+
+from pebench.backbones import create_backbone
+from pebench.budget import get_budget
+from pebench.data import place, run_splits
+from pebench.datasets import get_task
+from pebench.method import prepare
+from pebench.methods import build_method
+from pebench.train import train
+
+out, dev = sys.argv[1], torch.device("cuda")
+budget, task = get_budget(out + "/vitb16.toml"), get_task("vtab/dtd")
+result = {}
+for mode in ("streamed", "resident"):
+    torch.manual_seed(0)
+    bb = create_backbone(budget.backbone, "random", image_size=224, tag="random")
+    prepare(bb.model, build_method("lora", {"dropout": 0.0}), task.num_classes)
+    model = bb.model.to(dev)
+    tr, _, _ = run_splits(task, "search", budget, bb.mean, bb.std, out + "/cache", 0)
+    if mode == "resident":
+        assert place([tr], dev, 0.5) == [True]
+    t = time.perf_counter()
+    stats = train(model, tr, budget, 1e-3, 1e-4, 0, dev, progress=False)
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t
+    result[mode] = [p.detach().float().cpu() for p in model.parameters() if p.requires_grad]
+    print(f"{mode}: {stats.train_images_per_s:.0f} img/s, data {stats.data_time_s:.2f} s of "
+          f"{stats.train_time_s:.2f} s, loss {stats.train_loss:.6f}, wall {wall:.1f} s")
+diff = max((a - b).abs().max().item() for a, b in zip(*result.values()))
+print(f"max |streamed - resident| over trainable parameters: {diff:.3g}")
+PY

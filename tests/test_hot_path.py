@@ -60,6 +60,28 @@ def test_device_side_conversion_is_bit_identical_to_the_host_converter(size):
         assert torch.equal(x, want_x) and torch.equal(y, want_y)  # bit for bit
 
 
+def test_the_next_batch_is_gathered_before_this_one_is_used():
+    """A streamed split is fetched one batch ahead (on CUDA: its copy overlaps this step)."""
+    gathered = []
+
+    class Counting(ImageArray):
+        def gather(self, idx, device=None):
+            gathered.append(int(idx[0]))
+            return super().gather(idx, device)
+
+    images = np.arange(10 * 4 * 4 * 3, dtype=np.int64).astype(np.uint8).reshape(10, 4, 4, 3)
+    data = Counting(images, np.arange(10), 4, (0,) * 3, (1,) * 3)
+    split = Split(data, torch.from_numpy(data.labels), "x")
+    order = torch.tensor([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+    seen = []
+    for x, y in batches(split, order, 4, device=torch.device("cpu")):
+        seen.append((int(y[0]), list(gathered)))
+        assert torch.equal(x, data.batch(order[len(seen) * 4 - 4 : len(seen) * 4])[0])
+        gathered.pop()  # the check's own gather
+    # batch k is in hand while batch k+1 was already gathered (the last one has none after it)
+    assert seen == [(9, [9, 5]), (5, [9, 5, 1]), (1, [9, 5, 1])]
+
+
 def test_placing_on_the_cpu_keeps_the_host_array_and_copies_nothing():
     images = np.zeros((8, 4, 4, 3), dtype=np.uint8)
     data = ImageArray(images, np.zeros(8), 4, (0,) * 3, (1,) * 3)

@@ -1,8 +1,10 @@
-"""One run's pieces that need no training: the error a row keeps and the status it gets."""
+"""One run's pieces that need no training: the error a row keeps, the status it gets and the
+process settings it trains under."""
 
 import pytest
+import torch
 
-from pebench.run import ERROR_CHARS, classify, error_text
+from pebench.run import ERROR_CHARS, RunOptions, _device, classify, error_text
 
 
 def _raise(exc):
@@ -37,3 +39,15 @@ def test_the_error_keeps_type_and_message_first_and_the_traceback_end():
 )
 def test_a_cpu_allocation_failure_is_oom(err, status):
     assert classify(err) == status
+
+
+def test_a_cpu_run_flushes_subnormal_floats():
+    """High-lr runs fill tensors with subnormals, ~100x slower on x86: a run flushes them to 0."""
+    tiny = torch.tensor([1e-40], dtype=torch.float32)  # subnormal in float32 (min normal 1.2e-38)
+    try:
+        torch.set_flush_denormal(False)
+        assert (tiny * 1.0).item() != 0.0  # arithmetic keeps it when nothing flushes
+        assert _device(RunOptions(device="cpu")).type == "cpu"
+        assert (tiny * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)

@@ -261,6 +261,10 @@ def test_a_failure_another_sweep_just_recorded_is_not_run_again(tmp_path):
     os.utime(R.run_path(tmp_path, old["run_id"]), (time.time() - 60, time.time() - 60))
     with CountingLocal(max_parallel=1) as ex:
         d = Dispatcher([sweep], ex)
+        # another driver's row comes later than this start; a file's mtime is the kernel's coarse
+        # clock (up to a tick, 4-10 ms, behind time.time()), so a write within that tick of the
+        # start looked older than it (the test failed about 1 time in 5 full-suite runs)
+        time.sleep(0.05)
         fresh = dict(trials[1].base_row, status="timeout", error="run exceeded 300 s")
         R.write_row(tmp_path, fresh)  # written by another driver while this one runs
         rows = d.run(progress=False)
