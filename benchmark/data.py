@@ -4,11 +4,11 @@ Splits are never copied whole into float memory: :class:`ImageArray` keeps the l
 array (a memory map for prepared caches) and converts one batch at a time **on the run's
 device**: the uint8 batch is gathered (from the device-resident copy of the split when one was
 made, see :meth:`ImageArray.place`; else from the host array, pinned and copied on a side stream
-on CUDA, one batch ahead of the compute), and the conversion to float, the resize and the normalisation run where the model runs.
-On the CPU the very same code runs with the device being the CPU, so a batch is bit-identical to
-the one the host-side converter gave. Datasets that decode per example (video clips) go through
-a torch ``DataLoader`` with worker processes; both paths yield identical batches for a given
-order, whatever the number of workers.
+on CUDA, one batch ahead of the compute), and the conversion to float, the resize and the
+normalisation run where the model runs. On the CPU the very same code runs with the device being
+the CPU, so a batch is bit-identical to the one the host-side converter gave. Datasets that
+decode per example (video clips) go through a torch ``DataLoader`` with worker processes; both
+paths yield identical batches for a given order, whatever the number of workers.
 """
 
 from __future__ import annotations
