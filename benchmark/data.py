@@ -164,7 +164,7 @@ def batches(
     """Yield ``(x, y)`` batches of ``split`` in ``order``, ``batch_size`` each, on ``device``."""
     device = device or torch.device("cpu")
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if hasattr(split.data, "batch"):
+    if hasattr(split.data, "gather"):  # an ImageArray: gathered and converted on the device
         yield from _one_ahead(split.data, chunks, device)
         return
     loader = DataLoader(
