@@ -345,12 +345,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pebench.sweep.rerun import announce
 
     where = executor_options(args)
-    if where.kind == "local":
-        from pebench.sweep.worker import start_forkserver
-
-        # the run processes' server imports torch and timm while this process plans and runs the
-        # checks: on 2 cores the first run starts ~2 s sooner
-        start_forkserver()
     sweeps = _plan(args, run_options(args), checks=not args.skip_checks)  # before any run
     for sweep in sweeps:
         print(f"pebench run {config_summary(sweep)}", file=sys.stderr)

@@ -43,9 +43,9 @@ def test_a_cpu_allocation_failure_is_oom(err, status):
 
 def test_a_cpu_run_flushes_subnormal_floats():
     """High-lr runs fill tensors with subnormals, ~100x slower on x86: a run flushes them to 0."""
-    tiny = torch.tensor([1e-40], dtype=torch.float32)  # subnormal in float32 (min normal 1.2e-38)
     try:
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(False)  # an earlier in-process run may have turned it on
+        tiny = torch.tensor([1e-40], dtype=torch.float32)  # subnormal (min normal 1.2e-38)
         assert (tiny * 1.0).item() != 0.0  # arithmetic keeps it when nothing flushes
         assert _device(RunOptions(device="cpu")).type == "cpu"
         assert (tiny * 1.0).item() == 0.0
