@@ -99,8 +99,8 @@ _DEMO2 = replace(
     "their id)",
 )
 # demo-v3: the demo-v2 search (same 7-point ladder, same 3 seeds) at half the epochs. The demo is
-# the first thing a newcomer runs: `pebench run --method lora` must finish in about a minute and
-# a half on a 2-core laptop, and demo-v2's 40 runs took 220 s there (measured: 422 core-seconds of
+# the first thing a newcomer runs: `pebench run --method lora` must finish in under two minutes
+# on a 2-core laptop, and demo-v2's 40 runs took 220 s there (measured: 422 core-seconds of
 # training, all of it the micro ViT's own compute; the harness runs at the bare loop's speed).
 # Halving the epochs halves that; nothing else changes. The ladder still brackets the optimum
 # as well as before: on the committed tables 5 of 84 (method, task) selections sit on its top
@@ -112,7 +112,7 @@ _DEMO3 = replace(
     description="demo suite, micro ViT: 5 epochs (1 warmup), 7 trials (lr 3e-4..3e-1 in half "
     "decades), 3 seeds",
     purpose="the demo suite's reference results: offline, embedded fractal-pretrained micro ViT "
-    "(about a minute and a half per method on a 2-core CPU)",
+    "(about two minutes per method on a 2-core CPU)",
 )
 _REAL2 = replace(
     _REAL,
