@@ -262,8 +262,7 @@ def _epoch(
         if item is None:
             break
         step += 1
-        xb, yb, global_n = item
-        x, y = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        x, y, global_n = item  # already on the device (pebench.data.batches)
         with autocast(device, budget):
             loss, batch_sum = _loss(net, x, y, global_n, size)
         opt.zero_grad(set_to_none=True)

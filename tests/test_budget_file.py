@@ -12,6 +12,7 @@ import pytest
 from pebench import results as R
 from pebench.cli import main
 from pebench.errors import PebenchError
+from tests.budgets import SMALL
 
 #: a tiny budget: the micro ViT (embedded weights: offline), one lr, one epoch, one seed
 TINY = textwrap.dedent("""\
@@ -80,23 +81,7 @@ def test_the_id_hashes_the_values_not_their_spelling(tmp_path):
         description = "tiny test budget"
     """)
     assert _budget(_write(tmp_path / "b", "tiny.toml", respelled)).id == base.id
-    as_json = json.dumps(
-        {
-            "epochs": 1,
-            "warmup_epochs": 0,
-            "batch_size": 32,
-            "optimizer": "adamw",
-            "lr_grid": [0.001],
-            "wd_grid": [1e-4],
-            "image_size": 32,
-            "seeds": [0],
-            "search_seed": 0,
-            "backbone": "pebench_vit_micro",
-            "subset": 64,
-            "description": "tiny test budget",
-        },
-        indent=4,
-    )
+    as_json = json.dumps({**SMALL, "description": "tiny test budget"}, indent=4)
     assert _budget(_write(tmp_path / "c", "tiny.json", as_json)).id == base.id
 
 
