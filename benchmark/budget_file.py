@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pebench.budget_types import Budget, BudgetError, VideoProtocol
+from pebench.fsio import atomic_write_text
 from pebench.registry import RegistryError
 
 #: what a budget file's name may end with (TOML or JSON)
@@ -255,10 +256,9 @@ def _remember(budget: Budget, canonical: str) -> None:
     path = _store_dir() / f"{digest}.json"
     try:
         if not path.is_file() or path.read_text(encoding="utf-8") != canonical:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(canonical, encoding="utf-8")
-            os.replace(tmp, path)  # atomic: concurrent writers write the same bytes
+            # atomic, through a private temp file (a link planted in the cache is replaced,
+            # never followed); concurrent writers write the same bytes
+            atomic_write_text(path, canonical, durable=False)
     except OSError:
         pass  # a read-only cache: runs in this process tree still find it in the environment
 

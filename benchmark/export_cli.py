@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``pebench export``: validate, render in memory, then print or write atomically."""
-    from pebench import results
+    from pebench import fsio
     from pebench.report.aggregate import aggregate
     from pebench.report.export import export
 
@@ -67,7 +67,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     try:
-        results.atomic_write_text(args.output, text)
+        fsio.atomic_write_text(args.output, text)
     except OSError as err:
         raise UserError(
             f"cannot write --output {args.output} ({err.strerror or err}); nothing written"

@@ -175,20 +175,25 @@ def _model(spec: RunSpec, budget: Any, num_classes: int, row: dict[str, Any]) ->
     return bb
 
 
-def execute(spec: RunSpec, results_dir: str | None = None) -> dict[str, Any]:
-    """Run one training + evaluation in this process and return its complete row.
+def execute(spec: RunSpec, results_dir: Any = None) -> tuple[dict[str, Any], Any]:
+    """Run one training + evaluation in this process: its complete row and its record.
 
-    With ``results_dir`` the run also writes its log and epoch records there
+    The record (:class:`pebench.record.RunRecord`) holds the per-image predictions of the split
+    the run scored and the per-epoch values; the caller writes both as one unit
+    (:meth:`pebench.store.RunStore.record`). With ``results_dir`` (a folder or a
+    :class:`pebench.store.RunStore`) the run also writes its log and epoch records there
     (:class:`pebench.runlog.RunLog`; rank 0 only under DDP) and the row names the log.
     """
     from pebench.runlog import RunLog
+    from pebench.store import as_store
     from pebench.train import world
 
     log = None
     if results_dir is not None and world()[0] == 0:
-        log = RunLog(results_dir, spec.base_row, spec.options.trackers)
+        paths = as_store(results_dir).log_paths(spec.base_row["run_id"])
+        log = RunLog(paths, spec.base_row, spec.options.trackers)
     try:
-        row = _execute(spec, log)
+        row, record = _execute(spec, log)
     except BaseException as err:
         if log is not None:
             log.close(error=f"{type(err).__name__}: {err}")
@@ -196,11 +201,14 @@ def execute(spec: RunSpec, results_dir: str | None = None) -> dict[str, Any]:
     if log is not None:
         log.close(row)
         row["log_path"] = row.get("log_path") or str(log.path)
-    return row
+    return row, record
 
 
-def _execute(spec: RunSpec, log: Any) -> dict[str, Any]:
+def _execute(spec: RunSpec, log: Any) -> tuple[dict[str, Any], Any]:
     """The run itself (see :func:`execute`)."""
+    from dataclasses import asdict
+
+    from pebench import record as REC
     from pebench.budget import get_budget
     from pebench.data import place, run_splits
     from pebench.datasets import get_task
@@ -230,17 +238,24 @@ def _execute(spec: RunSpec, log: Any) -> dict[str, Any]:
     if opts.epoch_val and spec.phase == "search":  # the test split is never scored early
 
         def epoch_val() -> float:
-            return evaluate(model, ev, budget, device, workers=workers)[0]
+            return evaluate(model, ev, budget, device, workers=workers).top1
+
+    epochs: list[dict[str, Any]] = []
+
+    def on_epoch(rec: Any) -> None:
+        epochs.append(asdict(rec))
+        if log is not None:
+            log.epoch(rec)
 
     stats = train(
         model, tr, budget, spec.lr, spec.weight_decay, spec.seed, device,
         progress=opts.progress, desc=f"{spec.method} {task.name} {spec.phase}",
-        workers=workers, compile=opts.compile,
-        on_epoch=log.epoch if log is not None else None, epoch_val=epoch_val,
+        workers=workers, compile=opts.compile, on_epoch=on_epoch, epoch_val=epoch_val,
     )  # fmt: skip
-    acc, eval_ips = evaluate(model, ev, budget, device, workers=workers, compile=opts.compile)
+    scored = evaluate(model, ev, budget, device, workers=workers, compile=opts.compile)
     guard.verify(model, spec.method)
-    row["val_top1" if spec.phase == "search" else "test_top1"] = acc
+    row["val_top1" if spec.phase == "search" else "test_top1"] = scored.top1
+    record = REC.make(row["run_id"], spec.phase, scored.pred, scored.correct, epochs)
     mem, kind = meter.peak()
     mem -= sum(s.data.nbytes for s, on in zip([tr, ev], resident, strict=True) if on)
     row.update(
@@ -250,15 +265,16 @@ def _execute(spec: RunSpec, log: Any) -> dict[str, Any]:
         train_images_per_s=stats.train_images_per_s,
         mfu=mfu(row["train_flops_per_image"], stats.train_images_per_s, row["device"]),
         compile="torch.compile" if opts.compile else "",
-        eval_images_per_s=eval_ips,
+        eval_images_per_s=scored.images_per_s,
         peak_mem_bytes=mem,
         peak_mem_kind=kind,
         checkpoint_bytes=float(checkpoint_bytes(model)),
         wall_time_s=time.perf_counter() - t_start,
         status="ok",
         error="",
+        **record.counts(),
     )
-    return row
+    return row, record
 
 
 __all__ = ["ERROR_CHARS", "RunOptions", "RunSpec", "classify", "error_text", "execute"]

@@ -1,17 +1,17 @@
 """What a run reports while it trains: a log file, per-epoch records, optional trackers.
 
-Every run executed with a results folder writes, next to the row store (the row store itself
-holds only row files):
+Every run executed with a results folder writes, where :meth:`pebench.store.RunStore.log_paths`
+puts them (``<results>/logs/``):
 
-- ``<results>/logs/<run_id>.log``: a text log: what runs, one line per epoch, the outcome;
-- ``<results>/logs/<run_id>.epochs.csv``: one record per epoch (train loss, learning rate, epoch
-  and data seconds; validation accuracy in search runs when ``--epoch-val`` asks for it: the
-  test split is never scored before the end).
+- ``<run_id>.log``: a text log: what runs, one line per epoch, the outcome;
+- ``<run_id>.epochs.csv``: one record per epoch (train loss, learning rate, epoch and data
+  seconds; validation accuracy in search runs when ``--epoch-val`` asks for it: the test split is
+  never scored before the end). The same records go into the run's committed record
+  (:mod:`pebench.record`); the logs are local.
 
-``--log-to tensorboard`` and ``--log-to wandb`` send the same records to TensorBoard
-(``<results>/tensorboard/<run_id>``) and to Weights & Biases in offline mode
-(``<results>/wandb``; ``wandb sync`` uploads later), through their own libraries; both are off
-by default. None of this changes what a run computes.
+``--log-to tensorboard`` and ``--log-to wandb`` send the same records to TensorBoard and to
+Weights & Biases in offline mode (``wandb sync`` uploads later), through their own libraries;
+both are off by default. None of this changes what a run computes.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import csv
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from pebench.errors import PebenchError
+from pebench.store import LogPaths
 
 #: trackers ``--log-to`` accepts
 TRACKERS = ("tensorboard", "wandb")
@@ -66,17 +66,15 @@ class RunLog:
     """The log file, the epoch records and the trackers of one run.
 
     Args:
-        results_dir: the sweep's results folder.
+        paths: where the run's log, epoch records and trackers go.
         row: the run's base row (``run_id``, method, task, phase, lr, seed ...).
         trackers: names from :data:`TRACKERS`.
     """
 
-    def __init__(self, results_dir: str | Path, row: dict[str, Any], trackers=()) -> None:
-        self.dir = Path(results_dir) / "logs"
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, paths: LogPaths, row: dict[str, Any], trackers=()) -> None:
         rid = row["run_id"]
-        self.path = self.dir / f"{rid}.log"
-        self.epochs_path = self.dir / f"{rid}.epochs.csv"
+        self.path, self.epochs_path = paths.log, paths.epochs
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.path, "w", encoding="utf-8")
         self._csv = open(self.epochs_path, "w", encoding="utf-8", newline="")
         self._writer: csv.DictWriter | None = None
@@ -84,14 +82,14 @@ class RunLog:
         if "tensorboard" in trackers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(results_dir) / "tensorboard" / rid))
+            self._tb = SummaryWriter(str(paths.tensorboard))
         if "wandb" in trackers:
             import wandb
 
             os.environ.setdefault("WANDB_SILENT", "true")
             self._wandb = wandb.init(
                 mode="offline",
-                dir=str(Path(results_dir)),
+                dir=str(paths.wandb.parent),
                 project="pebench",
                 name=rid,
                 config={k: v for k, v in row.items() if isinstance(v, (str, int, float))},

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -377,6 +378,48 @@ def eval_batch_size(budget: Budget, device: torch.device) -> int:
     return budget.batch_size * (4 if device.type == "cuda" else 1)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What scoring one split gave: the predicted class of every example, and its speed.
+
+    Attributes:
+        pred: predicted class per example, int64 ``(N,)``, in the split's fixed order (the
+            prepared split's order: the same index is the same image for every run of a task).
+        correct: whether each prediction equals its label, bool ``(N,)``.
+        images_per_s: examples (clips for video) per second of evaluation.
+    """
+
+    pred: np.ndarray
+    correct: np.ndarray
+    images_per_s: float
+
+    @property
+    def n_correct(self) -> int:
+        """Examples predicted correctly."""
+        return int(self.correct.sum())
+
+    @property
+    def n(self) -> int:
+        """Examples scored."""
+        return len(self.pred)
+
+    @property
+    def top1(self) -> float:
+        """Top-1 accuracy (fraction)."""
+        return self.n_correct / self.n if self.n else math.nan
+
+
+def _gather_predictions(pred: torch.Tensor, order: torch.Tensor, n: int) -> torch.Tensor:
+    """Every rank's predictions at their split positions (``order``), on every rank."""
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    full = torch.zeros(n, dtype=torch.int64, device=device)
+    full[order.to(device)] = pred.to(device) + 1  # disjoint positions: a sum fills them all
+    dist.all_reduce(full, op=dist.ReduceOp.SUM)
+    return full.cpu() - 1
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -385,22 +428,22 @@ def evaluate(
     device: torch.device,
     workers: int = 0,
     compile: bool = False,
-) -> tuple[float, float]:
-    """Top-1 accuracy (fraction) and examples/s of ``model`` in eval mode.
+) -> Evaluation:
+    """Predicted class of every example of ``split`` (``model`` in eval mode), and the speed.
 
     Multi-view splits (video: temporal segments × spatial crops) give items of shape
     ``(views, ...)``; the model sees every view and the **logits are averaged** over views
-    before the argmax. Throughput counts examples (clips), not views. Correct counts are summed
-    on the device and read once at the end.
+    before the argmax. Throughput counts examples (clips), not views. Predictions stay on the
+    device and are read once at the end.
 
     Under ``torch.distributed`` with world size ``W > 1`` rank ``r`` scores ``order[r::W]``; the
-    correct counts are summed over ranks (every rank returns the same accuracy) and the
+    predictions are gathered (every rank returns all of them, in split order) and the
     throughput is all examples over the slowest rank's time.
     """
     rank, size = world()
     model.to(device).eval()
     net = compiled(model, compile)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    preds: list[torch.Tensor] = []
     order = torch.arange(len(split))[rank::size]
     sync(device)
     t0 = time.perf_counter()
@@ -410,9 +453,11 @@ def evaluate(
                 logits = net(x.flatten(0, 1)).float().view(len(y), split.views, -1).mean(1)
             else:
                 logits = net(x)
-        correct += (logits.argmax(dim=-1) == y).sum()
-    n_correct = int(correct.item())
+        preds.append(logits.argmax(dim=-1))
+    pred = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.int64)
     elapsed = time.perf_counter() - t0
     if size > 1:
-        n_correct, elapsed = int(_all_reduce(n_correct)), _all_reduce(elapsed, "max")
-    return n_correct / len(split), len(split) / elapsed if elapsed else 0.0
+        pred, elapsed = _gather_predictions(pred, order, len(split)), _all_reduce(elapsed, "max")
+    pred_np = pred.numpy().astype(np.int64)
+    correct = pred_np == split.labels.numpy()
+    return Evaluation(pred_np, correct, len(split) / elapsed if elapsed else 0.0)

@@ -42,7 +42,7 @@ from pebench.datasets.cache_manifest import (
 )
 from pebench.datasets.cache_store import (
     _check_space,
-    _fsync_dir,
+    _fsync_files,
     _install,
     _installed,
     _link,
@@ -63,7 +63,7 @@ from pebench.datasets.sources import (
     source_of,
 )
 from pebench.datasets.spec import ROLES, TaskSpec
-from pebench.results import umask
+from pebench.fsio import umask
 
 _ALLOWED = "allow_overlap=True"
 
@@ -294,7 +294,7 @@ def _prepare_locked(
             kept[spec.name] = _overlap_entry(spec, digests, fmt, source_info, allow_overlap)
         manifest = _manifest(unit, fmt, image_size, resize, data_dir, source_info, entries, kept)
         (tmp / "manifest.json").write_text(manifest_json(manifest))
-        _fsync_dir(tmp)
+        _fsync_files(tmp)
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's folder is private: give it the umask's mode
         _install(tmp, final)
     except BaseException as err:

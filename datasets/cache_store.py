@@ -27,6 +27,7 @@ import numpy as np
 from pebench.datasets.cache_errors import CacheError
 from pebench.datasets.cache_manifest import _reused
 from pebench.datasets.sources import Split
+from pebench.fsio import fsync_dir
 
 _SIZE_DIR = re.compile(r"^(\d+)px$")
 #: work folders of a prepare next to ``<S>px``: ``.tmp-<S>px-*`` (being written) and
@@ -106,7 +107,7 @@ def _install(tmp: Path, final: Path) -> None:
         old = final.parent / f".old-{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_folder(final.parent)
+    fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -185,24 +186,11 @@ def _unit_lock(unit_dir: Path, unit: str) -> Iterator[OSError | None]:
 
 
 # ------------------------------------------------------------------- durable writes --
-def _fsync_dir(path: Path) -> None:
+def _fsync_files(path: Path) -> None:
+    """Fsync every file directly inside ``path`` (their data, before the folder is renamed)."""
     for f in path.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-
-
-def _fsync_folder(path: Path) -> None:
-    """Make renames inside ``path`` durable (best effort: not every filesystem allows it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _new_folders(folder: Path) -> list[Path]:

@@ -662,7 +662,7 @@ def _prepare_task(
     import decord
 
     import pebench
-    from pebench.results import atomic_write_text
+    from pebench.fsio import atomic_write_text
 
     t0 = time.perf_counter()
     folder = dataset_dir(spec, data_dir)

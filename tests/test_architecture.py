@@ -7,7 +7,11 @@ Rules (see ``benchmark/__init__.py``):
 - reporting never imports torch, timm, peft or the run pipeline;
 - the budget (``budget``, ``budget_types``, ``budget_file``) imports nothing from
   ``pebench.datasets``;
-- the contracts never import the layers built on them (run pipeline, sweeping, reporting, CLI).
+- the contracts never import the layers built on them (run pipeline, sweeping, reporting, CLI);
+- only the CLI layer imports the dispatcher (``pebench.sweep.dispatch``);
+- only the run store (``pebench.store``) knows the results folder's layout: no other module
+  spells its folder and file names (``runs``, ``logs``, ``checks``, ``stale``, ``replaced``,
+  ``.running``, ``.record.json``, ``.ddp.json``).
 
 Each rule is a predicate over the import graph, so the same checker is tested on graphs with a
 rule broken on purpose: a rule that cannot fail would prove nothing.
@@ -37,7 +41,11 @@ CONTRACT = {
 RUN_PIPELINE = {"pebench.run", "pebench.train", "pebench.data", "pebench.metrics"}
 #: the budget: built-in budgets and look-up, its types, budget files
 BUDGET = {"pebench.budget", "pebench.budget_types", "pebench.budget_file"}
-CONTRACTS = CONTRACT | {"pebench.results"} | BUDGET
+#: the results folder: rows and records (schema), durable files, markers, the store
+STORE = {"pebench.results", "pebench.record", "pebench.fsio", "pebench.markers", "pebench.store"}
+CONTRACTS = CONTRACT | STORE | BUDGET
+#: modules that may import the dispatcher (the CLI layer)
+DISPATCH_USERS = {"pebench.cli"}
 UPPER = ("pebench.sweep", "pebench.report", "pebench.cli")
 HEAVY = ("torch", "timm", "peft")
 
@@ -147,7 +155,70 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
                 bad.append(f"the budget imports {dep}")
             if mod in CONTRACTS and (dep in RUN_PIPELINE or any(_within(dep, u) for u in UPPER)):
                 bad.append(f"contract {mod} imports {dep}")
+            if dep == "pebench.sweep.dispatch" and mod not in DISPATCH_USERS:
+                bad.append(f"dispatcher imported by {mod} (only the CLI layer runs sweeps)")
     return bad
+
+
+#: the folder names of the results layout (flagged where joined into a path with ``/``), and
+#: the suffixes of run files (flagged anywhere)
+LAYOUT_NAMES = {"runs", "logs", "checks", "stale", "replaced"}
+LAYOUT_SUFFIXES = (".running", ".record.json", ".ddp.json", "runs/")
+
+
+def layout_strings(source: str) -> list[str]:
+    """String constants of ``source`` that spell the results layout (docstrings excluded)."""
+    tree = ast.parse(source)
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    joined = {
+        id(side)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+        for side in (node.left, node.right)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            text = node.value
+            if any(c.isspace() for c in text):  # prose (help, messages) may name the layout
+                continue
+            if (text in LAYOUT_NAMES and id(node) in joined) or any(
+                suffix in text for suffix in LAYOUT_SUFFIXES
+            ):
+                found.append(text)
+    return found
+
+
+def layout_violations(root: Path = ROOT) -> list[str]:
+    """Modules other than the store that spell the results layout, one line each."""
+    bad = []
+    for folder in FOLDERS:
+        for path in sorted((root / folder).rglob("*.py")):
+            name = _module_name(path)
+            if name == "pebench.store":
+                continue
+            for text in layout_strings(path.read_text(encoding="utf-8")):
+                bad.append(f"{name} spells the results layout: {text!r}")
+    return bad
+
+
+def test_only_the_store_knows_the_results_layout():
+    assert layout_violations() == []
+
+
+def test_the_layout_rule_fails_when_broken():
+    """A module joining a results path itself is caught; a docstring naming it is not."""
+    spelled = 'def f(d):\n    """Rows live in runs/."""\n    return d / "runs" / "x.csv"\n'
+    assert layout_strings(spelled) == ["runs"]
+    assert layout_strings('def g(rid):\n    return f"{rid}.running"\n') == [".running"]
+    assert layout_strings('COLUMN = dict(legend_group="runs")\n') == []  # a label, not a path
 
 
 def test_the_source_tree_follows_the_dependency_rules():
@@ -168,6 +239,9 @@ def test_the_source_tree_follows_the_dependency_rules():
         ("pebench.budget_types", "pebench.datasets.spec", "the budget imports"),
         ("pebench.budget_file", "pebench.datasets", "the budget imports"),
         ("pebench.results", "pebench.cli", "contract"),
+        ("pebench.store", "pebench.sweep.plan", "contract"),
+        ("pebench.sweep.plan", "pebench.sweep.dispatch", "dispatcher imported"),
+        ("pebench.report.leaderboard", "pebench.sweep.dispatch", "dispatcher imported"),
     ],
 )
 def test_each_rule_fails_when_broken(module, dep, message):

@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from pebench import results as R
 from pebench.cli import main
 from pebench.errors import PebenchError
+from pebench.store import RunStore
 from tests.budgets import SMALL
 
 #: a tiny budget: the micro ViT (embedded weights: offline), one lr, one epoch, one seed
@@ -215,7 +215,7 @@ def test_pebench_run_with_a_budget_file_records_its_hash_and_resumes(tmp_path):
     sel = ["--method", "linear", "--tasks", "demo/shapes", "--budget", "tiny.toml"]
     out = _pebench("run", *sel, "--results", "r", "--quiet", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = R.read_runs(tmp_path / "r")
+    rows = RunStore(tmp_path / "r").rows()
     assert sorted(r["phase"] for r in rows) == ["final", "search"]
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     assert {r["budget"] for r in rows} == {budget_id}

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from pebench import results as R
 from pebench.budget import BUDGETS
 from pebench.cli import main
+from pebench.store import RunStore
 
 SMOKE = sorted(b for b in BUDGETS if b.endswith("-smoke"))
 IMAGE_SMOKE = [b for b in SMOKE if BUDGETS[b].video is None]
@@ -34,7 +34,7 @@ def test_an_image_smoke_budget_runs_offline_with_its_own_defaults(tmp_path, budg
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = R.read_runs(tmp_path)
+    rows = RunStore(tmp_path).rows()
     assert rows and all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     assert {(r["budget"], r["backbone"], r["weights"]) for r in rows} == {
         (budget, BUDGETS[budget].backbone, "random")

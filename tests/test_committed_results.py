@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pebench import results as R
 from pebench.report import leaderboard
+from pebench.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "runs"
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not any(RUNS.glob("*.csv")), reason="no committe
 
 
 def test_committed_rows_are_valid_and_cover_the_demo_suite():
-    rows = R.read_runs(ROOT / "results")
+    rows = RunStore(ROOT / "results").rows()
     finals = [r for r in rows if r["phase"] == "final" and r["status"] == "ok"]
     demo = {
         (r["method"], r["task"])

@@ -166,8 +166,9 @@ def test_multi_view_evaluation_averages_logits():
     from pebench.train import evaluate
 
     split = Split(_Views(), torch.tensor([0, 1, 1, 0]), "h")
-    acc, ips = evaluate(torch.nn.Identity(), split, get_budget("demo-smoke"), torch.device("cpu"))
-    assert acc == 1.0 and ips > 0
+    scored = evaluate(torch.nn.Identity(), split, get_budget("demo-smoke"), torch.device("cpu"))
+    assert scored.top1 == 1.0 and scored.images_per_s > 0
+    assert scored.pred.tolist() == [0, 1, 1, 0] and scored.correct.all()
     # the alternatives score 0: the first view alone, or a majority vote of per-view argmaxes
     views = torch.stack([split.data[i][0] for i in range(4)])
     assert (views[:, 0].argmax(-1) == split.labels).sum() == 0

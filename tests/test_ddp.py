@@ -22,6 +22,7 @@ from pebench.datasets import get_task
 from pebench.method import prepare
 from pebench.methods import build_method
 from pebench.run import RunOptions, execute
+from pebench.store import RunStore
 from pebench.sweep.ddp import (
     launch_command,
     read_spec,
@@ -224,7 +225,7 @@ def test_two_ranks_train_like_one_process_on_uneven_batches(tmp_path):
 @pytest.mark.slow
 def test_two_process_run_writes_the_single_process_row_once(tmp_path):
     spec = _spec(tmp_path)
-    single = R.read_csv(R.write_row(tmp_path / "single", execute(spec)))[0]
+    single = RunStore(tmp_path / "single").record(*execute(spec))
     proc, rows, _ = _torchrun(spec, tmp_path, "ddp")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.stem for p in rows] == [spec.base_row["run_id"]]  # one row, by rank 0
@@ -301,8 +302,8 @@ def test_pebench_run_with_two_processes_per_run_gives_the_same_rows(tmp_path, mo
     ]
     assert main([*base, "--results", str(tmp_path / "one")]) == 0
     assert main([*base, "--results", str(tmp_path / "two"), "--nproc-per-run", "2"]) == 0
-    one = {r["run_id"]: r for r in R.read_runs(tmp_path / "one")}
-    two = {r["run_id"]: r for r in R.read_runs(tmp_path / "two")}
+    one = {r["run_id"]: r for r in RunStore(tmp_path / "one").rows()}
+    two = {r["run_id"]: r for r in RunStore(tmp_path / "two").rows()}
     assert set(one) == set(two) and len(one) == 3  # 2 search trials + 1 final, same ids
     for rid, r in two.items():
         assert r["status"] == "ok", r["error"]
@@ -354,5 +355,5 @@ def test_killing_the_driver_of_a_ddp_run_leaves_no_process_behind(tmp_path):
     assert _pids_mentioning(str(results)) == []  # torchrun and its ranks died with the driver
     resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    rows = R.read_runs(results)
+    rows = RunStore(results).rows()
     assert len(rows) == 3 and {r["status"] for r in rows} == {"ok"}

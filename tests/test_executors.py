@@ -15,9 +15,9 @@ import pytest
 from pebench import results as R
 from pebench.cli import main
 from pebench.run import RunOptions
+from pebench.store import RunStore
 from pebench.sweep.dispatch import dispatch
 from pebench.sweep.executors import LocalExecutor, RayExecutor, SlurmExecutor
-from pebench.sweep.markers import read_marker
 from pebench.sweep.plan import plan_sweep
 from pebench.sweep.status import summarize, sweep_states
 
@@ -119,7 +119,7 @@ def test_ray_gives_the_same_rows_as_local(local, ray_rows):
     assert {r["executor"] for r in got} == {"ray"}
     assert len({r["job_id"] for r in got}) == 8 and all(os.path.exists(r["log_path"]) for r in got)
     assert sorted(p.name for p in (results / "runs").iterdir()) == sorted(
-        f"{r['run_id']}.csv" for r in got
+        f"{r['run_id']}{suffix}" for r in got for suffix in (".csv", ".record.json")
     )
 
 
@@ -135,7 +135,7 @@ def killed(tmp_path_factory, local):
     def kill_first_final():
         while not victim.get("stop"):
             for path in (results / "runs").glob("*.running"):
-                marker = read_marker(results, path.stem)
+                marker = RunStore(results).marker(path.stem)
                 if marker and marker["run_id"] in finals and marker["child_pid"]:
                     os.kill(marker["pid"], signal.SIGKILL)  # the job's worker process
                     victim.update(marker)
@@ -174,7 +174,8 @@ def test_resubmitted_sweep_completes_without_loss_or_duplicates(killed, local):
     results, victim, first, snapshot, second = killed
     _, want, _ = local
     files = sorted(p.name for p in (results / "runs").iterdir())
-    assert files == sorted(f"{r['run_id']}.csv" for r in want)  # each run once, no marker left
+    # each run once with its record, no marker left, no orphan record of the killed run
+    assert files == sorted(f"{r['run_id']}{s}" for r in want for s in (".csv", ".record.json"))
     assert all(r["status"] == "ok" for r in second)
     assert victim["status_after"] == dict(done=8, running=0, failed=0, missing=0, total=8)
     for name, data in snapshot.items():  # rows finished before the kill were not rewritten

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from pebench import fsio
 from pebench import results as R
 from pebench.errors import PebenchError
 from pebench.run import RunSpec
-from pebench.sweep import markers, worker
+from pebench.store import RunStore, read_row_file
+from pebench.sweep import worker
 
 RID = "0123456789abcdef"
 #: the message of a full results folder (the N is checked against the folder)
@@ -83,11 +85,12 @@ def _leftovers(folder):
 
 @pytest.mark.parametrize("fault", ["enospc", "edquot"])
 def test_a_row_that_does_not_fit_is_one_line_and_the_old_row_stays(tmp_path, monkeypatch, fault):
-    path = R.write_row(tmp_path, _row(status="failed", val_top1=float("nan"), error="x"))
+    row = RunStore(tmp_path).record(_row(status="failed", val_top1=float("nan"), error="x"))
+    path = RunStore(tmp_path).row_path(row["run_id"])
     before = path.read_bytes()
     (_dev_full if fault == "enospc" else _over_quota)(monkeypatch, path.parent)
-    with pytest.raises(R.DiskFullError) as info:
-        R.write_row(tmp_path, _row())
+    with pytest.raises(fsio.DiskFullError) as info:
+        RunStore(tmp_path).record(_row())
     err = info.value
     assert isinstance(err, PebenchError) and isinstance(err, OSError)
     assert err.errno == (errno.ENOSPC if fault == "enospc" else errno.EDQUOT)
@@ -105,8 +108,8 @@ def test_a_marker_that_does_not_fit_leaves_no_marker_and_no_temp_file(tmp_path, 
     runs = tmp_path / "runs"
     runs.mkdir()
     _dev_full(monkeypatch, runs)
-    with pytest.raises(R.DiskFullError, match=r"is full \(No space left on device\)"):
-        markers.claim(tmp_path, spec, 60.0)
+    with pytest.raises(fsio.DiskFullError, match=r"is full \(No space left on device\)"):
+        RunStore(tmp_path).claim(spec.base_row, 60.0)
     assert list(runs.iterdir()) == []
 
 
@@ -140,14 +143,14 @@ def test_a_worker_lost_to_a_full_folder_gets_no_failure_row(tmp_path):
     """Executors record a worker that raised as a ``failed`` row: for a full folder that row was
     a second ENOSPC traceback (or, when it fitted, a run wrongly marked failed)."""
     spec = RunSpec(_row())
-    full = R.DiskFullError(R.run_path(tmp_path, RID), errno.ENOSPC)
+    full = fsio.DiskFullError(RunStore(tmp_path).row_path(RID), errno.ENOSPC)
     try:
         raise full
-    except R.DiskFullError as err:
-        with pytest.raises(R.DiskFullError) as info:
+    except fsio.DiskFullError as err:
+        with pytest.raises(fsio.DiskFullError) as info:
             worker.record_lost(spec, tmp_path, f"local job ? ended without a row: {err}")
     assert info.value is full
-    assert not R.run_path(tmp_path, RID).exists()
+    assert not RunStore(tmp_path).row_path(RID).exists()
 
 
 # ------------------------------------------------------------------------------- end to end --
@@ -206,7 +209,7 @@ def test_pebench_run_on_a_disk_that_fills_up_stops_in_one_line_and_resumes(tmp_p
     assert line and line["dir"] == str(results) and line["n"] == "2", out.stderr
     kept = _rows(results / "runs")
     assert len(kept) == 2
-    assert all(r["status"] == "ok" and r["phase"] == "search" for r in R.read_runs(results))
+    assert all(r["status"] == "ok" and r["phase"] == "search" for r in RunStore(results).rows())
     assert _leftovers(results) == []
     assert "final" not in out.stderr  # no run was dispatched after the disk filled up
 
@@ -214,7 +217,7 @@ def test_pebench_run_on_a_disk_that_fills_up_stops_in_one_line_and_resumes(tmp_p
     assert again.returncode == 0, again.stderr
     rows = _rows(results / "runs")
     assert len(rows) == 4 and all(rows[name] == data for name, data in kept.items())
-    assert all(r["status"] == "ok" for r in R.read_runs(results))
+    assert all(r["status"] == "ok" for r in RunStore(results).rows())
     assert _leftovers(results) == []
 
 
@@ -264,7 +267,7 @@ def test_pebench_run_into_a_real_tiny_tmpfs(tmp_path):
     assert not re.search(r"\.(csv|json|log) 0$", listing, re.M), listing  # no zero-byte file
     first = _rows(out / "runs1")  # the rows recorded before the disk filled up
     assert int(line["n"]) <= len(first) < 4
-    assert all(R.read_run(out / "runs1" / name)["status"] == "ok" for name in first)
+    assert all(read_row_file(out / "runs1" / name)["status"] == "ok" for name in first)
 
     assert (out / "rc2").read_text().strip() == "0", (out / "err2").read_text()
     second = _rows(out / "runs2")

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from pebench import results as R
+from pebench.store import RunStore
 
 HOSTILE = textwrap.dedent('''
     import torch
@@ -184,7 +184,7 @@ def test_with_checks_skipped_the_run_fails_naming_what_the_plugin_did(
         installed, "run", "--method", method, *SMOKE, "--results", str(tmp_path), "--skip-checks"
     )
     assert out.returncode == 1, out.stdout + out.stderr
-    rows = R.read_runs(tmp_path)
+    rows = RunStore(tmp_path).rows()
     search = [r for r in rows if r["phase"] == "search"]
     assert search and all(r["status"] == "failed" and what in r["error"] for r in search)
     assert all(r["checks"] == "skipped" for r in rows)
@@ -197,7 +197,7 @@ def test_a_passing_check_is_remembered_per_method_and_version(installed, tmp_pat
 
     out = _pebench(installed, "run", "--method", "linear", *SMOKE, "--results", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    rows = R.read_runs(tmp_path)
+    rows = RunStore(tmp_path).rows()
     assert len(rows) == 3 and {r["checks"] for r in rows} == {"passed"}
     memo = (tmp_path / "checks" / "linear.json").read_text()
     assert '"origin": "builtin"' in memo and all(c in memo for c in plan.RUN_CHECKS)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from pebench import results as R
+from pebench.store import RunStore
 from tests.budgets import budget_toml
 
 #: runs of a few seconds each, so that Ctrl-C lands while runs are in progress
@@ -59,7 +59,7 @@ def test_ctrl_c_stops_the_sweep_cleanly_and_the_rerun_completes_it(tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("pebench:")]
     assert len(lines) == 1 and "interrupted" in lines[0] and "rerun the same command" in lines[0]
     assert not list(runs.glob("*.running")) and not list(runs.glob(".*.tmp*"))
-    rows = R.read_runs(tmp_path / "r")
+    rows = RunStore(tmp_path / "r").rows()
     assert all(r["status"] == "ok" for r in rows)  # nothing recorded as a failure
     # no process of the interrupted sweep is left
     assert _wait_for(lambda: subprocess.run(["pgrep", "-g", str(proc.pid)],
@@ -67,5 +67,5 @@ def test_ctrl_c_stops_the_sweep_cleanly_and_the_rerun_completes_it(tmp_path):
 
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     assert again.returncode == 0, again.stderr
-    rows = R.read_runs(tmp_path / "r")
+    rows = RunStore(tmp_path / "r").rows()
     assert len(rows) == 2 + 1 and all(r["status"] == "ok" for r in rows)  # 2 trials, 1 seed

@@ -1,5 +1,6 @@
 """20+ random SIGKILLs of a sweep's whole process group, each followed by a rerun of the same
-command: the rerun still ends with 0 lost, 0 duplicated, 0 corrupt rows and nothing left over.
+command: the rerun still ends with 0 lost, 0 duplicated, 0 corrupt rows and nothing left over,
+and every row with its record (per-image predictions) as one unit: 0 mismatched, 0 orphaned.
 
 Every ``pebench run`` starts in its own session; at a seeded random time spread over an
 uninterrupted sweep's duration its process group (driver, forkserver, run children) gets SIGKILL.
@@ -24,6 +25,8 @@ from pathlib import Path
 import pytest
 
 from pebench import results as R
+from pebench.record import RecordError
+from pebench.store import RunStore, read_row_file
 
 SWEEP = ["run", "--method", "linear,lora", "--tasks", "demo/shapes,demo/count", "--budget",
          "demo-smoke", "--quiet"]  # fmt: skip
@@ -31,7 +34,8 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
 #: kills per attack: 10 in CI (a minute); the issue's figure comes from PEBENCH_TEST_KILLS=24
 KILLS = int(os.environ.get("PEBENCH_TEST_KILLS", "10"))
 SEED = 16
-VALUES = ("phase", "trial", "lr", "weight_decay", "seed", "val_top1", "test_top1", "status")
+VALUES = ("phase", "trial", "lr", "weight_decay", "seed", "val_top1", "test_top1", "status",
+          "n_test", "n_test_correct", "n_val", "n_val_correct")  # fmt: skip
 #: what a finished folder never holds (markers, temp files, takeover locks, DDP specs)
 LEFTOVER = (".running", ".tmp", ".takeover", ".ddp.json")
 
@@ -66,10 +70,13 @@ def _running(results: Path, pid: int) -> bool:
     return False
 
 
-def _values(row):
-    return tuple(
+def _values(row, store):
+    """The row's values and its record's predictions (CPU runs are deterministic)."""
+    values = tuple(
         "nan" if isinstance(row[k], float) and math.isnan(row[k]) else row[k] for k in VALUES
     )
+    record = store.load_record(row)
+    return (*values, None if record is None else (record.split, record.pred, record.correct))
 
 
 def _audit(results: Path, reference: dict[str, tuple]) -> dict[str, list]:
@@ -84,12 +91,20 @@ def _audit(results: Path, reference: dict[str, tuple]) -> dict[str, list]:
     )
     for path in files:
         try:
-            row = R.read_run(path)
-        except R.ResultsError as err:
+            row = read_row_file(path)
+            values = _values(row, RunStore(results))
+        except (R.ResultsError, RecordError) as err:  # a record not the row's: mismatched
             problems["corrupt"].append(str(err))
             continue
-        if path.stem in reference and _values(row) != reference[path.stem]:
-            problems["different"].append((path.stem, _values(row), reference[path.stem]))
+        if row["status"] == "ok" and values[-1] is None:
+            problems["lost"].append(f"{path.stem}: an ok row without its record")
+        if path.stem in reference and values != reference[path.stem]:
+            problems["different"].append((path.stem, values[:-1], reference[path.stem][:-1]))
+    problems["orphaned"] = sorted(
+        p.name
+        for p in runs.rglob("*.record.json")
+        if not p.with_name(p.name.replace(".record.json", ".csv")).exists()
+    )
     problems["leftover"] = sorted(
         str(p.relative_to(results))
         for p in results.rglob("*")
@@ -106,7 +121,8 @@ def reference(tmp_path_factory):
     proc = _start(results, results.parent / "reference.log")
     assert proc.wait(timeout=600) == 0, (results.parent / "reference.log").read_text()
     took = time.monotonic() - t0
-    rows = {r["run_id"]: _values(r) for r in R.read_runs(results)}
+    store = RunStore(results)
+    rows = {r["run_id"]: _values(r, store) for r in store.rows()}
     assert len(rows) == 16 and all(v[-1] == "ok" for v in rows.values())
     return results, took, rows
 
@@ -141,7 +157,8 @@ def test_random_sigkills_of_a_sweep_lose_duplicate_and_corrupt_nothing(tmp_path,
         f"over {len(folders)} folder(s) in {took_all:.0f} s (uninterrupted sweep {took:.1f} s); "
         f"lost {figures['lost']}, "
         f"duplicated {figures['duplicated']}, corrupt {figures['corrupt']}, different "
-        f"{figures['different']}, leftover files {figures['leftover']}, process groups alive "
+        f"{figures['different']}, orphaned records {figures['orphaned']}, leftover files "
+        f"{figures['leftover']}, process groups alive "
         f"after a kill {survivors}"
     )
     assert kills >= KILLS and survivors == 0
@@ -152,7 +169,6 @@ def test_random_sigkills_of_a_sweep_lose_duplicate_and_corrupt_nothing(tmp_path,
 def test_a_resume_removes_what_a_killed_worker_left_next_to_its_rows(tmp_path, reference):
     """The marker of a run whose row was written (worker killed before removing it) and temp
     files of dead writers: no resume used to remove them."""
-    from pebench.sweep.markers import marker_path
 
     source, _, expected = reference
     results = tmp_path / "r"
@@ -161,7 +177,7 @@ def test_a_resume_removes_what_a_killed_worker_left_next_to_its_rows(tmp_path, r
     dead.wait()
     rid = sorted(expected)[0]
     marker = dict(host=socket.gethostname(), pid=dead.pid, started_at=time.time(), timeout_s=60)
-    marker_path(results, rid).write_text(json.dumps(marker))
+    RunStore(results).marker_path(rid).write_text(json.dumps(marker))
     runs = results / "runs"
     (runs / f".{rid}.csv.{dead.pid}@{socket.gethostname()}.abcdefgh.tmp").write_bytes(b"")
     old = runs / f".{rid}.running.k3j4l5m6.tmp"  # zero-byte, unowned, a minute old

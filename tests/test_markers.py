@@ -10,8 +10,10 @@ import time
 
 import pytest
 
+from pebench import fsio
+from pebench.markers import _start_time, marker_is_live
 from pebench.run import RunSpec
-from pebench.sweep.markers import _start_time, claim, marker_is_live, marker_path, read_marker
+from pebench.store import RunStore
 
 RID = "0123456789abcdef"
 
@@ -28,7 +30,7 @@ def _dead_pid():
 
 def _contender(results, barrier, owners):
     barrier.wait()
-    if claim(results, _spec(), 60.0) is None:
+    if RunStore(results).claim(_spec().base_row, 60.0) is None:
         owners.put(os.getpid())
     # a worker holds its marker while its run goes on: one that exited at once left a marker
     # with a dead pid, which a slower contender then rightly took over (a flaky second owner)
@@ -44,7 +46,7 @@ def test_exactly_one_worker_takes_over_a_stale_marker(tmp_path, workers):
     doubles = 0
     for round_ in range(100):
         results = tmp_path / f"r{round_}"
-        path = marker_path(results, RID)
+        path = RunStore(results).marker_path(RID)
         path.parent.mkdir(parents=True)
         stale = dict(run_id=RID, host=socket.gethostname(), pid=dead, started_at=time.time(),
                      timeout_s=60)  # fmt: skip
@@ -61,7 +63,7 @@ def test_exactly_one_worker_takes_over_a_stale_marker(tmp_path, workers):
             got.append(owners.get())
         doubles += len(got) > 1
         assert len(got) == 1, f"round {round_}: {len(got)} owners"
-        assert read_marker(results, RID)["pid"] == got[0]  # the owner's marker is the one left
+        assert RunStore(results).marker(RID)["pid"] == got[0]  # the owner's marker is the one left
         assert not list(path.parent.glob("*.tmp")) and not list(path.parent.glob("*.takeover"))
     assert doubles == 0
 
@@ -77,30 +79,29 @@ def test_a_recycled_pid_is_recognised_as_stale():
 
 
 def test_an_unreadable_marker_is_taken_over(tmp_path):
-    path = marker_path(tmp_path, RID)
+    path = RunStore(tmp_path).marker_path(RID)
     path.parent.mkdir(parents=True)
     path.write_text("{garbage")
-    assert claim(tmp_path, _spec(), 60.0) is None
-    assert read_marker(tmp_path, RID)["pid"] == os.getpid()
+    assert RunStore(tmp_path).claim(_spec().base_row, 60.0) is None
+    assert RunStore(tmp_path).marker(RID)["pid"] == os.getpid()
 
 
 def test_the_marker_temp_file_never_follows_a_planted_symlink(tmp_path):
     """The temp name used to be predictable: a symlink planted there redirected the write."""
-    path = marker_path(tmp_path, RID)
+    path = RunStore(tmp_path).marker_path(RID)
     path.parent.mkdir(parents=True)
     victim = tmp_path / "victim"
     victim.write_text("keep")
     for name in (f".{path.name}.{os.getpid()}.0.tmp", f".{path.name}.tmp"):
         (path.parent / name).symlink_to(victim)
-    assert claim(tmp_path, _spec(), 60.0) is None
+    assert RunStore(tmp_path).claim(_spec().base_row, 60.0) is None
     assert victim.read_text() == "keep"
 
 
 def _temp(runs, target, pid, host=None, age=0.0, data=b""):
     """A temp file named as pebench names them (``.<target>.<pid>@<host>.<random>.tmp``)."""
-    from pebench import results as R
 
-    prefix = R.temp_prefix(runs / target).replace(f".{os.getpid()}@", f".{pid}@")
+    prefix = fsio.temp_prefix(runs / target).replace(f".{os.getpid()}@", f".{pid}@")
     if host is not None:
         prefix = prefix.rsplit("@", 1)[0] + f"@{host}."
     path = runs / f"{prefix}k3j4l5m6.tmp"
@@ -113,7 +114,6 @@ def _temp(runs, target, pid, host=None, age=0.0, data=b""):
 def test_temp_files_of_killed_writers_are_removed_on_resume(tmp_path):
     """A writer killed between creating its temp file and renaming it used to leave it forever
     (zero-byte marker temps after a full disk; partial rows after a SIGKILL)."""
-    from pebench.sweep.markers import remove_leftovers
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -139,7 +139,7 @@ def test_temp_files_of_killed_writers_are_removed_on_resume(tmp_path):
     old_lock.mkdir()
     new_lock.mkdir()
     os.utime(old_lock, (time.time() - 120, time.time() - 120))
-    removed = remove_leftovers(tmp_path)
+    removed = RunStore(tmp_path).tidy()
     assert sorted(removed) == sorted([*gone, old_lock])
     assert all(p.exists() for p in [*kept, new_lock]) and not any(p.exists() for p in gone)
 
@@ -147,17 +147,19 @@ def test_temp_files_of_killed_writers_are_removed_on_resume(tmp_path):
 def test_the_marker_a_killed_worker_left_next_to_its_row_is_removed(tmp_path):
     """A worker killed after its child wrote the row, before it removed the marker, left a
     `.running` file that no resume ever removed (the run is finished: nobody claims it)."""
-    from pebench.sweep.markers import clear_stale
 
-    path = marker_path(tmp_path, RID)
+    path = RunStore(tmp_path).marker_path(RID)
     path.parent.mkdir(parents=True)
     host = socket.gethostname()
     path.write_text(json.dumps(dict(host=host, pid=_dead_pid(), started_at=time.time(),
                                     timeout_s=60)))  # fmt: skip
-    assert clear_stale(tmp_path, RID) and not path.exists()
-    assert not clear_stale(tmp_path, RID)  # nothing left to remove
+    assert RunStore(tmp_path).clear_stale(RID) and not path.exists()
+    assert not RunStore(tmp_path).clear_stale(RID)  # nothing left to remove
     path.write_text("")  # unreadable: stale
-    assert clear_stale(tmp_path, RID) and not path.exists()
-    assert claim(tmp_path, _spec(), 60.0) is None  # live: this process
-    assert not clear_stale(tmp_path, RID) and read_marker(tmp_path, RID)["pid"] == os.getpid()
+    assert RunStore(tmp_path).clear_stale(RID) and not path.exists()
+    assert RunStore(tmp_path).claim(_spec().base_row, 60.0) is None  # live: this process
+    assert (
+        not RunStore(tmp_path).clear_stale(RID)
+        and RunStore(tmp_path).marker(RID)["pid"] == os.getpid()
+    )
     assert not list(path.parent.glob("*.takeover"))

@@ -9,6 +9,8 @@ import torch
 
 peft = pytest.importorskip("peft")
 
+from sweeps import run_sweep  # noqa: E402
+
 from pebench._compat import import_timm  # noqa: E402
 from pebench.backbones import tiny_vit  # noqa: E402
 from pebench.conformance import CHECKS, images, perturb_trainable  # noqa: E402
@@ -270,15 +272,17 @@ def test_runner_smoke(tmp_path):
     if not _wired():
         pytest.skip("methods/__init__.py does not resolve peft:* names yet")
 
-    rows = plan_sweep(
-        "peft:lora",
-        tasks="demo/shapes",
-        budget="demo-smoke",
-        weights="random",
-        seeds=[0],
-        results_dir=tmp_path,
-        options=RunOptions(progress=False),
-    ).run()
+    rows = run_sweep(
+        plan_sweep(
+            "peft:lora",
+            tasks="demo/shapes",
+            budget="demo-smoke",
+            weights="random",
+            seeds=[0],
+            results_dir=tmp_path,
+            options=RunOptions(progress=False),
+        )
+    )
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
     final = rows[-1]
     assert final["method"] == "peft:lora" and final["method_origin"] == pb.peft_origin()

@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from sweeps import run_sweep
 
 from pebench.datasets import TaskSpec, get_task, tasks
 from pebench.datasets import cache as C
@@ -459,15 +460,17 @@ def test_vtab_cifar_runs_end_to_end_from_a_prepared_cache(tmp_path):
     make_noah(raw, "cifar", {"train800": 800, "val200": 200, "test": 10_000}, 100, 500)
     (report,) = prepare("vtab/cifar", "noah", raw, cache, 32)
     assert report.decoded == 800 + 200 + 1000 + 10_000
-    rows = plan_sweep(
-        "linear",
-        tasks="vtab/cifar",
-        budget="demo-smoke",
-        weights="random",
-        seeds=[0],
-        results_dir=tmp_path / "results",
-        options=RunOptions(data_dir=str(cache), progress=False),
-    ).run()
+    rows = run_sweep(
+        plan_sweep(
+            "linear",
+            tasks="vtab/cifar",
+            budget="demo-smoke",
+            weights="random",
+            seeds=[0],
+            results_dir=tmp_path / "results",
+            options=RunOptions(data_dir=str(cache), progress=False),
+        )
+    )
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"], [r["error"] for r in rows]
     m = json.loads((cache / "vtab/cifar/32px/manifest.json").read_text())
     sha = {s: e["sha256"][:16] for s, e in m["splits"].items()}

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from pebench import results as R
+from pebench.store import RunStore
 
 
 def make_row(**kw):
@@ -65,7 +66,7 @@ def test_rows_written_before_added_columns_still_read(tmp_path):
     values = next(csv.reader([text[1]]))
     old = dict(zip(header, values, strict=True))
     path.write_text(",".join(keep) + "\n" + ",".join(old[c] for c in keep) + "\n")
-    (back,) = R.read_runs(tmp_path)
+    (back,) = RunStore(tmp_path).rows()
     empty = {"str": "", "count": None}
     for c in R.ADDED_COLUMNS:
         if R.SCHEMA[c] == "float":
@@ -76,25 +77,25 @@ def test_rows_written_before_added_columns_still_read(tmp_path):
     # but a file missing any other column is still refused
     path.write_text(",".join(keep[1:]) + "\n" + ",".join(old[c] for c in keep[1:]) + "\n")
     with pytest.raises(R.ResultsError, match="missing \\['run_id'\\]"):
-        R.read_runs(tmp_path)
+        RunStore(tmp_path).rows()
 
 
 def test_write_read_roundtrip_and_no_temp_left(tmp_path):
     row = make_row()
-    path = R.write_row(tmp_path, row)
+    path = RunStore(tmp_path).row_path(RunStore(tmp_path).record(row)["run_id"])
     assert path.name == f"{row['run_id']}.csv"
     (back,) = R.read_csv(path)
     assert back["test_top1"] == 0.5 and back["params_method"] == 10 and back["git_dirty"] is False
     assert math.isnan(back["val_top1"])
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [path.name]
-    assert R.finished(tmp_path, row["run_id"])["run_id"] == row["run_id"]
+    assert RunStore(tmp_path).finished(row["run_id"])["run_id"] == row["run_id"]
 
 
 def test_failed_rows_are_not_finished(tmp_path):
     row = make_row(status="failed", error="boom", test_top1=math.nan, params_method=None)
-    R.write_row(tmp_path, row)
-    assert R.finished(tmp_path, row["run_id"]) is None
-    (back,) = R.read_runs(tmp_path)
+    RunStore(tmp_path).record(row)
+    assert RunStore(tmp_path).finished(row["run_id"]) is None
+    (back,) = RunStore(tmp_path).rows()
     assert back["params_method"] is None and back["error"] == "boom"
 
 
@@ -109,7 +110,7 @@ def test_failed_rows_are_not_finished(tmp_path):
 )
 def test_bad_values_name_file_line_and_column(tmp_path, column, value, message):
     row = make_row()
-    path = R.write_row(tmp_path, row)
+    path = RunStore(tmp_path).row_path(RunStore(tmp_path).record(row)["run_id"])
     lines = path.read_text().splitlines()
     header = lines[0].split(",")
     import csv
@@ -121,7 +122,7 @@ def test_bad_values_name_file_line_and_column(tmp_path, column, value, message):
     csv.writer(buf, lineterminator="\n").writerow(cells)
     path.write_text(lines[0] + "\n" + buf.getvalue())
     with pytest.raises(R.ResultsError, match=message) as err:
-        R.read_runs(tmp_path)
+        RunStore(tmp_path).rows()
     assert str(path) in str(err.value) and "line 2" in str(err.value)
 
 
@@ -132,12 +133,12 @@ def test_unknown_columns_and_bad_header_are_refused(tmp_path):
     bad.parent.mkdir()
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(R.ResultsError, match="header mismatch"):
-        R.read_runs(tmp_path)
+        RunStore(tmp_path).rows()
 
 
 def test_run_id_must_match_file_name(tmp_path):
     row = make_row()
-    path = R.write_row(tmp_path, row)
+    path = RunStore(tmp_path).row_path(RunStore(tmp_path).record(row)["run_id"])
     path.rename(path.with_name("0000000000000000.csv"))
     with pytest.raises(R.ResultsError, match="does not match the file name"):
-        R.read_runs(tmp_path)
+        RunStore(tmp_path).rows()

@@ -7,6 +7,7 @@ from test_leaderboard import make_row
 
 from pebench import results as R
 from pebench.cli import main
+from pebench.store import RunStore
 
 
 def _write(tmp_path, text, name=None):
@@ -34,13 +35,13 @@ def _csv(row, **over):
 def test_bad_run_files_are_refused_by_name(tmp_path, make, message):
     path, _ = _write(tmp_path, make)
     with pytest.raises(R.ResultsError, match=message) as err:
-        R.read_runs(tmp_path)
+        RunStore(tmp_path).rows()
     assert str(path) in str(err.value)
 
 
 def test_a_utf8_bom_is_accepted(tmp_path):
     _, row = _write(tmp_path, lambda r: "\ufeff" + R.rows_to_csv([r]))
-    assert [r["run_id"] for r in R.read_runs(tmp_path)] == [row["run_id"]]
+    assert [r["run_id"] for r in RunStore(tmp_path).rows()] == [row["run_id"]]
 
 
 def test_leaderboard_skip_bad_builds_from_the_rest_and_names_each_file(tmp_path, capsys):
@@ -63,7 +64,7 @@ def test_row_files_follow_the_users_umask(tmp_path):
 
     old = os.umask(0o077)
     try:
-        R.write_row(tmp_path, make_row())
+        RunStore(tmp_path).record(make_row())
     finally:
         os.umask(old)
     (path,) = (tmp_path / "runs").glob("*.csv")

@@ -7,8 +7,8 @@ import csv
 
 import pytest
 
-from pebench import results as R
 from pebench.cli import main
+from pebench.store import RunStore
 from tests.budgets import budget_toml
 
 BUDGET = budget_toml(
@@ -30,7 +30,7 @@ def swept(tmp_path_factory):
 def test_every_run_writes_its_log_and_epoch_records(swept):
     tmp, _, code = swept
     assert code == 0
-    rows = R.read_runs(tmp / "r")
+    rows = RunStore(tmp / "r").rows()
     assert len(rows) == 3
     for row in rows:
         log = tmp / "r" / "logs" / f"{row['run_id']}.log"
@@ -56,8 +56,8 @@ def test_epoch_validation_changes_nothing_that_is_trained(swept, tmp_path):
     tmp, cmd, _ = swept
     code = main([a if a != str(tmp / "r") else str(tmp_path / "plain") for a in cmd])
     assert code == 0
-    logged = {r["run_id"]: r for r in R.read_runs(tmp / "r")}
-    plain = {r["run_id"]: r for r in R.read_runs(tmp_path / "plain")}
+    logged = {r["run_id"]: r for r in RunStore(tmp / "r").rows()}
+    plain = {r["run_id"]: r for r in RunStore(tmp_path / "plain").rows()}
     assert logged.keys() == plain.keys()
     for rid, row in plain.items():
         assert row["train_loss"] == logged[rid]["train_loss"]
@@ -68,7 +68,7 @@ def test_trackers_receive_the_epoch_records(swept):
     tmp, _, _ = swept
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    rows = R.read_runs(tmp / "r")
+    rows = RunStore(tmp / "r").rows()
     row = next(r for r in rows if r["phase"] == "search")
     acc = EventAccumulator(str(tmp / "r" / "tensorboard" / row["run_id"]))
     acc.Reload()
@@ -100,4 +100,4 @@ def test_a_rerun_says_what_it_reuses_and_rerun_sets_rows_aside(swept, capsys):
     assert err.count("] lora demo/shapes") == 3  # one progress line per run
     (aside,) = (tmp / "r" / "runs" / "replaced").iterdir()
     assert {p.name: p.read_bytes() for p in aside.glob("*.csv")} == before  # nothing lost
-    assert len(R.read_runs(tmp / "r")) == 3
+    assert len(RunStore(tmp / "r").rows()) == 3

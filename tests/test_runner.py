@@ -10,11 +10,11 @@ import threading
 import time
 
 import pytest
+from sweeps import run_sweep
 
-from pebench import results as R
 from pebench.run import RunOptions
 from pebench.selection import select_trial
-from pebench.sweep.markers import marker_path
+from pebench.store import RunStore
 from pebench.sweep.plan import plan_sweep
 from pebench.sweep.worker import run_one
 
@@ -24,7 +24,7 @@ SMOKE = dict(tasks="demo/shapes", budget="demo-smoke", weights="random")
 
 def _run(tmp, method="lora", timeout_s=None, **kw):
     options = RunOptions(progress=False, timeout_s=timeout_s)
-    return plan_sweep(method, options, results_dir=tmp, **dict(SMOKE, **kw)).run()
+    return run_sweep(plan_sweep(method, options, results_dir=tmp, **dict(SMOKE, **kw)))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_divergence_is_recorded_and_sweep_goes_on(tmp_path):
     assert [r["status"] for r in rows] == ["diverged", "diverged", "failed"]
     assert "loss became" in rows[0]["error"]
     assert rows[2]["error"] == "no search trial finished with status ok"
-    assert len(R.read_runs(tmp_path)) == 3
+    assert len(RunStore(tmp_path).rows()) == 3
 
 
 def test_placeholder_final_rows_are_replaced_after_a_successful_rerun(tmp_path):
@@ -94,7 +94,7 @@ def test_placeholder_final_rows_are_replaced_after_a_successful_rerun(tmp_path):
     assert [r["status"] for r in failed] == ["timeout", "timeout", "blocked"]
     rows = _run(tmp_path, method="linear", seeds=[0])
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
-    on_disk = R.read_runs(tmp_path)
+    on_disk = RunStore(tmp_path).rows()
     assert sorted(r["run_id"] for r in on_disk) == sorted(r["run_id"] for r in rows)
 
 
@@ -134,10 +134,10 @@ def test_killed_sweep_leaves_no_partial_row_and_resumes(tmp_path):
     proc.wait()
     first = {p.name: p.read_bytes() for p in (tmp_path / "runs").glob("*.csv")}
     assert 2 <= len(first) < 6
-    R.read_runs(tmp_path)  # every file that exists is complete and valid
+    RunStore(tmp_path).rows()  # every file that exists is complete and valid
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    rows = R.read_runs(tmp_path)
+    rows = RunStore(tmp_path).rows()
     assert len(rows) == 6 and len({r["run_id"] for r in rows}) == 6
     assert all(r["status"] == "ok" for r in rows)
     for name, data in first.items():  # nothing already written was lost or rewritten
@@ -145,19 +145,19 @@ def test_killed_sweep_leaves_no_partial_row_and_resumes(tmp_path):
 
 
 def test_run_held_by_another_live_worker_is_waited_for_not_run_twice(tmp_path, monkeypatch):
-    monkeypatch.setattr("pebench.sweep.markers.CLAIM_POLL_S", 0.1)
+    monkeypatch.setattr("pebench.sweep.worker.CLAIM_POLL_S", 0.1)
     sweep = plan_sweep("linear", results_dir=tmp_path, **SMOKE)
     spec = sweep.search_specs(sweep.tasks[0])[0]
     rid = spec.base_row["run_id"]
     other = dict(run_id=rid, host="elsewhere", pid=1, started_at=time.time(), timeout_s=300)
-    marker_path(tmp_path, rid).parent.mkdir(parents=True)
-    marker_path(tmp_path, rid).write_text(json.dumps(other))
+    RunStore(tmp_path).marker_path(rid).parent.mkdir(parents=True)
+    RunStore(tmp_path).marker_path(rid).write_text(json.dumps(other))
     theirs = dict(spec.base_row, status="ok", val_top1=0.5, job_id="theirs")
 
     def other_worker_finishes():
         time.sleep(0.5)
-        R.write_row(tmp_path, theirs)
-        marker_path(tmp_path, rid).unlink()
+        RunStore(tmp_path).record(theirs)
+        RunStore(tmp_path).marker_path(rid).unlink()
 
     t = threading.Thread(target=other_worker_finishes)
     t.start()
@@ -166,4 +166,4 @@ def test_run_held_by_another_live_worker_is_waited_for_not_run_twice(tmp_path, m
     t.join()
     assert row["job_id"] == "theirs" and row["status"] == "ok"  # its row, not a second run
     assert 0.4 < time.perf_counter() - start < 30
-    assert not marker_path(tmp_path, rid).exists()
+    assert not RunStore(tmp_path).marker_path(rid).exists()

@@ -10,9 +10,9 @@ import os
 
 import pytest
 
-from pebench import results as R
 from pebench.cli import main
 from pebench.datasets.cache import prepare
+from pebench.store import RunStore
 from tests.budgets import budget_toml
 from tests.test_prepare import make_noah
 
@@ -36,7 +36,7 @@ def test_vit_b16_at_224px_runs_through_the_runner_on_a_real_vtab_task(tmp_path, 
         "--max-parallel", "1", "--threads", str(os.cpu_count() or 1),
     ])  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    rows = {r["phase"]: r for r in R.read_runs(tmp_path / "r")}
+    rows = {r["phase"]: r for r in RunStore(tmp_path / "r").rows()}
     final = rows["final"]
     assert final["status"] == "ok" and 0 <= final["test_top1"] <= 1
     assert final["params_method"] == 12 * 2 * 2 * 768 * 8  # 12 blocks, q and v, A and B, r 8

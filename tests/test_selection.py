@@ -15,8 +15,8 @@ import threading
 import time
 
 import pytest
+from sweeps import run_sweep
 
-from pebench import results as R
 from pebench.run import RunOptions
 from pebench.selection import (
     edge,
@@ -26,9 +26,9 @@ from pebench.selection import (
     selection_fields,
     unsettled,
 )
+from pebench.store import RunStore
 from pebench.sweep.dispatch import TRIAL_ATTEMPTS, dispatch
 from pebench.sweep.executors import LocalExecutor
-from pebench.sweep.markers import read_marker
 from pebench.sweep.plan import plan_sweep
 
 SMOKE = dict(tasks="demo/shapes", budget="demo-smoke", weights="random", seeds=[0])
@@ -98,7 +98,7 @@ class KillingLocal(LocalExecutor):
     def _kill_child(self, results_dir, rid):
         deadline = time.time() + 120
         while time.time() < deadline:
-            marker = read_marker(results_dir, rid)
+            marker = RunStore(results_dir).marker(rid)
             if marker and marker.get("child_pid"):
                 os.kill(marker["child_pid"], signal.SIGKILL)
                 self.killed.append(rid)
@@ -118,7 +118,7 @@ def _numbers(rows):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     results = tmp_path_factory.mktemp("clean")
-    rows = _sweep(results).run()
+    rows = run_sweep(_sweep(results))
     assert [r["status"] for r in rows] == ["ok"] * 3
     return results, rows
 
@@ -174,8 +174,8 @@ def test_a_trial_that_keeps_dying_blocks_the_finals_then_a_resume_completes(
     )  # what is known, not a guess at oom
     assert f"lr={_winner(want)['lr']:g}" in final["error"]
     # never on the losing lr: no final of a real trial exists
-    assert [r for r in R.read_runs(tmp_path) if r["phase"] == "final" and r["trial"] >= 0] == []
-    resumed = _sweep(tmp_path).run()  # the same command again
+    assert [r for r in RunStore(tmp_path).rows() if r["phase"] == "final" and r["trial"] >= 0] == []
+    resumed = run_sweep(_sweep(tmp_path))  # the same command again
     assert _numbers(resumed) == _numbers(want)
     assert _csvs(tmp_path) == _csvs(clean)  # the blocked placeholder is gone
 
@@ -190,9 +190,9 @@ def test_finals_of_an_earlier_selection_are_retired(uninterrupted, tmp_path):
     loser = next(r for r in want[:2] if r["trial"] != final["trial"])
     # a final of the losing trial, as an earlier (interrupted) search would have selected
     old = sweep.base_row(task, "final", loser["trial"], loser["lr"], 1e-4, 0)
-    R.write_row(tmp_path, dict(final, **{k: old[k] for k in ("run_id", "trial", "lr")}))
+    RunStore(tmp_path).record(dict(final, **{k: old[k] for k in ("run_id", "trial", "lr")}))
     assert len(_csvs(tmp_path)) == 4
-    rows = sweep.run()
+    rows = run_sweep(sweep)
     assert _numbers(rows) == _numbers(want)
     assert _csvs(tmp_path) == _csvs(clean)
     assert [p.name for p in (tmp_path / "runs" / "stale").iterdir()] == [f"{old['run_id']}.csv"]
@@ -257,8 +257,8 @@ def test_a_failure_another_sweep_just_recorded_is_not_run_again(tmp_path):
     task = sweep.tasks[0]
     trials = sweep.search_specs(task)
     old = dict(trials[0].base_row, status="timeout", error="run exceeded 300 s and was killed")
-    R.write_row(tmp_path, old)  # before this dispatch: a resume runs it again
-    os.utime(R.run_path(tmp_path, old["run_id"]), (time.time() - 60, time.time() - 60))
+    RunStore(tmp_path).record(old)  # before this dispatch: a resume runs it again
+    os.utime(RunStore(tmp_path).row_path(old["run_id"]), (time.time() - 60, time.time() - 60))
     with CountingLocal(max_parallel=1) as ex:
         d = Dispatcher([sweep], ex)
         # another driver's row comes later than this start; a file's mtime is the kernel's coarse
@@ -266,7 +266,7 @@ def test_a_failure_another_sweep_just_recorded_is_not_run_again(tmp_path):
         # start looked older than it (the test failed about 1 time in 5 full-suite runs)
         time.sleep(0.05)
         fresh = dict(trials[1].base_row, status="timeout", error="run exceeded 300 s")
-        R.write_row(tmp_path, fresh)  # written by another driver while this one runs
+        RunStore(tmp_path).record(fresh)  # written by another driver while this one runs
         rows = d.run(progress=False)
     assert trials[0].run_id in ex.submitted and trials[1].run_id not in ex.submitted
     assert rows[1]["status"] == "timeout" and rows[0]["status"] == "ok"

@@ -8,11 +8,11 @@ import sys
 import time
 
 import pytest
+from sweeps import run_sweep
 
-from pebench import results as R
 from pebench.cli import main
 from pebench.run import RunOptions
-from pebench.sweep.markers import marker_path
+from pebench.store import RunStore
 from pebench.sweep.plan import plan_sweep
 from pebench.sweep.status import summarize, sweep_states
 
@@ -33,7 +33,7 @@ def _counts(summary):
 
 
 def _marker(results, rid, **info):
-    path = marker_path(results, rid)
+    path = RunStore(results).marker_path(rid)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = dict(run_id=rid, executor="slurm", job_id="42", log_path="/logs/42.err", timeout_s=300)
     base |= dict(host=socket.gethostname(), pid=os.getpid(), started_at=time.time())
@@ -46,9 +46,11 @@ def swept(tmp_path_factory):
     results = tmp_path_factory.mktemp("status")
     sweeps = [plan_sweep(m, results_dir=results, **KW) for m in ("linear", "lora")]
     before = summarize(sweep_states(sweeps))
-    plan_sweep("linear", RunOptions(progress=False, threads=1), results_dir=results, **KW).run()
+    run_sweep(
+        plan_sweep("linear", RunOptions(progress=False, threads=1), results_dir=results, **KW)
+    )
     opts = RunOptions(progress=False, timeout_s=0.01)
-    plan_sweep("lora", opts, results_dir=results, **KW).run()
+    run_sweep(plan_sweep("lora", opts, results_dir=results, **KW))
     return results, before
 
 
@@ -94,8 +96,8 @@ def test_running_markers_live_and_stale(swept, capsys, tmp_path):
         _marker(results, s0, host="elsewhere", pid=1)  # another host, recent: trusted
         assert _counts(_status(results, capsys))["lora"] == [0, 1, 3, 0]
     finally:
-        marker_path(results, s0).unlink(missing_ok=True)
-        marker_path(results, s1).unlink(missing_ok=True)
+        RunStore(results).marker_path(s0).unlink(missing_ok=True)
+        RunStore(results).marker_path(s1).unlink(missing_ok=True)
 
 
 def test_finals_are_missing_until_the_search_is_recorded(swept, capsys, tmp_path):
@@ -105,7 +107,8 @@ def test_finals_are_missing_until_the_search_is_recorded(swept, capsys, tmp_path
     linear = plan_sweep("linear", results_dir=results, **KW)
     s0, s1 = (s.base_row["run_id"] for s in linear.search_specs(linear.tasks[0]))
     for rid in (s0,):  # one search trial recorded, the other not: finals cannot be named yet
-        (copy / "runs" / f"{rid}.csv").write_bytes(R.run_path(results, rid).read_bytes())
+        for path in (RunStore(results).row_path(rid), RunStore(results).record_path(rid)):
+            (copy / "runs" / path.name).write_bytes(path.read_bytes())  # the row and its record
     summary = _status(copy, capsys)
     assert _counts(summary)["linear"] == [1, 0, 0, 3]
     states = sweep_states([plan_sweep("linear", results_dir=copy, **KW)])

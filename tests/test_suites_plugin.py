@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pebench import results as R
+from pebench.store import RunStore
 from tests.budgets import budget_toml
 
 PLUGIN = Path(__file__).resolve().parent / "suite_plugin"
@@ -57,7 +57,7 @@ def test_an_installed_suite_runs_end_to_end_under_a_budget_file(tmp_path):
             "data", "--results", "r", "--quiet"]  # fmt: skip
     out = _pebench(*argv, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = R.read_runs(tmp_path / "r")
+    rows = RunStore(tmp_path / "r").rows()
     assert sorted(r["phase"] for r in rows) == ["final", "search"]
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     (final,) = [r for r in rows if r["phase"] == "final"]

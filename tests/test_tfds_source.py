@@ -14,6 +14,7 @@ from pebench.datasets import TaskSpec, get_task, vtab
 from pebench.datasets import cache as C
 from pebench.datasets import tfds_source as T
 from pebench.prepare_cli import add_parser, cmd_prepare
+from pebench.store import RunStore
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -418,7 +419,6 @@ def test_tensorflow_datasets_missing_gives_the_install_hint(tmp_path):
 @pytest.mark.slow
 def test_arc_runs_the_vtab_protocol_from_tfds_data(dtd, tmp_path):
     """`pebench run --method arc --tasks vtab/dtd` on a TFDS-prepared cache, via the CLI."""
-    from pebench import results as R
     from pebench.cli import main
 
     data, cache, out = dtd / "data", tmp_path / "cache", tmp_path / "results"
@@ -441,7 +441,7 @@ def test_arc_runs_the_vtab_protocol_from_tfds_data(dtd, tmp_path):
         "--quiet",
     ]
     assert main(run) == 0
-    rows = R.read_runs(out)
+    rows = RunStore(out).rows()
     assert sorted(r["phase"] for r in rows) == ["final", "search", "search"]
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     manifest = C.manifest_hash(cache, "vtab/dtd", 32)

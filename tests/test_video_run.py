@@ -6,10 +6,10 @@ import math
 import pytest
 import videogen
 
-from pebench import results as R
 from pebench.budget import BudgetError, get_budget
 from pebench.cli import main
 from pebench.datasets import get_task
+from pebench.store import RunStore
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_adaptformer_on_hmdb51_runs_the_whole_protocol(hmdb, tmp_path, capsys):
         "--quiet",
     ]
     assert main(argv) == 0
-    rows = R.read_runs(results)
+    rows = RunStore(results).rows()
     budget = get_budget("video-smoke")
     search = [r for r in rows if r["phase"] == "search"]
     final = [r for r in rows if r["phase"] == "final"]
@@ -71,7 +71,7 @@ def test_adaptformer_on_hmdb51_runs_the_whole_protocol(hmdb, tmp_path, capsys):
     again = tmp_path / "again"
     argv_w = [*argv[: argv.index("--results")], "--results", str(again), "--quiet"]
     assert main([*argv_w, "--data-workers", "2"]) == 0
-    rows_w = {r["run_id"]: r for r in R.read_runs(again)}
+    rows_w = {r["run_id"]: r for r in RunStore(again).rows()}
     assert set(rows_w) == {r["run_id"] for r in rows}
     for r in rows:
         w = rows_w[r["run_id"]]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pebench.errors import PebenchError
+from pebench.fsio import fsync_dir, write_all
 
 try:  # POSIX; elsewhere writers are not serialised
     import fcntl
@@ -66,23 +67,8 @@ def _write_file(path: Path, data: bytes) -> None:
     """Create ``path`` (never an existing file or link) with ``data``, fsynced."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot fsync a folder; the renames still happened
-        pass
     finally:
         os.close(fd)
 
@@ -118,7 +104,7 @@ def _write_journal(home: Path, journal: Mapping[str, Any]) -> None:
     except BaseException:
         _unlink(tmp)
         raise
-    _fsync_dir(home)
+    fsync_dir(home)
 
 
 def _read_journal(home: Path) -> dict[str, Any] | None:
@@ -148,9 +134,9 @@ def _apply(home: Path, journal: Mapping[str, Any]) -> None:
         _unlink(path)
         folders.add(Path(path).parent)
     for folder in sorted(folders):
-        _fsync_dir(folder)
+        fsync_dir(folder)
     _unlink(home / JOURNAL)
-    _fsync_dir(home)
+    fsync_dir(home)
 
 
 def _undo(home: Path, journal: Mapping[str, Any], made: Iterable[Path] = ()) -> None:
@@ -263,7 +249,7 @@ def write_unit(
                     made += _makedirs(current.parent)
                     _write_file(Path(tmp), data)
                 for folder in sorted({t.parent for t in targets}):
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
                 current = home / JOURNAL
                 journal["state"] = "commit"
                 _write_journal(home, journal)

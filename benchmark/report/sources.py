@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pebench.store import ROW_SUFFIX, RunStore
+
 #: the committed reference results folder (relative to the working folder)
 REFERENCE = "results"
 #: the leaderboard file name
@@ -115,7 +117,6 @@ def runs_glob(dirs: Sequence[Path], leaderboard: str | Path) -> str:
     start = Path(os.path.abspath(leaderboard)).parent
     parts = []
     for d in dirs:
-        rel = display(d, start)
-        parts.append("runs/*.csv" if rel == "." else f"{rel}/runs/*.csv")
+        parts.append(f"{display(RunStore(d).runs, start)}/*{ROW_SUFFIX}")
     # the text sits in an HTML comment: a "--" in a folder name must not end it
     return " + ".join(parts).replace("--", "-\u2010")

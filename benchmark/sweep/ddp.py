@@ -5,7 +5,8 @@ RESULTS`` (see :func:`launch_command`) starts ``N`` ranks that each read the sam
 (JSON, see :func:`write_spec`), join one process group (``nccl`` on CUDA, one GPU per
 ``LOCAL_RANK``; ``gloo`` on CPU) and call :func:`pebench.run.execute`; :mod:`pebench.train` sees the
 group and trains with ``DistributedDataParallel`` on the same global batches as a single process.
-Only rank 0 writes the row (:func:`pebench.results.write_row`); its ``device`` says ``ddp Nx ...``.
+Only rank 0 writes the row and its record (:meth:`pebench.store.RunStore.record`); its ``device``
+says ``ddp Nx ...``.
 
 Failures: a rank that raises reports its error in the rendezvous store and waits (briefly) for
 rank 0, whose watcher thread writes the ``failed``/``oom``/``diverged`` row naming that rank and
@@ -28,8 +29,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pebench import results as R
+from pebench import fsio
+from pebench.record import RunRecord
 from pebench.run import ERROR_CHARS, RunOptions, RunSpec, classify, error_text
+from pebench.store import RunStore
 
 #: environment variable: seconds before a collective (or the rendezvous) gives up
 TIMEOUT_ENV = "PEBENCH_DDP_TIMEOUT_S"
@@ -95,7 +98,7 @@ def spec_from_json(text: str) -> RunSpec:
 def write_spec(spec: RunSpec, path: str | Path) -> Path:
     """Write ``spec`` as JSON to ``path`` atomically; returns the path."""
     path = Path(path)
-    R.atomic_write_text(path, spec_to_json(spec))
+    fsio.atomic_write_text(path, spec_to_json(spec), durable=False)
     return path
 
 
@@ -170,15 +173,15 @@ class _RowOnce:
     """Rank 0's single row: the first of main thread and watcher to write it wins."""
 
     def __init__(self, results_dir: str, spec: RunSpec) -> None:
-        self.results_dir, self.spec = results_dir, spec
+        self.runs, self.spec = RunStore(results_dir), spec
         self.lock = threading.Lock()
         self.written = False
 
-    def write(self, row: dict[str, Any]) -> bool:
+    def write(self, row: dict[str, Any], record: RunRecord | None = None) -> bool:
         with self.lock:
             if self.written:
                 return False
-            R.write_row(self.results_dir, row)
+            self.runs.record(row, record)
             self.written = True
             return True
 
@@ -244,10 +247,10 @@ def _run(spec: RunSpec, results_dir: str, rank: int, size: int, local_rank: int)
         if rank == 0:
             args = (store, size, row)
             threading.Thread(target=_watch_peers, args=args, daemon=True).start()
-        result = execute(spec, results_dir)
+        result, record = execute(spec, results_dir)
         if rank == 0:
             result["device"] = f"ddp {size}x {result['device']}"
-            row.write(result)
+            row.write(result, record)
     except BaseException as err:  # recorded by rank 0 (its own or, via the store, another's)
         error = _error_text(err, rank)
         if rank == 0:

@@ -7,7 +7,7 @@ are not resubmitted (resume), and a run whose live marker names another worker (
 invocation's job still running) is waited for, not duplicated: no two workers ever write the same
 row file. What killed workers left (temp files, the marker of a run whose row they wrote) is
 removed on resume, and a full results folder stops the dispatch with one
-:class:`pebench.results.ResultsFullError` (runs in progress stop without a row; rows already
+:class:`pebench.store.ResultsFullError` (runs in progress stop without a row; rows already
 written are kept).
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pebench import results as R
+from pebench import fsio
 from pebench.selection import SETTLED, unsettled
-from pebench.sweep.markers import clear_stale, marker_is_live, read_marker, remove_leftovers
+from pebench.store import ResultsFullError, RunStore
 from pebench.sweep.worker import STOP
 
 if TYPE_CHECKING:  # the planner runs a sweep through this module, so no run-time import back
@@ -31,7 +31,9 @@ if TYPE_CHECKING:  # the planner runs a sweep through this module, so no run-tim
     from pebench.sweep.plan import Sweep
 
 Row = dict[str, Any]
-Key = tuple[Path, str]
+Key = tuple[RunStore, str]
+#: the error of a placeholder final: its task's search had no ``ok`` trial
+NO_TRIAL_OK = "no search trial finished with status ok"
 #: executions of one search trial in one dispatch before its task's finals are blocked
 TRIAL_ATTEMPTS = 2
 #: the error of blocked finals (formatted with the trials that have no final outcome)
@@ -62,8 +64,8 @@ class Cell:
         return [self.rows[s.run_id] for s in self.search + (self.finals or [])]
 
     def key(self, spec: RunSpec) -> Key:
-        """Where ``spec``'s row lives: (results folder, run id)."""
-        return self.sweep.results_dir, spec.run_id
+        """Where ``spec``'s row lives: (its store, run id)."""
+        return self.sweep.store, spec.run_id
 
 
 class Dispatcher:
@@ -103,7 +105,7 @@ class Dispatcher:
     # ------------------------------------------------------------------------------- steps --
     def record(self, cell: Cell, row: Row) -> None:
         """Give ``row`` to every cell waiting for it."""
-        for c in self.waiting.pop((cell.sweep.results_dir, row["run_id"]), [cell]):
+        for c in self.waiting.pop((cell.sweep.store, row["run_id"]), [cell]):
             c.rows[row["run_id"]] = row
             if self.bar is not None:
                 self.bar.update(1)
@@ -116,7 +118,7 @@ class Dispatcher:
     def submit(self, items: list[tuple[Cell, RunSpec]]) -> None:
         """Hand runs to the executor."""
         if items:
-            jobs = [(s, c.sweep.results_dir, c.sweep.timeout) for c, s in items]
+            jobs = [(s, c.sweep.store.root, c.sweep.timeout) for c, s in items]
             self.handles.extend(self.executor.submit(jobs))
             self.owners.extend(items)
 
@@ -133,8 +135,9 @@ class Dispatcher:
             if key in self.waiting:
                 self.waiting[key].append(cell)
                 continue
-            if (done := R.finished(*key)) is not None:
-                clear_stale(*key)  # a worker killed after writing the row left its marker
+            store, rid = key
+            if (done := store.finished(rid)) is not None:
+                store.clear_stale(rid)  # a worker killed after writing the row left its marker
                 self.record(cell, done)
                 continue
             if not again and (fresh := self._fresh_row(key)) is not None:
@@ -142,7 +145,7 @@ class Dispatcher:
                 self.record(cell, fresh)
                 continue
             self.waiting[key] = [cell]
-            if (marker := read_marker(*key)) is not None and marker_is_live(marker):
+            if store.running(rid) is not None:
                 self.foreign.append((cell, spec))
             else:
                 todo.append((cell, spec))
@@ -150,13 +153,8 @@ class Dispatcher:
 
     def _fresh_row(self, key: Key) -> Row | None:
         """The row at ``key`` if another worker wrote it since this dispatch started."""
-        path = R.run_path(*key)
-        try:
-            if path.stat().st_mtime < self.started:
-                return None
-            return R.read_run(path)
-        except (OSError, R.ResultsError):
-            return None
+        store, rid = key
+        return store.fresh(rid, self.started)
 
     def advance(self) -> None:
         """Launch the finals of every cell whose search is complete and settled.
@@ -199,32 +197,46 @@ class Dispatcher:
             f"{(r['error'].splitlines() or [''])[0][:120]})"
             for r in unsettled(search_rows)
         )
-        error = BLOCKED.format(trials=trials, attempts=TRIAL_ATTEMPTS)
+        self._placeholders(cell, "blocked", BLOCKED.format(trials=trials, attempts=TRIAL_ATTEMPTS))
+
+    def _placeholders(self, cell: Cell, status: str, error: str) -> None:
+        """Record the finals of ``cell`` that cannot run (no ``ok`` trial, or blocked).
+
+        An existing row with a final status is kept (a concurrent sweep may have finished it).
+        """
         cell.finals = cell.sweep.placeholders(cell.task)
-        for row in cell.sweep.write_placeholders(cell.finals, "blocked", error):
-            self.record(cell, row)
+        store = cell.sweep.store
+        for spec in cell.finals:
+            row = store.finished(spec.run_id)
+            self.record(cell, row or store.record(dict(spec.base_row, status=status, error=error)))
 
     def _finals(self, cell: Cell, search_rows: list[Row]) -> list[tuple[Cell, RunSpec]]:
-        """The finals of a settled search: placeholders without an ``ok`` trial, else runs."""
+        """The finals of a settled search: placeholders without an ``ok`` trial, else runs.
+
+        When a rerun of the search changed which trial wins, the finals of the old winner no
+        longer match the search rows: they are retired to the store's ``stale`` runs (kept,
+        never read by the leaderboard), and placeholders of an earlier failed search removed.
+        """
         cell.finals = cell.sweep.final_specs(cell.task, search_rows)
         if cell.finals and cell.finals[0].trial == -1:
-            for row in cell.sweep.write_placeholders(cell.finals):
-                self.record(cell, row)
+            self._placeholders(cell, "failed", NO_TRIAL_OK)
             return []
-        cell.sweep.retire_other_finals(cell.task, cell.finals[0].trial)
+        store = cell.sweep.store
+        for spec in cell.sweep.placeholders(cell.task):
+            store.discard(spec.run_id)
+        store.retire(cell.sweep.final_ids(cell.task, but=cell.finals[0].trial))
         return [(cell, s) for s in cell.finals]
 
     def check_foreign(self) -> None:
         """Take over runs whose other worker is gone; record those it finished."""
         for item in list(self.foreign):
-            key = item[0].key(item[1])
-            marker = read_marker(*key)
-            if marker is not None and marker_is_live(marker):
+            store, rid = item[0].key(item[1])
+            marker = store.marker(rid)
+            if store.running(rid) is not None:
                 continue
             self.foreign.remove(item)
-            path = R.run_path(*key)
-            if marker is None and path.exists():  # the other worker finished it
-                self.record(item[0], R.read_run(path))
+            if marker is None and (row := store.read(rid)) is not None:  # the other one finished
+                self.record(item[0], row)
             else:  # its worker is gone: run it here
                 self.submit([item])
 
@@ -238,7 +250,7 @@ class Dispatcher:
             time.sleep(self.poll_s)
         for i in sorted(done, reverse=True):
             cell, spec = self.owners.pop(i)
-            row = self.executor.result(self.handles.pop(i), spec, cell.sweep.results_dir)
+            row = self.executor.result(self.handles.pop(i), spec, cell.sweep.store.root)
             self.record(cell, row)
 
     # --------------------------------------------------------------------------------- run --
@@ -254,8 +266,8 @@ class Dispatcher:
         )
         STOP.clear()
         try:
-            for folder in dict.fromkeys(c.sweep.results_dir for c in self.cells):
-                remove_leftovers(folder)  # temp files of writers killed in an earlier dispatch
+            for store in dict.fromkeys(c.sweep.store for c in self.cells):
+                store.tidy()  # what writers killed in an earlier dispatch left
             self.launch([(c, s) for c in self.cells for s in c.search])
             self.advance()
             while self.handles or self.foreign:
@@ -263,7 +275,7 @@ class Dispatcher:
                 self.check_foreign()
                 self.advance()
         except BaseException as err:
-            full = isinstance(err, OSError) and R.is_full(err)
+            full = isinstance(err, OSError) and fsio.is_full(err)
             if isinstance(err, KeyboardInterrupt):
                 _ignore_interrupts()  # a second Ctrl-C must not break the clean-up
             if full or isinstance(err, KeyboardInterrupt):
@@ -276,13 +288,13 @@ class Dispatcher:
             self.bar.close()
         return [row for cell in self.cells for row in cell.ordered_rows()]
 
-    def _full(self, err: OSError) -> R.ResultsFullError:
+    def _full(self, err: OSError) -> ResultsFullError:
         """The one-line error of a full results folder: which folder, what is recorded."""
         folders = list(dict.fromkeys(c.sweep.results_dir for c in self.cells))
         name = Path(str(err.filename or folders[0])).absolute()
         folder = next((f for f in folders if name.is_relative_to(Path(f).absolute())), folders[0])
         recorded = {(c.sweep.results_dir, rid) for c in self.cells for rid in c.rows}
-        return R.ResultsFullError(folder, err.errno, len(recorded))
+        return ResultsFullError(folder, err.errno, len(recorded))
 
 
 def _ignore_interrupts() -> None:

@@ -27,9 +27,7 @@ from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry
 from pebench.registry import RegistryError, suggest
 from pebench.run import RunOptions, RunSpec
 from pebench.selection import select_trial, selection_fields
-
-#: the error of a placeholder final: its task's search had no ``ok`` trial
-NO_TRIAL_OK = "no search trial finished with status ok"
+from pebench.store import RunStore
 
 
 @dataclass
@@ -45,7 +43,7 @@ class Sweep:
         seeds: final-run seeds.
         backbone: timm name.
         weights: weights as given (path, ``random`` or ``None``).
-        results_dir: where rows are written.
+        results_dir: where rows are written (:attr:`store`).
         options: how runs execute (not part of any run's identity).
         static: metadata of every row computed once per sweep (method config and origin, the
             weights tag) by :func:`plan_sweeps`.
@@ -150,69 +148,24 @@ class Sweep:
             for seed in self.seeds
         ]
 
-    def write_placeholders(
-        self, specs: list[RunSpec], status: str = "failed", error: str = NO_TRIAL_OK
-    ) -> list[dict[str, Any]]:
-        """Record finals that were not run (no ``ok`` trial, or blocked); returns their rows.
+    @property
+    def store(self) -> RunStore:
+        """The results folder this sweep's rows go to."""
+        return RunStore(self.results_dir)
 
-        An existing row with a final status is kept (a concurrent sweep may have finished it).
-        """
-        rows = []
-        for spec in specs:
-            base = dict(spec.base_row, status=status, error=error)
-            if R.finished(self.results_dir, base["run_id"]) is None:
-                R.write_row(self.results_dir, base)
-            rows.append(R.read_run(R.run_path(self.results_dir, base["run_id"])))
-        return rows
-
-    def recorded(self, task: TaskSpec) -> list[Path]:
-        """Row files of ``task``'s grid that exist: trials, finals of any trial, placeholders."""
+    def grid_ids(self, task: TaskSpec) -> list[str]:
+        """Run ids of ``task``'s whole grid: trials, the finals of every trial, placeholders."""
         ids = [s.run_id for s in self.search_specs(task) + self.placeholders(task)]
-        ids += [
+        return ids + self.final_ids(task)
+
+    def final_ids(self, task: TaskSpec, but: int | None = None) -> list[str]:
+        """Run ids of the finals of every trial of ``task`` (except trial ``but``)."""
+        return [
             self.base_row(task, "final", i, lr, wd, seed)["run_id"]
             for i, (lr, wd) in enumerate(self.budget.trials())
+            if i != but
             for seed in self.seeds
         ]
-        paths = [R.run_path(self.results_dir, rid) for rid in ids]
-        return [p for p in paths if p.exists()]
-
-    def retire_other_finals(self, task: TaskSpec, trial: int) -> list[Path]:
-        """Take finals of ``task`` that another selection made out of the results.
-
-        When a rerun of the search changes which trial wins, the finals of the old winner no
-        longer match the search rows: they are moved to ``runs/stale/`` (kept, never read by the
-        leaderboard), and placeholders of an earlier failed search are deleted. Returns the
-        paths moved.
-        """
-        moved = []
-        for spec in self.placeholders(task):
-            R.run_path(self.results_dir, spec.run_id).unlink(missing_ok=True)
-        for i, (lr, wd) in enumerate(self.budget.trials()):
-            if i == trial:
-                continue
-            for seed in self.seeds:
-                rid = self.base_row(task, "final", i, lr, wd, seed)["run_id"]
-                path = R.run_path(self.results_dir, rid)
-                if path.exists():
-                    stale = path.parent / "stale" / path.name
-                    stale.parent.mkdir(exist_ok=True)
-                    os.replace(path, stale)
-                    moved.append(stale)
-        return moved
-
-    def run(self, executor: Any = None) -> list[dict[str, Any]]:
-        """Execute the sweep (locally, one run at a time, unless ``executor`` is given).
-
-        Returns every row (search and final) in grid order: per task, its trials, then its
-        finals by seed.
-        """
-        from pebench.sweep.dispatch import dispatch
-        from pebench.sweep.executors import LocalExecutor
-
-        if executor is None:
-            with LocalExecutor() as local:
-                return dispatch([self], local)
-        return dispatch([self], executor)
 
 
 @dataclass(frozen=True)
@@ -286,21 +239,19 @@ class ConformanceError(PebenchError, ValueError):
 def check_method(name: str, results_dir: Path) -> None:
     """Run :data:`RUN_CHECKS` once per (method, origin, pebench version); refuse a failure.
 
-    A pass is remembered in ``<results>/checks/<name>.json``, so a resumed or extended sweep
-    does not pay for the checks again; a failure is never remembered.
+    A pass is remembered in the results folder's memo (:meth:`RunStore.memo_path`), so a
+    resumed or extended sweep does not pay for the checks again; a failure is never remembered.
 
     Raises:
         ConformanceError: naming the failed checks and what they saw.
     """
     from pebench.conformance import run_checks
 
+    store = RunStore(results_dir)
     key = {"method": name, "origin": registry.origin(name), "pebench": pebench.__version__}
-    path = Path(results_dir) / "checks" / f"{name.replace(':', '_')}.json"
-    try:
-        if json.loads(path.read_text(encoding="utf-8")) == key | {"checks": list(RUN_CHECKS)}:
-            return
-    except (OSError, ValueError):
-        pass
+    memo = key | {"checks": list(RUN_CHECKS)}
+    if store.read_memo(name) == memo:
+        return
     failed = [r for r in run_checks(name, only=list(RUN_CHECKS)) if not r.passed]
     if failed:
         detail = "; ".join(f"{r.name}: {r.detail.splitlines()[0]}" for r in failed)
@@ -309,7 +260,7 @@ def check_method(name: str, results_dir: Path) -> None:
             f"`pebench check {name}` shows every check; --skip-checks runs it anyway and marks "
             "its rows `checks=skipped`"
         )
-    R.atomic_write_text(path, json.dumps(key | {"checks": list(RUN_CHECKS)}))
+    store.write_memo(name, memo)
 
 
 def _static(
@@ -419,7 +370,6 @@ def config_summary(sweep: Sweep) -> str:
 __all__ = [
     "RUN_CHECKS",
     "ConformanceError",
-    "NO_TRIAL_OK",
     "check_method",
     "Selection",
     "Sweep",

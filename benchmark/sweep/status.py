@@ -5,8 +5,8 @@ every search trial, and the finals of a task once all its search trials have a r
 finals cannot be named yet and count as missing). A run is
 
 - ``done``: its row has a final status (``ok``, ``diverged``);
-- ``running``: a live ``runs/<run_id>.running`` marker names its worker (a marker whose pid is
-  dead on this host, or older than the run's timeout plus a grace, is stale and ignored);
+- ``running``: a live marker names its worker (a marker whose pid is dead on this host, or
+  older than the run's timeout plus a grace, is stale and ignored);
 - ``failed``: its row has another status (``failed``, ``oom``, ``timeout``; rerun on resubmission);
 - ``missing``: no row and no live marker.
 """
@@ -20,7 +20,6 @@ from typing import Any
 from pebench import results as R
 from pebench.run import RunSpec
 from pebench.selection import unsettled
-from pebench.sweep.markers import marker_is_live, read_marker
 from pebench.sweep.plan import Sweep
 
 STATES = ("done", "running", "failed", "missing")
@@ -50,13 +49,13 @@ def _label(sweep: Sweep) -> str:
 
 
 def _state(sweep: Sweep, spec: RunSpec) -> tuple[RunState, dict[str, Any] | None]:
-    rid = spec.base_row["run_id"]
+    rid, store = spec.base_row["run_id"], sweep.store
     try:
-        row = R.read_run(R.run_path(sweep.results_dir, rid))
-    except R.ResultsError:  # absent or unreadable: the run is redone
+        row = store.read(rid)
+    except R.ResultsError:  # unreadable: the run is redone
         row = None
-    marker = read_marker(sweep.results_dir, rid)
-    live = marker is not None and marker_is_live(marker)
+    marker = store.marker(rid)
+    live = store.running(rid) is not None
     if row is not None and row["status"] in R.DONE_STATUSES:
         state = "done"
     elif live:

@@ -5,14 +5,13 @@ starts a ``forkserver`` child (pebench preloaded) that executes the run and writ
 atomically, and turns a timeout, a SIGKILL or a crash without a row into a row with that status.
 The child exits when its worker dies, so no orphan ever writes a row. A full results folder is
 not the run's failure: the run writes no row and its worker raises
-:class:`pebench.results.DiskFullError`, which stops the sweep (the rerun redoes it). Unpickling a
+:class:`pebench.fsio.DiskFullError`, which stops the sweep (the rerun redoes it). Unpickling a
 :class:`RunSpec` imports only this module, so an engine job (a Slurm task, a Ray worker) pays the
 torch import once, in the forkserver.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import multiprocessing as mp
 import os
@@ -24,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pebench import results as R
+from pebench import fsio
+from pebench.markers import CLAIM_POLL_S
 from pebench.run import ERROR_CHARS, RunSpec, classify, error_text
-from pebench.sweep.markers import CLAIM_POLL_S, claim, marker_path, marker_text
+from pebench.store import RunStore, as_store
 
 #: how often a worker waiting for its child looks at :data:`STOP`
 STOP_POLL_S = 0.25
@@ -82,7 +82,7 @@ def results_full(err: BaseException | None, results_dir: str | Path) -> int | No
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and R.is_full(err):
+        if isinstance(err, OSError) and fsio.is_full(err):
             if err.filename is None or _inside(err.filename, results_dir):
                 return err.errno
         suppressed = err.__suppress_context__  # `raise ... from None`: not what caused it
@@ -90,21 +90,9 @@ def results_full(err: BaseException | None, results_dir: str | Path) -> int | No
     return None
 
 
-def _drop_empty_logs(results_dir: str | Path, rid: str) -> None:
-    """Remove the zero-byte log files of run ``rid`` (see :class:`pebench.runlog.RunLog`).
-
-    Called when a run stops without a row (full disk, interrupted sweep): what it left is empty
-    files that the rerun rewrites.
-    """
-    for path in (Path(results_dir) / "logs").glob(f"{rid}.*"):
-        with contextlib.suppress(OSError):
-            if path.is_file() and path.stat().st_size == 0:
-                path.unlink()
-
-
-def _exit_full(code: int, spec: RunSpec, results_dir: str) -> NoReturn:
+def _exit_full(code: int, spec: RunSpec, store: RunStore) -> NoReturn:
     """End a run child whose results folder is full: no row, no traceback, :data:`FULL_EXIT`."""
-    _drop_empty_logs(results_dir, spec.base_row["run_id"])
+    store.drop_empty_logs(spec.base_row["run_id"])
     sys.exit(FULL_EXIT[code])
 
 
@@ -118,16 +106,18 @@ def _child(spec: RunSpec, results_dir: str) -> None:
     )  # e.g. CUDA_VISIBLE_DEVICES, before CUDA is initialised
     from pebench.run import execute  # preloaded in the forkserver
 
+    store = RunStore(results_dir)
+    record = None
     try:
-        row = execute(spec, results_dir)
+        row, record = execute(spec, store)
     except BaseException as err:  # recorded, never lost
         if (code := results_full(err, results_dir)) is not None:
-            _exit_full(code, spec, results_dir)
+            _exit_full(code, spec, store)
         row = dict(spec.base_row, status=classify(err), error=error_text(err))
     try:
-        R.write_row(results_dir, row)
-    except R.DiskFullError as err:
-        _exit_full(err.errno, spec, results_dir)
+        store.record(row, record)
+    except fsio.DiskFullError as err:
+        _exit_full(err.errno, spec, store)
 
 
 # ----------------------------------------------------------------------------------- worker --
@@ -170,16 +160,16 @@ class _Torchrun:
     its parent (:func:`pebench.sweep.ddp.guarded`), so a killed worker leaves none behind.
     """
 
-    def __init__(self, spec: RunSpec, results_dir: str | Path) -> None:
-        self.spec, self.results_dir = spec, Path(results_dir)
-        self.path = self.results_dir / "runs" / f".{spec.base_row['run_id']}.ddp.json"
+    def __init__(self, spec: RunSpec, store: RunStore) -> None:
+        self.spec, self.store = spec, store
+        self.path = store.spec_path(spec.base_row["run_id"])
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> None:
         from pebench.sweep.ddp import guarded, launch_command, write_spec
 
         write_spec(self.spec, self.path)
-        cmd = guarded(launch_command(self.path, self.results_dir, self.spec.options.nproc))
+        cmd = guarded(launch_command(self.path, self.store.root, self.spec.options.nproc))
         env = {**os.environ, **dict(self.spec.options.env)}
         self.popen = subprocess.Popen(cmd, env=env, start_new_session=True)
 
@@ -208,38 +198,39 @@ class _Torchrun:
         return self.popen.returncode if self.popen else None
 
 
-def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[str, Any]:
+def run_one(spec: RunSpec, results_dir: str | Path | RunStore, timeout_s: float) -> dict[str, Any]:
     """Execute ``spec`` in a child process (unless finished) and return its row.
 
-    While the child runs, ``runs/<run_id>.running`` names this worker (see :func:`read_marker`).
-    The child exits if this process dies, so a killed worker never leaves a writer behind, and a
-    worker finding a live marker of another worker waits for it instead of running the run twice.
+    While the child runs, the run's marker names this worker (:meth:`RunStore.claim`). The child
+    exits if this process dies, so a killed worker never leaves a writer behind, and a worker
+    finding a live marker of another worker waits for it instead of running the run twice.
 
     Raises:
         DiskFullError: the results folder is full (no row was written, the marker is gone).
         RunInterrupted: the sweep was interrupted (no row was written, the marker is gone).
     """
-    rid = spec.base_row["run_id"]
-    if (done := R.finished(results_dir, rid)) is not None:
+    store = as_store(results_dir)
+    row, rid = spec.base_row, spec.base_row["run_id"]
+    if (done := store.finished(rid)) is not None:
         return done
-    while claim(results_dir, spec, timeout_s) is not None:  # another worker runs it: wait
+    while store.claim(row, timeout_s) is not None:  # another worker runs it: wait
         time.sleep(CLAIM_POLL_S)
     if spec.options.nproc > 1:
-        proc: Any = _Torchrun(spec, results_dir)
+        proc: Any = _Torchrun(spec, store)
     else:
         # not a daemon: a run may start DataLoader workers (video decoding); the child still
         # dies with this worker (_die_with_parent) and is killed below on timeout
-        proc = _context().Process(target=_child, args=(spec, str(results_dir)), daemon=False)
+        proc = _context().Process(target=_child, args=(spec, str(store.root)), daemon=False)
     timed_out = stopped = False
     try:
-        if (done := R.finished(results_dir, rid)) is not None:  # the other worker finished it
+        if (done := store.finished(rid)) is not None:  # the other worker finished it
             return done
         if STOP.is_set():
             raise RunInterrupted(rid)
-        R.run_path(results_dir, rid).unlink(missing_ok=True)  # an old failed row is redone
+        store.discard(rid)  # an old failed row is redone
         proc.start()
         stopped = True  # until the child ends by itself or times out
-        R.atomic_write_text(marker_path(results_dir, rid), marker_text(spec, timeout_s, proc.pid))
+        store.mark_started(row, timeout_s, proc.pid)
         deadline = time.monotonic() + timeout_s
         while proc.is_alive() and time.monotonic() < deadline and not STOP.is_set():
             proc.join(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
@@ -250,14 +241,13 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
         if proc.is_alive():
             proc.kill()
             proc.join()
-        marker_path(results_dir, rid).unlink(missing_ok=True)
+        store.release(rid)
         if stopped:
-            _drop_empty_logs(results_dir, rid)
-    path = R.run_path(results_dir, rid)
-    if path.exists():
-        return R.read_run(path)
+            store.drop_empty_logs(rid)
+    if (written := store.read(rid)) is not None:
+        return written
     if (code := {v: k for k, v in FULL_EXIT.items()}.get(proc.exitcode)) is not None:
-        raise R.DiskFullError(path, code)  # the child found the folder full: no row
+        raise fsio.DiskFullError(store.row_path(rid), code)  # the child found it full: no row
     if timed_out:
         status, error = "timeout", f"run exceeded {timeout_s:.0f} s and was killed"
     elif proc.exitcode == -signal.SIGKILL:
@@ -270,12 +260,12 @@ def run_one(spec: RunSpec, results_dir: str | Path, timeout_s: float) -> dict[st
         )
     else:
         status, error = "failed", f"child process exited with code {proc.exitcode} and no row"
-    return R.read_run(R.write_row(results_dir, dict(spec.base_row, status=status, error=error)))
+    return store.record(dict(row, status=status, error=error))
 
 
 def record_lost(
     spec: RunSpec,
-    results_dir: str | Path,
+    results_dir: str | Path | RunStore,
     reason: str,
     executor: str = "",
     job_id: str = "",
@@ -291,17 +281,18 @@ def record_lost(
     Raises:
         DiskFullError: the worker died of a full results folder, or the row does not fit.
     """
+    store = as_store(results_dir)
     rid = spec.base_row["run_id"]
-    marker_path(results_dir, rid).unlink(missing_ok=True)
+    store.release(rid)
     pending = sys.exc_info()[1]
-    if pending is not None and results_full(pending, results_dir) is not None:
+    if pending is not None and results_full(pending, store.root) is not None:
         raise pending
-    if (done := R.finished(results_dir, rid)) is not None:
+    if (done := store.finished(rid)) is not None:
         return done
     row = dict(spec.base_row, status="failed", error=reason[:ERROR_CHARS])
     job = {"executor": executor, "job_id": job_id, "log_path": log_path}
     row.update({k: v for k, v in job.items() if v})
-    return R.read_run(R.write_row(results_dir, row))
+    return store.record(row)
 
 
 __all__ = [

@@ -1,11 +1,12 @@
-"""Running markers: ``runs/<run_id>.running`` names the worker that executes a run.
+"""Running markers: a marker file names the worker that executes a run (the protocol, on paths).
 
 A worker claims a run by creating its marker exclusively (:func:`claim`); another worker that
 finds a live marker waits instead of running the run a second time, and a stale marker (its pid
 dead on this host, or older than the run's timeout plus a grace) may be taken over. What a killed
-worker leaves behind (a marker next to the row it finished, a temp file or a takeover lock it was
-writing) is removed on resume (:func:`clear_stale`, :func:`remove_leftovers`); a full disk raises
-:class:`pebench.results.DiskFullError` and leaves no temp file.
+worker leaves behind (a marker next to the row it finished, a takeover lock it was holding) is
+removed on resume (:func:`clear_stale`, :func:`remove_stale_locks`); a full disk raises
+:class:`pebench.fsio.DiskFullError` and leaves no temp file. Where markers live is
+:class:`pebench.store.RunStore`'s business: every function here takes the marker's path.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import contextlib
 import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from pebench import results as R
-from pebench.run import RunSpec
+from pebench import fsio
 
 #: a marker older than the run's timeout plus this grace is stale even on another host
 MARKER_GRACE_S = 600.0
@@ -28,15 +27,10 @@ MARKER_GRACE_S = 600.0
 CLAIM_POLL_S = 2.0
 
 
-def marker_path(results_dir: str | Path, rid: str) -> Path:
-    """``<results>/runs/<run_id>.running``: exists while a worker executes run ``rid``."""
-    return Path(results_dir) / "runs" / f"{rid}.running"
-
-
-def read_marker(results_dir: str | Path, rid: str) -> dict[str, Any] | None:
-    """The marker of run ``rid`` (job id, host, pid, start time...), or ``None``."""
+def read_marker(path: Path) -> dict[str, Any] | None:
+    """The marker at ``path`` (job id, host, pid, start time...), or ``None``."""
     try:
-        return json.loads(marker_path(results_dir, rid).read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -78,13 +72,19 @@ def marker_is_live(marker: dict[str, Any], now: float | None = None) -> bool:
     return True
 
 
-def marker_text(spec: RunSpec, timeout_s: float, child: int | None) -> str:
-    """The JSON a marker holds: run id, job, host, worker pid and its start, child, timeout."""
+def marker_text(row: dict[str, Any], timeout_s: float, child: int | None) -> str:
+    """The JSON a marker holds: run id, job, host, worker pid and its start, child, timeout.
+
+    Args:
+        row: the run's base row (its ``run_id``, and the job fields an executor set).
+        timeout_s: seconds the run may take.
+        child: pid of the process executing the run, once started.
+    """
     info = {
-        "run_id": spec.base_row["run_id"],
-        "executor": spec.base_row.get("executor", ""),
-        "job_id": spec.base_row.get("job_id", ""),
-        "log_path": spec.base_row.get("log_path", ""),
+        "run_id": row["run_id"],
+        "executor": row.get("executor", ""),
+        "job_id": row.get("job_id", ""),
+        "log_path": row.get("log_path", ""),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "pid_start": _start_time(os.getpid()),
@@ -132,8 +132,8 @@ def _take_over(path: Path, stale: dict[str, Any] | None, tmp: Path | None) -> bo
         lock.rmdir()
 
 
-def claim(results_dir: str | Path, spec: RunSpec, timeout_s: float) -> dict[str, Any] | None:
-    """Create the run's marker exclusively; returns another worker's marker instead.
+def claim(path: Path, text: str) -> dict[str, Any] | None:
+    """Create the marker at ``path`` (holding ``text``) exclusively; else another worker's marker.
 
     The marker appears complete or not at all (written aside to a fresh private file named after
     this worker, then hard-linked, which fails if it exists). A stale marker, or one of this
@@ -143,24 +143,15 @@ def claim(results_dir: str | Path, spec: RunSpec, timeout_s: float) -> dict[str,
     Raises:
         DiskFullError: no space or quota left for the marker (no temp file is left behind).
     """
-    path = marker_path(results_dir, spec.base_row["run_id"])
     tmp: Path | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(
-            prefix=R.temp_prefix(path), suffix=R.TEMP_SUFFIX, dir=path.parent
-        )
-        tmp = Path(name)
-        try:
-            R.write_all(fd, marker_text(spec, timeout_s, None).encode("utf-8"))
-        finally:
-            os.close(fd)
+        tmp = fsio.write_temp(path, text.encode("utf-8"))
         os.link(tmp, path)
         return None
     except FileExistsError:
         if tmp is None:  # mkstemp out of names: not a marker of another worker
             raise
-        other = read_marker(results_dir, spec.base_row["run_id"])
+        other = read_marker(path)
         if other is None:  # gone (its worker just finished: ask again) or unreadable (stale)
             return None if path.exists() and _take_over(path, None, tmp) else {}
         mine = (other.get("host"), other.get("pid")) == (socket.gethostname(), os.getpid())
@@ -168,40 +159,33 @@ def claim(results_dir: str | Path, spec: RunSpec, timeout_s: float) -> dict[str,
             return other
         return None if _take_over(path, other, tmp) else other
     except OSError as err:
-        if R.is_full(err):
-            raise R.DiskFullError(path, err.errno) from err
+        if fsio.is_full(err):
+            raise fsio.DiskFullError(path, err.errno) from err
         raise
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
 
 
-def clear_stale(results_dir: str | Path, rid: str) -> bool:
-    """Remove run ``rid``'s marker if its worker is gone; ``True`` if this call removed it.
+def clear_stale(path: Path) -> bool:
+    """Remove the marker at ``path`` if its worker is gone; ``True`` if this call removed it.
 
     A worker killed between writing the row and removing its marker leaves the marker of a
     finished run, which no worker would ever claim again. Removed under the takeover lock
     (:func:`_take_over`), so a marker another worker has just taken over is never removed.
     """
-    path = marker_path(results_dir, rid)
     if not path.exists():
         return False
-    marker = read_marker(results_dir, rid)
+    marker = read_marker(path)
     if marker is not None and marker_is_live(marker):
         return False
     return _take_over(path, marker, None)
 
 
-def remove_leftovers(results_dir: str | Path) -> list[Path]:
-    """Remove what killed writers left in ``<results>/runs/``; returns the paths removed.
-
-    Abandoned temp files of rows and markers (:func:`pebench.results.remove_stale_temps`: their
-    writer is dead, or they are older than a takeover lock may live) and takeover locks older
-    than :data:`TAKEOVER_STALE_S`. Writes in progress are left alone.
-    """
-    runs = Path(results_dir) / "runs"
-    removed = R.remove_stale_temps(runs)
-    for lock in sorted(runs.glob("*.running.takeover")):
+def remove_stale_locks(folder: Path) -> list[Path]:
+    """Remove the takeover locks of ``folder`` older than :data:`TAKEOVER_STALE_S`; returns them."""
+    removed = []
+    for lock in sorted(folder.glob("*.takeover")):
         with contextlib.suppress(OSError):  # taken meanwhile, or released
             if time.time() - lock.stat().st_mtime > TAKEOVER_STALE_S:
                 lock.rmdir()
@@ -216,8 +200,7 @@ __all__ = [
     "claim",
     "clear_stale",
     "marker_is_live",
-    "marker_path",
     "marker_text",
     "read_marker",
-    "remove_leftovers",
+    "remove_stale_locks",
 ]

@@ -1,0 +1,204 @@
+"""The run store: a row and its record are one unit, on disk and when read back.
+
+Attacks on the pair: a record without its row (a writer killed between the two writes), a row
+whose record is missing, edited, swapped or hostile, and a retirement interrupted between moving
+the row and moving its record.
+"""
+
+import json
+import os
+
+import pytest
+
+from pebench import fsio
+from pebench import record as REC
+from pebench import results as R
+from pebench.store import RunStore, read_row_file
+
+RID = "0123456789abcdef"
+
+
+def _row(**over):
+    row = {k: "" for k in R.COLUMNS}
+    row.update(
+        run_id=RID, phase="final", trial=0, lr=1e-3, weight_decay=1e-4, method="lora",
+        preset="default", method_config="{}", method_origin="builtin",
+        method_reconstruction=False, backbone="b", weights="w", task="demo/shapes",
+        suite="demo", task_version="1", data_format="procedural", budget="demo-v3", seed=0,
+        test_top1=0.75, val_top1=float("nan"), status="ok", git_dirty=False,
+    )  # fmt: skip
+    row.update(over)
+    return row
+
+
+def _record(rid=RID, pred=(0, 1, 2, 1), correct=(True, True, False, True)):
+    return REC.make(rid, "final", pred, correct, [{"epoch": 0, "train_loss": 1.5, "lr": 0.1}])
+
+
+def test_record_writes_the_pair_and_reads_it_back(tmp_path):
+    store = RunStore(tmp_path)
+    row = store.record(_row(), _record())
+    assert (row["n_test"], row["n_test_correct"]) == (4, 3)
+    assert row["record_sha256"] == REC.sha256(store.record_path(RID).read_bytes())
+    assert store.read(RID) == row and store.finished(RID) == row
+    rec = store.load_record(row)
+    assert rec.pred == (0, 1, 2, 1) and rec.correct == (True, True, False, True)
+    assert rec.epochs[0]["train_loss"] == 1.5 and rec.split == "test"
+
+
+def test_a_score_that_is_not_its_counts_is_refused_before_anything_is_written(tmp_path):
+    store = RunStore(tmp_path)
+    with pytest.raises(R.ResultsError, match=r"test_top1=0.5 is not 3/4 correct"):
+        store.record(_row(test_top1=0.5), _record())
+    assert not store.runs.exists() or not any(store.runs.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("damage", "expect"),
+    [
+        (lambda p: p.unlink(), "its record .* is missing"),
+        (lambda p: p.write_bytes(p.read_bytes().replace(b"[0,1", b"[1,1")), "is not the one"),
+        (lambda p: p.write_bytes(b""), "is not the one the row names"),
+    ],
+    ids=["missing", "edited", "emptied"],
+)  # fmt: skip
+def test_a_row_whose_record_is_not_its_own_is_refused_in_one_line(tmp_path, damage, expect):
+    store = RunStore(tmp_path)
+    store.record(_row(), _record())
+    damage(store.record_path(RID))
+    with pytest.raises(R.ResultsError, match=expect) as info:
+        store.read(RID)
+    assert "\n" not in str(info.value) and RID in str(info.value)
+    assert store.finished(RID) is None  # a broken pair is redone, never reused
+    skipped: list[str] = []
+    assert store.rows(skipped) == [] and len(skipped) == 1
+
+
+def test_a_record_swapped_in_from_another_run_is_refused(tmp_path):
+    """Even with its hash put in the row, another run's record does not pass as this one's."""
+    store = RunStore(tmp_path)
+    other = "fedcba9876543210"
+    store.record(_row(run_id=other), _record(rid=other))
+    row = store.record(_row(), _record())
+    data = store.record_path(other).read_bytes()
+    store.record_path(RID).write_bytes(data)
+    text = store.row_path(RID).read_text().replace(row["record_sha256"], REC.sha256(data))
+    store.row_path(RID).write_text(text)
+    forged = store.read(RID)  # the hash matches now ...
+    with pytest.raises(REC.RecordError, match=f"belongs to run '{other}'"):
+        store.load_record(forged)  # ... the content does not
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[" * 100_000,
+        json.dumps(
+            {
+                "format": 1,
+                "run_id": RID,
+                "split": "test",
+                "n": 2,
+                "pred": [0, "x"],
+                "correct": "10",
+                "epochs": [],
+            }
+        ).encode(),  # fmt: skip
+        json.dumps(
+            {
+                "format": 1,
+                "run_id": RID,
+                "split": "test",
+                "n": 3,
+                "pred": [0, 1],
+                "correct": "10",
+                "epochs": [],
+            }
+        ).encode(),  # fmt: skip
+        json.dumps(
+            {
+                "format": 1,
+                "run_id": RID,
+                "split": "test",
+                "n": 2,
+                "pred": [0, 1],
+                "correct": "1x",
+                "epochs": [],
+            }
+        ).encode(),  # fmt: skip
+        json.dumps(
+            {
+                "format": 1,
+                "run_id": RID,
+                "split": "train",
+                "n": 1,
+                "pred": [0],
+                "correct": "1",
+                "epochs": [],
+            }
+        ).encode(),  # fmt: skip
+    ],
+    ids=["text", "deep", "string-class", "short", "bad-flag", "train-split"],
+)
+def test_hostile_records_are_refused_as_data(tmp_path, body):
+    with pytest.raises(REC.RecordError) as info:
+        REC.parse(body, "hostile.json")
+    assert "hostile.json" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_record_too_large_is_refused_unread(tmp_path):
+    with pytest.raises(REC.RecordError, match="more than a record may hold"):
+        REC.parse(b" " * (REC.MAX_BYTES + 1), "big.json")
+
+
+def test_tidy_removes_a_record_whose_writer_died_before_the_row(tmp_path):
+    """The kill window between the two writes: a record with no row and no live worker."""
+    store = RunStore(tmp_path)
+    store.record(_row(), _record())
+    store.row_path(RID).unlink()  # as if killed after the record, before the row
+    assert store.tidy() == [store.record_path(RID)]
+    assert not store.record_path(RID).exists()
+
+
+def test_tidy_keeps_the_record_of_a_run_in_progress(tmp_path):
+    store = RunStore(tmp_path)
+    assert store.claim(_row(), 60.0) is None  # this process holds the run
+    fsio.atomic_write_bytes(store.record_path(RID), _record().to_bytes())
+    assert store.tidy() == [] and store.record_path(RID).exists()
+
+
+@pytest.mark.parametrize("where", ["retire", "set_aside"])
+def test_tidy_completes_a_move_killed_between_row_and_record(tmp_path, where):
+    store = RunStore(tmp_path)
+    store.record(_row(), _record())
+    data = store.record_path(RID).read_bytes()
+    (moved,) = getattr(store, where)([RID])
+    assert (moved.parent / store.record_path(RID).name).read_bytes() == data  # moved together
+    # now interrupt it: the row went, the record stayed behind
+    os.replace(moved.parent / store.record_path(RID).name, store.record_path(RID))
+    assert store.tidy() == [moved.parent / store.record_path(RID).name]
+    assert read_row_file(moved)["run_id"] == RID  # the pair is whole again where it went
+    assert not store.record_path(RID).exists()
+
+
+def test_a_failure_row_never_claims_a_record(tmp_path):
+    store = RunStore(tmp_path)
+    row = store.record(_row(status="failed", test_top1=float("nan"), record_sha256="ab" * 32))
+    assert row["record_sha256"] == "" and not store.record_path(RID).exists()
+
+
+def test_old_rows_without_records_still_load(tmp_path):
+    """A row written before records existed (no count or record columns at all)."""
+    store = RunStore(tmp_path)
+    store.record(_row())
+    header, line = store.row_path(RID).read_text().splitlines()
+    cols, vals = header.split(","), line.split(",")
+    new = ("n_test", "n_test_correct", "n_val", "n_val_correct", "record_sha256")
+    keep = [i for i, c in enumerate(cols) if c not in new]
+    store.row_path(RID).write_text(
+        ",".join(cols[i] for i in keep) + "\n" + ",".join(vals[i] for i in keep) + "\n"
+    )
+    row = store.read(RID)
+    assert row["n_test"] is None and row["record_sha256"] == ""
+    assert store.load_record(row) is None
