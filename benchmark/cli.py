@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         "refusing to build",
     )
     export_cli.add_parser(sub)
+    from pebench import compare_cli
+
+    compare_cli.add_parser(sub)
     return p
 
 
@@ -535,6 +538,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return export_cli.cmd_export(args)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``pebench compare`` (see :mod:`pebench.compare_cli`)."""
+    from pebench import compare_cli
+
+    return compare_cli.cmd_compare(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``pebench bench`` (``--harness``: the harness against a bare loop)."""
     if args.harness:
@@ -569,8 +579,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pebench.backbones import EMBEDDED
+    from pebench.fsio import atomic_write_text
     from pebench.pretrain import Recipe, model_card, pretrain
-    from pebench.results import atomic_write_text
 
     shipped = {path.resolve() for path, _ in EMBEDDED.values()}
     if Path(args.out).resolve() in shipped:
@@ -607,6 +617,7 @@ COMMANDS = {
     "prepare": cmd_prepare,
     "leaderboard": cmd_leaderboard,
     "export": cmd_export,
+    "compare": cmd_compare,
 }
 
 

@@ -21,6 +21,7 @@ from pebench.datasets import Suite, TaskSpec
 from pebench.report import leaderboard as lb
 from pebench.report.columns import fmt_params, params_decimals
 from pebench.report.tables import tables
+from pebench.store import RunStore
 
 SPLITS = {"train": "train", "val": "val", "trainval": "trainval", "test": "test"}
 
@@ -101,7 +102,7 @@ def make_row(**over) -> dict:
 
 def write(tmp: Path, **over) -> dict:
     row = make_row(**over)
-    results.write_row(tmp, row)
+    RunStore(tmp).record(row)
     return row
 
 
@@ -374,7 +375,9 @@ def _corrupt(path: Path, old: str, new: str) -> None:
 )
 def test_malformed_csv_writes_nothing(tmp_path, damage, expect):
     populate(tmp_path)
-    bad = results.run_path(tmp_path, make_row(task="lbtest/alpha", seed=0, test_top1=0.8)["run_id"])
+    bad = RunStore(tmp_path).row_path(
+        make_row(task="lbtest/alpha", seed=0, test_top1=0.8)["run_id"]
+    )
     damage(bad)
     md_path = tmp_path / "leaderboard.md"
     with pytest.raises(results.ResultsError) as err:
@@ -422,14 +425,14 @@ def test_default_registry_path_without_torch(tmp_path):
         f"""
         import sys
         from pebench.datasets import Suite, TaskSpec, register_suite
-        from pebench import results
+        from pebench.store import RunStore
         from pebench.report import leaderboard as lb
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import test_leaderboard as t
         register_suite(t.LB, t.LB_TASKS)
         for seed in range(2):
             for task in t.LB.tasks:
-                results.write_row({str(tmp_path)!r}, t.make_row(task=task, seed=seed))
+                RunStore({str(tmp_path)!r}).record(t.make_row(task=task, seed=seed))
         out = lb.generate({str(tmp_path)!r}, {str(tmp_path / "lb.md")!r})
         assert not lb.is_stale({str(tmp_path)!r}, {str(tmp_path / "lb.md")!r})
         bad = [m for m in ("torch", "timm", "torchvision") if m in sys.modules]
@@ -442,7 +445,7 @@ def test_default_registry_path_without_torch(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "2"
+    assert proc.stdout.strip() == "5"  # accuracy vs params and vs memory, and the 3 statistics
     md = (tmp_path / "lb.md").read_text()
     assert by_method(table(md, "lbtest"))["lora"]["mean"] == "50.00"
 

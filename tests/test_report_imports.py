@@ -14,9 +14,11 @@ from pathlib import Path
 import pebench.report
 
 REPORT = Path(pebench.report.__file__).resolve().parent
-ALLOWED_THIRD_PARTY = {"__future__", "numpy", "pandas", "matplotlib"}
-#: second name component of the allowed ``pebench`` modules
-ALLOWED_PEBENCH = {"report", "results", "datasets", "errors", "selection"}
+ALLOWED_THIRD_PARTY = {"__future__", "numpy", "pandas", "matplotlib", "scipy"}
+#: second name component of the allowed ``pebench`` modules (the results folder: schema,
+#: records, the store and its durable writes)
+ALLOWED_PEBENCH = {"report", "results", "record", "store", "fsio", "markers", "datasets",
+                   "errors", "selection"}  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:

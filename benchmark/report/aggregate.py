@@ -30,7 +30,9 @@ import pandas as pd
 
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
+from pebench.record import RecordError
 from pebench.report.sources import ResultsArg, results_dirs
+from pebench.store import RunStore
 
 #: the column naming the results folder a row was read from (not a result-row field)
 SOURCE = "results_dir"
@@ -60,21 +62,41 @@ def aggregate(results_dir: ResultsArg, skipped: list[str] | None = None) -> pd.D
             malformed file (names file, line and column).
 
     """
-    dirs = results_dirs(results_dir)
-    for d in dirs:
-        runs = d / "runs"
-        if not runs.is_dir():
+    stores = [RunStore(d) for d in results_dirs(results_dir)]
+    for store in stores:
+        if not store.exists():
             raise results.ResultsError(
-                f"no results folder {runs}: nothing to build a leaderboard from (pass the folder "
-                "`pebench run --results` wrote, default: results)"
+                f"no results folder {store.runs}: nothing to build a leaderboard from (pass the "
+                "folder `pebench run --results` wrote, default: results)"
             )
-    rows = [{**r, SOURCE: str(d)} for d in dirs for r in results.read_runs(d, skipped)]
+    rows = [{**r, SOURCE: str(s.root)} for s in stores for r in s.rows(skipped)]
     columns = [*results.COLUMNS, SOURCE]
     if not rows:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     df = pd.DataFrame(rows, columns=columns)
     df = df.sort_values(list(SORT_KEYS), kind="mergesort").reset_index(drop=True)
     return df
+
+
+def load_correct(rows: Sequence[dict]) -> dict[tuple[str, str], np.ndarray]:
+    """Per-image correctness of every row that has a record, read from the records.
+
+    Keys are ``(results folder, run id)``; values bool arrays in the prepared split's order.
+
+    Raises:
+        ResultsError: a record that is malformed or not the one its row names (one line).
+    """
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for r in rows:
+        if not r["record_sha256"] or (r[SOURCE], r["run_id"]) in out:
+            continue
+        try:
+            rec = RunStore(r[SOURCE]).load_record(r)
+        except RecordError as err:
+            raise results.ResultsError(str(err)) from None
+        if rec is not None:
+            out[(r[SOURCE], r["run_id"])] = np.array(rec.correct, dtype=bool)
+    return out
 
 
 def _native(value: Any) -> Any:
@@ -139,6 +161,8 @@ class SuiteInfo:
     versions: dict[str, str]
     description: str = ""
     registered: bool = True
+    #: task -> number of classes (registered tasks only; chance level for the selection flags)
+    classes: dict[str, int] = field(default_factory=dict)
 
     @property
     def mean_names(self) -> list[str]:
@@ -187,6 +211,7 @@ def suite_info(
             },
             versions={t: specs[t].version for t in specs},
             description=suite.description,
+            classes={t: specs[t].num_classes for t in specs},
         )
     observed = tuple(sorted(row_groups))
     return SuiteInfo(name, observed, "mean", row_groups, {}, registered=False)
@@ -221,6 +246,8 @@ class Entry:
     rank_std: float = math.nan
     #: the context values as a table shows them (long weights tags replaced by a short key)
     display: dict[str, str] = field(default_factory=dict)
+    #: what the table's statistics say about the row (:class:`pebench.report.inference.RowStats`)
+    stats: Any = None
 
 
 def suite_means(info: SuiteInfo, task_means: Mapping[str, float]) -> dict[str, float]:
@@ -237,6 +264,17 @@ def suite_means(info: SuiteInfo, task_means: Mapping[str, float]) -> dict[str, f
     return {
         f"mean of {len(info.tasks)}": plain,
         "mean of group means": statistics.fmean(statistics.fmean(v) for v in by_group.values()),
+    }
+
+
+def ranking_weights(info: SuiteInfo) -> dict[str, float]:
+    """Task -> its weight in the ranking mean (``1/K``; ``1/(G·n_g)`` for a mean of group means)."""
+    if info.aggregate != "vtab":
+        return {t: 1.0 / len(info.tasks) for t in info.tasks}
+    groups = [info.groups.get(t, "") for t in info.tasks]
+    return {
+        t: 1.0 / (len(set(groups)) * groups.count(g))
+        for t, g in zip(info.tasks, groups, strict=True)
     }
 
 

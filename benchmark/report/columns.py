@@ -27,6 +27,8 @@ from typing import Any
 
 from pebench import results
 from pebench.report.aggregate import Entry, mean
+from pebench.report.inference import FLAGS as FLAG_TEXT
+from pebench.report.stats import MIN_SEEDS_FOR_CLAIMS
 from pebench.report.tables import SuiteTable
 
 MISSING = "—"
@@ -276,6 +278,52 @@ def fmt_selected(selected: dict[str, tuple[float, str]]) -> str:
     return text + (f" ⚑{edges}" if edges else "")
 
 
+def _interval(e: Entry) -> tuple[float, float]:
+    return (e.stats.interval.lo, e.stats.interval.hi) if e.stats else (math.nan, math.nan)
+
+
+def fmt_interval(bounds: tuple[float, float]) -> str:
+    """A 95 % interval as ``[lo, hi]`` (two decimals)."""
+    lo, hi = bounds
+    return MISSING if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
+
+
+def _claim(e: Entry, text: str) -> str:
+    """``text``, in parentheses with ``°`` when the row has too few seeds for claims."""
+    return text if e.stats.claims else f"({text})°"
+
+
+def _ub_rank(e: Entry) -> str:
+    if e.stats is None or not e.stats.ub_rank:
+        return MISSING
+    return _claim(e, str(e.stats.ub_rank))
+
+
+def _rank_interval(e: Entry) -> str:
+    if e.stats is None or not e.stats.rank_lo:
+        return MISSING
+    lo, hi = e.stats.rank_lo, e.stats.rank_hi
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
+def _tier(e: Entry) -> str:
+    if e.stats is None or not e.stats.tier:
+        return MISSING
+    return _claim(e, str(e.stats.tier))
+
+
+def _flags(e: Entry) -> str:
+    """Flag kinds with their tasks (``collapse: count; close: shapes, texture``); edges aside."""
+    if e.stats is None:
+        return ""
+    parts = [
+        f"{kind}: {', '.join(_short_task(t) for t in tasks)}"
+        for kind, tasks in e.stats.flags.items()
+        if kind != "edge"
+    ]
+    return "; ".join(parts)
+
+
 def _seed_counts(e: Entry) -> list[int]:
     return sorted({len(v) for v in e.task_values.values()})
 
@@ -330,6 +378,41 @@ MEANS = ColumnFamily(
     "VTAB-style suites report both the plain mean over tasks and the mean of group means",
     legend_first=True,
 )
+INTERVAL = Column(
+    "95% CI",
+    fmt_interval,
+    value=_interval,
+    legend="**95% CI**: interval of the ranking suite mean: t with Welch–Satterthwaite degrees "
+    "of freedom over the seed variance (per task, over its seeds) and the test-set variance "
+    "(per image, from the run records; binomial when a row has counts only); it covers "
+    "93–97 % in simulation at 3–10 seeds",
+    legend_first=True,
+)
+UB_RANK = Column(
+    "rank (UB)",
+    value=_ub_rank,
+    legend="**rank (UB)**: 1 + the number of rows significantly better (two-sided t test on "
+    "the paired difference of suite means, Holm-corrected over all pairs of the table, "
+    "α = 0.05): it cannot over-claim; **rank 95% CI**: 2.5–97.5 % of the row's rank over "
+    "joint draws of every row's seed and test-set error; **tier**: the best remaining row "
+    "and every row not significantly worse than it form a tier, repeated (greedy: rows of one "
+    "tier may still differ); (n)°: fewer than "
+    f"{MIN_SEEDS_FOR_CLAIMS} seeds on a task, so the rank and tier describe the data and "
+    "make no significance claim",
+    legend_first=True,
+)
+RANK_INTERVAL = Column("rank 95% CI", value=_rank_interval)
+TIER = Column("tier", value=_tier)
+FLAGS = Column(
+    "flags",
+    value=_flags,
+    legend="**flags** (tasks where a number is fragile): collapse: "
+    + FLAG_TEXT["collapse"]
+    + "; close: "
+    + FLAG_TEXT["close"]
+    + "; cliff: "
+    + FLAG_TEXT["cliff"],
+)
 SELECTED_LR = Column(
     "selected lr",
     fmt_selected,
@@ -372,6 +455,11 @@ COLUMNS: tuple[Spec, ...] = (
     TASKS,
     GROUPS,
     MEANS,
+    INTERVAL,
+    UB_RANK,
+    RANK_INTERVAL,
+    TIER,
+    FLAGS,
     SELECTED_LR,
     PEAK_MEM,
     TRAIN_SPEED,

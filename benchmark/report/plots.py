@@ -1,20 +1,21 @@
 """Suite tables to figures: accuracy vs trainable parameters and vs peak memory, per suite.
 
 Figures are sized for print: :data:`FIG_SIZE_IN` (a two-column width), PNG at
-:data:`PNG_DPI` dpi and PDF (vector). The accuracy is the suite's ranking mean with an error bar
-of its sample std over seeds. Only rows with a complete suite mean are plotted (a suite without
-any gets a placeholder figure saying so, so an old plot never outlives its data); the Pareto
-front is drawn over the pretrained rows. Labels are laid out by :mod:`pebench.report.labels`
-so that no two overlap. The memory axis says how memory was measured
+:data:`PNG_DPI` dpi and PDF (vector). The accuracy is the suite's ranking mean with its 95 %
+interval (seed and test-set error, :mod:`pebench.report.stats`). Only rows with a complete suite
+mean are plotted (a suite without any gets a placeholder figure saying so, so an old plot never
+outlives its data); the Pareto front is drawn over the pretrained rows, and a front point that
+is not significantly better than the next cheaper front point is drawn hollow: the front
+cannot tell them apart. Labels are laid out by :mod:`pebench.report.labels` so that no two
+overlap. The memory axis says how memory was measured
 (:data:`pebench.report.columns.MEMORY_KINDS`), and kinds are never mixed on one axis: a suite
-with rows of several kinds gets one memory figure per kind. Output bytes are deterministic: no
-software or date metadata. Figures are drawn on matplotlib's Agg canvas; pyplot is never
-imported.
+with rows of several kinds gets one memory figure per kind. The uncertainty figures (intervals
+with tiers, probability of improvement, search sensitivity) come from
+:mod:`pebench.report.stat_plots`. Output bytes are deterministic (:mod:`pebench.report.figstyle`).
 """
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -23,30 +24,27 @@ from typing import Any
 
 import pandas as pd
 
-from pebench import results
+from pebench import fsio
 from pebench.datasets import Suite, TaskSpec
+from pebench.report.aggregate import Entry
 from pebench.report.columns import MIB, memory_kind
+from pebench.report.figstyle import FORMATS, encode, new_figure
 from pebench.report.labels import Box, place_labels
+from pebench.report.stat_plots import stat_figures
+from pebench.report.stats import ALPHA
 from pebench.report.tables import SuiteTable, tables
 
 #: width and height in inches (a two-column figure; 3.5 in is one column)
 FIG_SIZE_IN = (7.0, 4.8)
-PNG_DPI = 300
-#: the file formats of every figure
-FORMATS = ("png", "pdf")
-#: what the file names of figures look like (``<suite>_acc_vs_<what>.<format>``)
-NAME_PATTERN = "*_acc_vs_*"
+#: what the file names of figures look like (``<suite>_acc_<what>.<format>``)
+NAME_PATTERN = "*_acc_*"
 #: the axes' position in the figure: left, bottom, right, top (fractions; fixed, so the label
 #: layout is computed on the final geometry)
 AXES_BOX = (0.09, 0.2, 0.98, 0.92)
 #: symlog threshold of the params axis, in M: linear below it, so a 0-parameter method shows
 PARAMS_LINTHRESH = 0.01
-#: (label, x, y, y std over seeds, random-init backbone)
+#: (label, x, y, half-width of its 95 % interval, random-init backbone)
 Point = tuple[str, float, float, float, bool]
-_METADATA = {
-    "png": {"Software": None},
-    "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
-}
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -107,10 +105,15 @@ def _obstacles(ax: Any, points: list[Point], front: list[int]) -> list[Box]:
     return boxes
 
 
-def _draw_points(ax: Any, points: list[Point]) -> None:
-    """Scatter the points with seed error bars, the pretrained Pareto front highlighted."""
+def _draw_points(ax: Any, points: list[Point], tied: set[int] | None = None) -> None:
+    """Scatter the points with 95 % interval bars, the pretrained Pareto front highlighted.
+
+    ``tied(front)`` gives the front points (indices into ``points``) not significantly better
+    than the next cheaper front point: drawn hollow.
+    """
     pretrained = [i for i, p in enumerate(points) if not p[4]]
     front = [pretrained[i] for i in pareto_front([points[i][1:3] for i in pretrained])]
+    hollow = [i for i in front if tied is not None and i in tied]
     others = [i for i in range(len(points)) if i not in front]
     bars = [i for i, p in enumerate(points) if not math.isnan(p[3])]
     if bars:
@@ -123,7 +126,7 @@ def _draw_points(ax: Any, points: list[Point]) -> None:
             elinewidth=0.7,
             capsize=1.5,
             capthick=0.7,
-            label="± sample std over seeds",
+            label="95% interval of the suite mean",
             zorder=2,
         )
     if others:
@@ -148,6 +151,18 @@ def _draw_points(ax: Any, points: list[Point]) -> None:
             label="Pareto front (best accuracy at ≤ cost; pretrained rows)",
             zorder=4,
         )
+    if hollow:
+        ax.scatter(
+            [points[i][1] for i in hollow],
+            [points[i][2] for i in hollow],
+            marker="*",
+            s=70,
+            facecolor="white",
+            edgecolor="tab:red",
+            linewidth=0.8,
+            label="front point not significantly better than the next cheaper one",
+            zorder=5,
+        )
     ax.margins(x=0.12, y=0.12)
     ax.autoscale_view()
     ax.set_xlim(ax.get_xlim())  # fixed from here on: the label layout works on final axes
@@ -156,7 +171,14 @@ def _draw_points(ax: Any, points: list[Point]) -> None:
     place_labels(ax, [points[i][:3] for i in order], _obstacles(ax, points, front))
 
 
-def figure(table: SuiteTable, title: str, xlabel: str, points: list[Point], symlog: bool) -> Any:
+def figure(
+    table: SuiteTable,
+    title: str,
+    xlabel: str,
+    points: list[Point],
+    symlog: bool,
+    tied: set[int] | None = None,
+) -> Any:
     """One accuracy-vs-cost figure of ``table`` (a matplotlib Figure on an Agg canvas).
 
     Args:
@@ -165,16 +187,13 @@ def figure(table: SuiteTable, title: str, xlabel: str, points: list[Point], syml
         xlabel: the cost axis label.
         points: the rows to plot.
         symlog: a symlog cost axis (parameters) instead of a linear one.
+        tied: indices of points that cannot be told from the next cheaper front point.
 
     Returns:
         The Figure, drawn (its label boxes are final).
 
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=FIG_SIZE_IN, dpi=PNG_DPI)
-    FigureCanvasAgg(fig)
+    fig = new_figure(FIG_SIZE_IN)
     left, bottom, right, top = AXES_BOX
     fig.subplots_adjust(left=left, bottom=bottom, right=right, top=top)
     ax = fig.add_subplot(1, 1, 1)
@@ -197,24 +216,42 @@ def figure(table: SuiteTable, title: str, xlabel: str, points: list[Point], syml
             fontsize=8,
         )
     else:
-        _draw_points(ax, points)
+        _draw_points(ax, points, tied)
         handles, names = ax.get_legend_handles_labels()
         fig.legend(handles, names, loc="lower center", ncol=3, fontsize=7, frameon=False)
     return fig
 
 
-def encode(fig: Any, fmt: str) -> bytes:
-    """``fig`` as ``fmt`` (``png`` or ``pdf``) bytes, without software or date metadata."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=PNG_DPI, metadata=_METADATA[fmt])
-    return buf.getvalue()
+def _half(e: Entry) -> float:
+    return e.stats.interval.half_width if e.stats is not None else math.nan
+
+
+def tied_on_front(table: SuiteTable, done: list[Entry], cost: list[float]) -> set[int]:
+    """Indices (into ``done``) of front rows that the front cannot tell from their neighbour.
+
+    A Pareto-front row (pretrained rows only) not significantly better than the next cheaper
+    front row (paired test, Holm over the table's pairs).
+    """
+    pretrained = [i for i, e in enumerate(done) if not e.random]
+    front = [pretrained[i] for i in pareto_front([(cost[i], done[i].rank) for i in pretrained])]
+    out = set()
+    for cheaper, dearer in zip(front, front[1:], strict=False):
+        d, p = table.pair(done[dearer], done[cheaper])
+        if not (p < ALPHA and d.value > 0):
+            out.add(dearer)
+    return out
 
 
 def suite_figures(table: SuiteTable) -> dict[str, Any]:
-    """The figures of one suite by file stem: accuracy vs params, and vs memory per kind."""
+    """The figures of one suite by file stem.
+
+    Accuracy vs params, vs memory per kind, and the uncertainty figures
+    (:func:`pebench.report.stat_plots.stat_figures`).
+    """
     done = [e for e in table.entries if not math.isnan(e.rank)]
     name = table.info.name
-    params = [(e.label, e.params_method / 1e6, e.rank, e.rank_std, e.random) for e in done]
+    params = [(e.label, e.params_method / 1e6, e.rank, _half(e), e.random) for e in done]
+    tied = tied_on_front(table, done, [p[1] for p in params]) if table.stats else set()
     out = {
         f"{_safe(name)}_acc_vs_params": figure(
             table,
@@ -223,12 +260,13 @@ def suite_figures(table: SuiteTable) -> dict[str, Any]:
             f"{PARAMS_LINTHRESH} M so 0-parameter methods are visible",
             params,
             symlog=True,
+            tied=tied,
         )
     }
     kinds = sorted({k for e in done for k in e.mem}) or [""]
     for kind in kinds:
         measured = [e for e in done if kind in e.mem]
-        mem = [(e.label, e.mem[kind] / MIB, e.rank, e.rank_std, e.random) for e in measured]
+        mem = [(e.label, e.mem[kind] / MIB, e.rank, _half(e), e.random) for e in measured]
         stem = f"{_safe(name)}_acc_vs_memory" + (f"_{_safe(kind)}" if len(kinds) > 1 else "")
         what = memory_kind(kind) if kind else "peak memory (not measured)"
         out[stem] = figure(
@@ -237,7 +275,9 @@ def suite_figures(table: SuiteTable) -> dict[str, Any]:
             f"{what}, MiB (maximum over runs)",
             mem,
             symlog=False,
+            tied=tied_on_front(table, measured, [m[1] for m in mem]) if table.stats else None,
         )
+    out.update(stat_figures(table, _safe(name)))
     return out
 
 
@@ -294,7 +334,7 @@ def plot(
     paths = []
     for name, data in sorted(plot_bytes(df, suites, tasks).items()):
         path = Path(out_dir) / name
-        results.atomic_write_bytes(path, data)
+        fsio.atomic_write_bytes(path, data)
         if path.suffix == ".png":
             paths.append(path)
     return paths

@@ -20,6 +20,7 @@ import pandas as pd
 
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
+from pebench.report import inference
 from pebench.report.aggregate import (
     CONTEXT,
     ROW_KEYS,
@@ -32,6 +33,7 @@ from pebench.report.aggregate import (
     registry,
     suite_info,
 )
+from pebench.report.stats import Estimate
 from pebench.selection import edge, select_trial, unsettled
 
 #: (row label, {phase: runs}, {status: runs over both phases})
@@ -65,11 +67,22 @@ class SuiteTable:
     notes: list[str] = field(default_factory=list)
     fixed: dict[str, str] = field(default_factory=dict)
     weights_key: dict[str, str] = field(default_factory=dict)
+    #: the table's statistics (:class:`pebench.report.stats.TableStats`, over the entries with
+    #: a complete suite mean, in table order); ``None`` when there is none
+    stats: Any = None
 
     @property
     def mean_names(self) -> list[str]:
         """Names of the suite-mean columns; the last one ranks the rows."""
         return self.info.mean_names
+
+    def pair(self, a: Entry, b: Entry) -> tuple[Estimate, float]:
+        """``(difference M_a − M_b, Holm-adjusted p)`` of two ranked entries."""
+        i, j = a.stats.index, b.stats.index
+        d, p = self.stats.pairs[(min(i, j), max(i, j))]
+        if i > j:
+            d = Estimate(-d.value, d.se, d.df, -d.hi, -d.lo, d.test_term)
+        return d, p
 
     @property
     def edge_counts(self) -> tuple[int, int]:
@@ -265,8 +278,11 @@ def suite_table(info: SuiteInfo, rows: list[dict], show_source: bool = False) ->
     entries = build_entries(info, final)
     disambiguate(entries)
     entries.sort(key=_rank_key)
+    row_stats, stats = inference.table_stats(entries, info, rows, info.classes)
+    for e, s in zip(entries, row_stats, strict=True):
+        e.stats = s
     varying, fixed, weights_key = context_columns(entries, show_source)
-    return SuiteTable(info, entries, varying, status, failures, notes, fixed, weights_key)
+    return SuiteTable(info, entries, varying, status, failures, notes, fixed, weights_key, stats)
 
 
 def tables(
