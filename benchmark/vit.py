@@ -159,7 +159,11 @@ class PetlBlock(Block):
             x = pre(x)
         h = self.norm1(x)
         a_in = h if (m := slot("attn_in")) is None else m(h)
-        y = self.ls1(self.attn(a_in, attn_mask=attn_mask, is_causal=is_causal))
+        # keywords only when used: timm 1.0.23 (the lowest allowed) takes no is_causal (1.0.26+)
+        extra = {"attn_mask": attn_mask} if attn_mask is not None else {}
+        if is_causal:
+            extra["is_causal"] = True
+        y = self.ls1(self.attn(a_in, **extra))
         if (m := slot("attn_out")) is not None:
             y = m(y)
         out = x + self.drop_path1(y)

@@ -47,3 +47,14 @@ def test_import_names_resolve_into_the_repo_folders():
     assert Path(pebench.__file__).parent.name == "benchmark"
     assert Path(pebench.methods.__file__).parent.name == "methods"
     assert Path(pebench.datasets.__file__).parent.name == "datasets"
+
+
+def test_the_timm_floor_is_the_version_ci_tests():
+    """pyproject's lower bound on timm is the version .ci/lowest-timm installs and tests."""
+    import re
+
+    pin = re.search(r'"timm>=([0-9.]+)"', (ROOT / "pyproject.toml").read_text())
+    floor = re.search(r"^TIMM_FLOOR=([0-9.]+)$", (ROOT / ".ci" / "lowest-timm").read_text(), re.M)
+    assert pin and floor
+    assert pin[1] == floor[1]
+    assert tuple(map(int, pin[1].split("."))) >= (1, 0, 23)  # older: no meta-device ViT-B

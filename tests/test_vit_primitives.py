@@ -77,3 +77,32 @@ def test_qkv_rows_from_dims_or_width():
     assert qkv_rows(d, "kv") == slice(d, 3 * d) and qkv_rows(d, "qkv") == slice(0, 3 * d)
     with pytest.raises(ValueError, match="'qv'"):
         qkv_rows(d, "qv")
+
+
+class _OldTimmAttention(nn.Module):
+    """timm < 1.0.26's ``Attention.forward(x)``: no ``attn_mask`` or ``is_causal`` keywords."""
+
+    def __init__(self, attn):
+        super().__init__()
+        self.inner = attn
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_a_slotted_block_calls_attention_without_keywords_it_does_not_use():
+    """timm's Attention takes ``attn_mask``/``is_causal`` only from 1.0.26 on; a block with a
+    slot must run on the oldest timm pyproject allows (issue #23, item 1)."""
+    from pebench.vit import PetlBlock, set_slot
+
+    torch.manual_seed(0)
+    model = tiny_vit()
+    block = model.blocks[0]
+    x = torch.randn(2, 5, block.norm1.normalized_shape[0])
+    plain = block(x)
+    set_slot(block, "post", nn.Identity())
+    assert isinstance(block, PetlBlock)
+    block.attn = _OldTimmAttention(block.attn)
+    assert torch.equal(block(x), plain)
+    with pytest.raises(TypeError, match="attn_mask"):  # asked for, it is passed on
+        block(x, attn_mask=torch.zeros(5, 5, dtype=torch.bool))
