@@ -133,8 +133,9 @@ def test_latex_structure_and_escaping(tmp_path):
         rows = [line for line in body if line.endswith("\\\\")]
         for line in rows:  # header and data rows: as many cells as the column spec says
             assert len(re.split(r"(?<!\\)&", line)) == len(spec), line
-    assert tables[0][0] == "l" + "r" * (1 + 2 + 1)  # method | params, 2 tasks, mean
-    assert tables[1][0] == "l" + "r" * (1 + 4 + 3 + 2)  # 4 tasks, 3 groups, 2 means
+    # method | params, 2 tasks, mean, its 95% CI, rank (UB), tier
+    assert tables[0][0] == "l" + "r" * (1 + 2 + 1 + 3)
+    assert tables[1][0] == "l" + "r" * (1 + 4 + 3 + 2 + 3)  # 4 tasks, 3 groups, 2 means
     assert "my\\_method\\&co" in tex and "100\\%\\_\\$\\#" in tex
     assert "lora $^\\dagger$" in tex and "$\\pm$" not in tex.split("\\caption")[0]
     assert not re.search(r"[^\x00-\x7f]", tex), "non-ASCII left in the LaTeX"
@@ -159,8 +160,10 @@ def test_markdown_export(tmp_path):
     md = export.export(lb.aggregate(tmp_path), "markdown", **REG)
     lines = md.splitlines()
     assert "## lbtest" in lines
-    header = lines[lines.index("| method | params (M) excl. head | alpha | beta | mean |")]
-    assert header and "| a\\|b | 0.29 | 50.0 | 50.0 | 50.00 |" in lines
+    head = "| method | params (M) excl. head | alpha | beta | mean | 95% CI | rank (UB) | tier |"
+    assert head in lines
+    # one seed per task: no interval, and no claim (°)
+    assert "| a\\|b | 0.29 | 50.0 | 50.0 | 50.00 | — | (1)° | (1)° |" in lines
 
 
 @pytest.mark.parametrize(

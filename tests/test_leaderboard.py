@@ -337,10 +337,11 @@ def test_generate_writes_roundtrip_csv_and_plots(tmp_path):
     assert back[0]["test_top1"] == expect["test_top1"][0]
     # the header names the run files relative to the leaderboard's folder
     assert md_path.read_text() == lb.render_markdown(expect, runs="runs/*.csv", **REG)
+    stems = ["acc_improvement", "acc_intervals", "acc_search", "acc_vs_memory", "acc_vs_params"]
     names = sorted(p.name for p in out["plots"])
-    assert names == ["lbtest_acc_vs_memory.png", "lbtest_acc_vs_params.png"]
+    assert names == [f"lbtest_{s}.png" for s in stems]
     pdfs = sorted(p.name for p in out["plots_pdf"])
-    assert pdfs == ["lbtest_acc_vs_memory.pdf", "lbtest_acc_vs_params.pdf"]
+    assert pdfs == [f"lbtest_{s}.pdf" for s in stems]
     first = {p.name: p.read_bytes() for p in out["plots"]}
     for data in first.values():
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
@@ -354,7 +355,8 @@ def test_generate_writes_roundtrip_csv_and_plots(tmp_path):
 def test_plot_placeholder_when_no_complete_row(tmp_path):
     write(tmp_path, task="lbtest/alpha")
     paths = lb.plot(lb.aggregate(tmp_path), tmp_path / "plots", **REG)
-    assert [p.name for p in paths] == ["lbtest_acc_vs_memory.png", "lbtest_acc_vs_params.png"]
+    stems = ["acc_improvement", "acc_intervals", "acc_search", "acc_vs_memory", "acc_vs_params"]
+    assert [p.name for p in paths] == [f"lbtest_{s}.png" for s in stems]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from matplotlib.collections import PathCollection
+from scipy import stats
 from test_leaderboard import LB, REG, write
 
+from pebench.report import figstyle, plots
 from pebench.report import leaderboard as lb
-from pebench.report import plots
 from pebench.report.labels import LABEL_GID
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +66,9 @@ def test_committed_figures_are_print_resolution_png_and_pdf():
     for png in pngs:
         width, height, dpi = png_info(png.read_bytes())
         assert dpi >= MIN_DPI, f"{png.name}: {dpi:.0f} dpi"
-        assert round(dpi) == plots.PNG_DPI
-        assert (width / dpi, height / dpi) == pytest.approx(plots.FIG_SIZE_IN, abs=0.01)
+        assert round(dpi) == figstyle.PNG_DPI
+        if "_acc_vs_" in png.name:  # the cost figures share one size; the others their own
+            assert (width / dpi, height / dpi) == pytest.approx(plots.FIG_SIZE_IN, abs=0.01)
         assert width / dpi >= 3.5  # at least a one-column print width
         pdf = png.with_suffix(".pdf")
         assert pdf.read_bytes()[:5] == b"%PDF-", f"no PDF twin of {png.name}"
@@ -79,7 +81,7 @@ def test_no_two_labels_overlap_on_the_committed_figures():
     test_committed_results), their label boxes read from matplotlib's renderer."""
     df = lb.aggregate(ROOT / "results")
     figures = plots.figures(df, None, None)
-    assert {f"{stem}.png" for stem in figures} == {p.name for p in PLOTS.glob("*.png")}
+    assert {f"{stem}.png" for stem in figures} == {p.name for p in PLOTS.glob("*_acc_vs_*.png")}
     for stem, fig in figures.items():
         labels = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == LABEL_GID]
         assert len(labels) >= 10 and len(set(labels)) == len(labels), stem
@@ -107,23 +109,25 @@ def test_labels_of_a_dense_cluster_do_not_overlap(tmp_path):
         assert_no_overlap(fig, stem)
 
 
-def test_accuracy_has_seed_error_bars(tmp_path):
-    # a: seeds 0..2 -> suite means 60, 70, 80 -> std 10; b: one seed, no bar
+def test_accuracy_has_95_percent_interval_bars(tmp_path):
+    """a: seeds 0..2 at 60, 70, 80 % on both tasks; b: one seed, no bar. No counts: the bar is
+    the seed part's t interval, mean 70 ± t(0.975, 4 df) * sqrt(2 * 0.25 * 100 / 3)."""
     for seed, acc in enumerate([0.6, 0.7, 0.8]):
         for task in LB.tasks:
             write(tmp_path, task=task, seed=seed, test_top1=acc)
     for task in LB.tasks:
         write(tmp_path, task=task, method="b", method_config="{}", test_top1=0.5)
     (table,) = lb_tables(tmp_path)
-    stds = {e.label: e.rank_std for e in table.entries}
-    assert stds["lora"] == pytest.approx(10.0) and math.isnan(stds["b"])
+    half = {e.label: e.stats.interval.half_width for e in table.entries}
+    want = stats.t.ppf(0.975, 4) * math.sqrt(2 * 0.25 * 100 / 3)
+    assert half["lora"] == pytest.approx(want) and math.isnan(half["b"])
     fig = plots.figures(lb.aggregate(tmp_path), **REG)["lbtest_acc_vs_params"]
     (bars,) = fig.axes[0].containers
     (segments,) = [c.get_segments() for c in bars.lines[2]]
     assert len(segments) == 1  # lora only
     (x0, y0), (x1, y1) = segments[0]
-    assert (y0, y1) == pytest.approx((60.0, 80.0)) and x0 == x1
-    assert "std over seeds" in fig.legends[0].texts[-1].get_text()
+    assert (y0, y1) == pytest.approx((70.0 - want, 70.0 + want)) and x0 == x1
+    assert "95% interval" in fig.legends[0].texts[-1].get_text()
 
 
 def plotted_x(ax) -> list[float]:
@@ -196,12 +200,15 @@ def test_generate_writes_png_and_pdf_and_drops_figures_of_a_vanished_kind(tmp_pa
         write(tmp_path, task=task, method="b", method_config="{}", peak_mem_kind="cuda_allocated")
     out = lb.generate(tmp_path, tmp_path / "lb.md", **REG)
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    stats_figures = ("acc_improvement", "acc_intervals", "acc_search")
     assert names == sorted(
-        f"lbtest_acc_vs_{what}.{ext}"
-        for what in ("params", "memory_cpu_rss", "memory_cuda_allocated")
+        f"lbtest_{what}.{ext}"
+        for what in (
+            "acc_vs_params", "acc_vs_memory_cpu_rss", "acc_vs_memory_cuda_allocated", *stats_figures
+        )
         for ext in ("png", "pdf")
-    )
-    assert [p.suffix for p in out["plots"]] == [".png"] * 3
+    )  # fmt: skip
+    assert [p.suffix for p in out["plots"]] == [".png"] * 6
     for path in out["plots"]:
         width, height, dpi = png_info(path.read_bytes())
         assert dpi >= MIN_DPI and width >= 3.5 * MIN_DPI
@@ -209,9 +216,8 @@ def test_generate_writes_png_and_pdf_and_drops_figures_of_a_vanished_kind(tmp_pa
         if ",cuda_allocated," in run.read_text():
             run.unlink()
     lb.generate(tmp_path, tmp_path / "lb.md", **REG)
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "lbtest_acc_vs_memory.pdf",
-        "lbtest_acc_vs_memory.png",
-        "lbtest_acc_vs_params.pdf",
-        "lbtest_acc_vs_params.png",
-    ]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
+        f"lbtest_{what}.{ext}"
+        for what in ("acc_vs_memory", "acc_vs_params", *stats_figures)
+        for ext in ("png", "pdf")
+    )

@@ -63,11 +63,11 @@ def test_added_column_renders_header_value_and_legend(tmp_path, monkeypatch):
     legend = _legend(md)
     assert "- GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs." in legend
     # its own bullet after the existing column bullets, before the ranking bullet
-    assert legend.index("- GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs.") == 7
+    assert legend.index("- GFLOPs/img: forward FLOPs per image in 10⁹, mean over runs.") == 10
     assert legend[-1].startswith("- Rows are sorted")
     # a legend group stays one bullet even with a column inserted between its members
-    assert legend[5].startswith("- selected lr: the learning rates the validation search")
-    assert legend[6] == f"- {PEAK_MEM_LEGEND}; img/s: mean over runs; seeds: seeds per task."
+    assert legend[8].startswith("- selected lr: the learning rates the validation search")
+    assert legend[9] == f"- {PEAK_MEM_LEGEND}; img/s: mean over runs; seeds: seeds per task."
     # nothing else changed: dropping the column's cells and bullet gives the plain rendering
     assert len(md.splitlines()) == len(plain.splitlines()) + 1
 
@@ -104,9 +104,12 @@ def test_column_table_shape():
         columns.TASKS.legend,
         columns.GROUPS.legend,
         columns.MEANS.legend,
+        columns.INTERVAL.legend,
+        columns.UB_RANK.legend,
         "**params (M) excl. head**: trainable parameters the method adds or unfreezes, in "
         "millions (one precision per table), classification head excluded; **incl. head** adds "
         "the row's mean head size over its tasks",
+        columns.FLAGS.legend,
         columns.SELECTED_LR.legend,
         f"{PEAK_MEM_LEGEND}; img/s: mean over runs; seeds: seeds per task",
     ]

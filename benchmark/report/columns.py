@@ -467,7 +467,17 @@ COLUMNS: tuple[Spec, ...] = (
     SEEDS,
 )
 #: the columns of a paper table (``pebench export``): accuracy and size, no run statistics
-PAPER_COLUMNS: tuple[Spec, ...] = (METHOD, CONTEXT_COLUMNS, PARAMS_EXCL, TASKS, GROUPS, MEANS)
+PAPER_COLUMNS: tuple[Spec, ...] = (
+    METHOD,
+    CONTEXT_COLUMNS,
+    PARAMS_EXCL,
+    TASKS,
+    GROUPS,
+    MEANS,
+    INTERVAL,
+    UB_RANK,
+    TIER,
+)
 
 
 def expand(columns: Sequence[Spec], table: SuiteTable) -> list[Column]:

@@ -10,7 +10,12 @@ number:
   columns of :data:`pebench.report.columns.PAPER_COLUMNS`, text escaped for LaTeX;
 * ``markdown``: the same tables as Markdown;
 * ``csv``: tidy, one line per (configuration, task) with the mean and sample std over seeds
-  (top-1 in percent), the seeds, the parameter counts and the selected hyper-parameters.
+  (top-1 in percent), the seeds, the parameter counts and the selected hyper-parameters, and the
+  row's suite-level statistics (ranking mean, its 95 % interval, rank (UB), rank interval, tier).
+
+The tables carry the leaderboard's uncertainty: the suite mean's 95 % interval, rank (UB) and
+tier, and a caption that says what difference the table can resolve and the rule behind the
+ranks.
 """
 
 from __future__ import annotations
@@ -57,6 +62,14 @@ TIDY_COLUMNS = (
     "peak_mem_kind",
     "train_images_per_s",
     "eval_images_per_s",
+    "suite_mean_pct",
+    "suite_ci_lo",
+    "suite_ci_hi",
+    "rank_ub",
+    "rank_lo",
+    "rank_hi",
+    "tier",
+    "significance_claims",
 )
 #: characters of the Markdown cells that LaTeX text mode lacks, and what stands for them
 _TEX_SYMBOLS = {
@@ -67,6 +80,7 @@ _TEX_SYMBOLS = {
     "–": "--",
     "·": r"$\cdot$",
     "⚑": r"$\triangleright$",
+    "°": r"$^\circ$",
 }
 _TEX_ESCAPES = {
     "\\": r"\textbackslash{}",
@@ -148,6 +162,23 @@ def _tidy_row(table: SuiteTable, e: Any, task: str, runs: list[dict]) -> dict[st
         "peak_mem_kind": kind,
         "train_images_per_s": _mean([r["train_images_per_s"] for r in runs]),
         "eval_images_per_s": _mean([r["eval_images_per_s"] for r in runs]),
+        **_suite_stats(e),
+    }
+
+
+def _suite_stats(e: Any) -> dict[str, Any]:
+    """The row's suite-level statistics (NaN/0 without a complete suite mean)."""
+    s = e.stats
+    ranked = s is not None and s.runs is not None
+    return {
+        "suite_mean_pct": e.rank,
+        "suite_ci_lo": s.interval.lo if ranked else math.nan,
+        "suite_ci_hi": s.interval.hi if ranked else math.nan,
+        "rank_ub": s.ub_rank if ranked else 0,
+        "rank_lo": s.rank_lo if ranked else 0,
+        "rank_hi": s.rank_hi if ranked else 0,
+        "tier": s.tier if ranked else 0,
+        "significance_claims": bool(ranked and s.claims),
     }
 
 
@@ -175,10 +206,22 @@ def caption(table: SuiteTable) -> str:
         parts[list(table.fixed).index("weights")] += " (random init where marked †)"
     parts += [f"weights {k} = {w}" for k, w in table.weights_key.items()]
     mean = table.mean_names[-1]
-    return (
+    text = (
         f"{table.info.name}: top-1 test accuracy (%), mean ± sample std over seeds; ranked by "
-        f"the {mean}. " + "; ".join(parts) + "."
+        f"the {mean}, shown with its 95% CI (t, Welch-Satterthwaite df; seed and test-set "
+        "error). Rank (UB): 1 + the rows significantly better (paired t, Holm over all pairs, "
+        "alpha 0.05); tier: the best remaining row and the rows not significantly worse than it."
     )
+    if table.stats is not None and table.stats.pairs:
+        median = table.stats.resolvable()[0]
+        if math.isfinite(median):
+            text += (
+                f" Differences below {median:.1f} pts are not resolvable at this budget (80% "
+                "power, median over pairs)."
+            )
+        if not all(table.stats.claims):
+            text += " (n)°: fewer than 5 seeds, no significance claim."
+    return text + " " + "; ".join(parts) + "."
 
 
 def tex(value: str) -> str:

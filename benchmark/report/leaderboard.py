@@ -35,6 +35,7 @@ from pebench.report.markdown import (
 from pebench.report.plots import NAME_PATTERN, pareto_front, plot, plot_bytes
 from pebench.report.reported import Cell, ReportedError, read_reported
 from pebench.report.sources import Outputs, ResultsArg, display, outputs, results_dirs, runs_glob
+from pebench.report.tables import SuiteTable, tables
 
 __all__ = [
     "HEADER",
@@ -90,6 +91,7 @@ def render(
     leaderboard_path: Path,
     suites: Mapping[str, Suite] | None,
     tasks: Mapping[str, TaskSpec] | None,
+    suite_tables: Sequence[SuiteTable] | None = None,
 ) -> str:
     """The text of ``leaderboard.md`` at ``leaderboard_path`` for the rows ``df`` of ``dirs``."""
     start = Path(os.path.abspath(leaderboard_path)).parent
@@ -101,6 +103,7 @@ def render(
         reported=reported,
         runs=runs_glob(dirs, leaderboard_path),
         reported_files=files,
+        suite_tables=suite_tables,
     )
 
 
@@ -168,8 +171,9 @@ def generate(
     dirs = results_dirs(results_dir)
     out = outputs(dirs, leaderboard_path, plots_dir)
     df = aggregate(dirs, skipped)
-    markdown = render(df, dirs, out.leaderboard, suites, tasks)
-    figures = plot_bytes(df, suites, tasks)
+    suite_tables = tables(df, suites, tasks)  # once: the markdown and the figures share them
+    markdown = render(df, dirs, out.leaderboard, suites, tasks, suite_tables)
+    figures = plot_bytes(df, suites, tasks, suite_tables)
     files: dict[Path, bytes] = {out.results_csv: results_csv(df).encode("utf-8")}
     files.update({out.plots / name: figures[name] for name in sorted(figures)})
     files[out.leaderboard] = markdown.encode("utf-8")

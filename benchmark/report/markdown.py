@@ -244,6 +244,7 @@ def render_markdown(
     columns: Sequence[cols.Spec] | None = None,
     runs: str = REFERENCE_ROWS,
     reported_files: Sequence[str] = ("results/reported.csv",),
+    suite_tables: Sequence[SuiteTable] | None = None,
 ) -> str:
     """Render the full text of ``leaderboard.md``.
 
@@ -261,6 +262,7 @@ def render_markdown(
         runs: the run files read, as the first line names them
             (:func:`pebench.report.sources.runs_glob`).
         reported_files: the files ``reported`` came from, as the reported section names them.
+        suite_tables: the tables of ``df`` when the caller has built them already.
 
     Returns:
         Markdown text, deterministic for a given ``df``; its first line says it is generated.
@@ -268,7 +270,8 @@ def render_markdown(
     """
     columns = cols.COLUMNS if columns is None else columns
     lines = [header(runs), "", *_INTRO, *legend(columns), ""]
-    suite_tables = tables(df, suites, tasks)
+    if suite_tables is None:
+        suite_tables = tables(df, suites, tasks)
     if not suite_tables:
         lines += ["No results yet.", ""]
     for table in suite_tables:

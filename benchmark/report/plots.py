@@ -243,11 +243,7 @@ def tied_on_front(table: SuiteTable, done: list[Entry], cost: list[float]) -> se
 
 
 def suite_figures(table: SuiteTable) -> dict[str, Any]:
-    """The figures of one suite by file stem.
-
-    Accuracy vs params, vs memory per kind, and the uncertainty figures
-    (:func:`pebench.report.stat_plots.stat_figures`).
-    """
+    """The accuracy-vs-cost figures of one suite by file stem: vs params, vs memory per kind."""
     done = [e for e in table.entries if not math.isnan(e.rank)]
     name = table.info.name
     params = [(e.label, e.params_method / 1e6, e.rank, _half(e), e.random) for e in done]
@@ -277,36 +273,53 @@ def suite_figures(table: SuiteTable) -> dict[str, Any]:
             symlog=False,
             tied=tied_on_front(table, measured, [m[1] for m in mem]) if table.stats else None,
         )
-    out.update(stat_figures(table, _safe(name)))
     return out
 
 
 def figures(
     df: pd.DataFrame, suites: Mapping[str, Suite] | None, tasks: Mapping[str, TaskSpec] | None
 ) -> dict[str, Any]:
-    """Every suite's figures by file stem (see :func:`suite_figures`)."""
+    """Every suite's accuracy-vs-cost figures by file stem (see :func:`suite_figures`)."""
     out: dict[str, Any] = {}
     for table in tables(df, suites, tasks):
         out.update(suite_figures(table))
     return out
 
 
+def all_figures(suite_tables: Sequence[SuiteTable]) -> dict[str, Any]:
+    """Every figure of the tables by file stem: the cost and the uncertainty figures.
+
+    See :func:`suite_figures` and :func:`pebench.report.stat_plots.stat_figures`.
+    """
+    out: dict[str, Any] = {}
+    for table in suite_tables:
+        out.update(suite_figures(table))
+        out.update(stat_figures(table, _safe(table.info.name)))
+    return out
+
+
 def plot_bytes(
-    df: pd.DataFrame, suites: Mapping[str, Suite] | None, tasks: Mapping[str, TaskSpec] | None
+    df: pd.DataFrame,
+    suites: Mapping[str, Suite] | None,
+    tasks: Mapping[str, TaskSpec] | None,
+    suite_tables: Sequence[SuiteTable] | None = None,
 ) -> dict[str, bytes]:
-    """Every suite's figures in every format of :data:`FORMATS`, by file name (nothing written).
+    """Every figure in every format of :data:`FORMATS`, by file name (nothing written).
 
     Args:
         df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
         suites: see :func:`pebench.report.markdown.render_markdown`.
         tasks: see :func:`pebench.report.markdown.render_markdown`.
+        suite_tables: the tables of ``df`` when the caller has built them already.
 
     Returns:
         ``{file name: bytes}``, e.g. ``demo_acc_vs_params.png`` and ``demo_acc_vs_params.pdf``.
 
     """
+    if suite_tables is None:
+        suite_tables = tables(df, suites, tasks)
     out: dict[str, bytes] = {}
-    for stem, fig in figures(df, suites, tasks).items():
+    for stem, fig in all_figures(suite_tables).items():
         for fmt in FORMATS:
             out[f"{stem}.{fmt}"] = encode(fig, fmt)
     return out
