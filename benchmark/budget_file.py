@@ -134,6 +134,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "image_size": _integer(1),
     "seeds": _distinct_list(_integer(None), "integers"),
     "search_seed": _integer(None),
+    "search_replicates": _integer(1),
     "backbone": _text(nonempty=True),
     "precision": _choice("auto", "fp32"),
     "grad_clip": _optional(_number(0, strict=True), "leave the key out for no clipping"),
@@ -230,10 +231,22 @@ def budget_from_dict(data: Any, budget_id: str) -> Budget:
     return Budget(id=budget_id, **values)
 
 
+#: fields added after budget files existed, with the default that leaves an older file's id as
+#: it was (a field at this value is not part of the hashed text)
+LATER_FIELDS = {"search_replicates": 1}
+
+
 def canonical_json(budget: Budget) -> str:
-    """Every field but ``id``, as compact JSON with sorted keys: what a budget file's id hashes."""
+    """Every field but ``id``, as compact JSON with sorted keys: what a budget file's id hashes.
+
+    A field of :data:`LATER_FIELDS` at its default is left out, so adding a field never changes
+    the id (and the rows) of a budget file written before it.
+    """
     data = budget.as_dict()
     del data["id"]
+    for key, default in LATER_FIELDS.items():
+        if data.get(key) == default:
+            del data[key]
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 

@@ -80,7 +80,10 @@ class Budget:
         wd_grid: weight decays searched (trials = lr_grid × wd_grid).
         image_size: input side length.
         seeds: seeds of the final runs.
-        search_seed: seed of the search trials.
+        search_seed: seed of the search trials (of their first replicate).
+        search_replicates: runs per search trial, under seeds ``search_seed + r``; the
+            selection ranks trials by the mean validation score over their replicates
+            (:mod:`pebench.selection`). One run per trial picks the maximum of one noisy run.
         backbone: default backbone (timm name) for suites using this budget.
         precision: ``"auto"`` = bf16 autocast on CUDA, fp32 on CPU.
         grad_clip: max gradient norm (``None`` = no clipping).
@@ -116,6 +119,15 @@ class Budget:
     skip_bad: bool = False
     weights: str | None = None
     purpose: str = ""
+    search_replicates: int = 1
+
+    def __post_init__(self) -> None:
+        if int(self.search_replicates) < 1:
+            raise ValueError(f"Budget.search_replicates must be >= 1, got {self.search_replicates}")
+
+    def search_seeds(self) -> tuple[int, ...]:
+        """The seeds of one search trial's replicates."""
+        return tuple(self.search_seed + r for r in range(self.search_replicates))
 
     def weights_for(self, backbone: str | None, weights: str | None) -> str | None:
         """The weights a run uses: ``weights`` if given, else this budget's for its backbone.

@@ -49,6 +49,8 @@ SCHEMA: dict[str, str] = {
     "data_skipped": "count",
     "budget": "str",
     "seed": "int",
+    #: search trials: which replicate of its trial (0 .. R-1; empty in rows before replicates)
+    "replicate": "count",
     # metrics
     "test_top1": "frac",
     "val_top1": "frac",
@@ -74,6 +76,12 @@ SCHEMA: dict[str, str] = {
     "train_time_s": "float",
     "data_time_s": "float",
     "mfu": "float",
+    # how the speed was measured: steady state (epochs 1..), the first epoch's one-off costs,
+    # which splits were copied to the device once, how many runs could share the device
+    "train_images_per_s_steady": "float",
+    "first_epoch_s": "float",
+    "data_resident": "str",
+    "device_runs": "count",
     "compile": "str",
     "wall_time_s": "float",
     "checkpoint_bytes": "float",
@@ -115,6 +123,11 @@ ADDED_COLUMNS = (
     "n_val",
     "n_val_correct",
     "record_sha256",
+    "train_images_per_s_steady",
+    "first_epoch_s",
+    "data_resident",
+    "device_runs",
+    "replicate",
 )
 PHASES = ("search", "final")
 #: ``blocked``: finals not run because a search trial of their task has no final outcome

@@ -7,26 +7,97 @@ the grid). Torch-free: rows are plain dicts (:mod:`pebench.results`).
 A selection *on an edge* is a trial whose learning rate (or weight decay) is the smallest or the
 largest of its grid, where that grid has more than one value: the optimum may lie beyond it, so
 the comparison measures the grid as much as the method.
+
+With search replicates (a budget's ``search_replicates``: each trial runs under R search seeds)
+a trial is ranked by the **mean** validation score over its replicates, and a replicate that
+diverged counts as :data:`DIVERGED_SCORE` (0) in that mean: an lr at the edge of a cliff, where
+one seed survives and another diverges, scores below an lr where every seed trains, so a
+surviving lucky run can no longer carry it. A trial needs at least one ``ok`` replicate to be
+selectable; with one replicate per trial this is the rule of a single run.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Row = Mapping[str, Any]
 
 #: search statuses that are final outcomes (a rerun would give the same): the finals may start
 SETTLED = ("ok", "diverged")
+#: the validation score a diverged replicate counts as in its trial's mean
+DIVERGED_SCORE = 0.0
+
+
+@dataclass(frozen=True)
+class TrialScore:
+    """One search trial's validation score over its replicates.
+
+    Attributes:
+        row: its first ``ok`` replicate's row (``None`` when none is ``ok``).
+        mean: mean validation score over the replicates with an outcome (diverged count 0).
+        sd: sample std over them (NaN with fewer than two).
+        replicates: replicates with an outcome (``ok`` or diverged).
+        ok: ``ok`` replicates.
+    """
+
+    row: Row | None
+    mean: float
+    sd: float
+    replicates: int
+    ok: int
+
+
+def trial_scores(search_rows: Iterable[Row]) -> dict[int, TrialScore]:
+    """Trial index -> its score over its replicates (see the module docstring)."""
+    by_trial: dict[int, list[Row]] = {}
+    for r in search_rows:
+        by_trial.setdefault(r["trial"], []).append(r)
+    out = {}
+    for trial, rows in sorted(by_trial.items()):
+        rows = sorted(rows, key=lambda r: (r.get("seed", 0), r.get("run_id", "")))
+        ok = [r for r in rows if r["status"] == "ok" and not math.isnan(r["val_top1"])]
+        values = [
+            r["val_top1"] if r in ok else DIVERGED_SCORE
+            for r in rows
+            if r in ok or r["status"] == "diverged"
+        ]
+        out[trial] = TrialScore(
+            ok[0] if ok else None,
+            statistics.fmean(values) if values else math.nan,
+            statistics.stdev(values) if len(values) > 1 else math.nan,
+            len(values),
+            len(ok),
+        )
+    return out
 
 
 def select_trial(search_rows: Iterable[Row]) -> Row | None:
-    """Best search trial by validation accuracy; ties go to the smaller lr, then smaller wd."""
-    ok = [r for r in search_rows if r["status"] == "ok" and not math.isnan(r["val_top1"])]
-    if not ok:
+    """Best search trial by mean validation accuracy; ties go to the smaller lr, then wd.
+
+    Returns the row of its first ``ok`` replicate with ``val_top1`` the trial's mean (one
+    replicate: the row as it is), or ``None`` when no trial has an ``ok`` replicate.
+    """
+    scores = [s for s in trial_scores(search_rows).values() if s.ok]
+    if not scores:
         return None
-    return min(ok, key=lambda r: (-r["val_top1"], r["lr"], r["weight_decay"]))
+    best = min(scores, key=lambda s: (-s.mean, s.row["lr"], s.row["weight_decay"]))
+    return best.row if best.replicates == 1 else {**best.row, "val_top1": best.mean}
+
+
+def margin(search_rows: Iterable[Row]) -> tuple[float, float]:
+    """``(selected trial's replicate sd, its mean minus the runner-up trial's mean)``."""
+    rows = list(search_rows)
+    best = select_trial(rows)
+    scores = trial_scores(rows)
+    if best is None:
+        return math.nan, math.nan
+    others = [s.mean for t, s in scores.items() if s.ok and t != best["trial"]]
+    lead = best["val_top1"] - max(others) if others else math.nan
+    return scores[best["trial"]].sd, lead
 
 
 def unsettled(search_rows: Iterable[Row]) -> list[Row]:
@@ -69,7 +140,12 @@ def parse_grid(text: str) -> tuple[list[float], list[float]]:
 
 
 def selection_fields(best: Row, lr_grid: Sequence[float], wd_grid: Sequence[float]) -> dict:
-    """What a final row records of its selection: validation score, grid, edge."""
+    """What a final row records of its selection: validation score, grid, edge.
+
+    The validation score is the trial's mean over its replicates (:func:`select_trial`); its
+    spread and its lead over the runner-up follow from the search rows (:func:`margin`), where
+    the leaderboard computes them.
+    """
     return {
         "val_top1": best["val_top1"],
         "selection_grid": grid_text(lr_grid, wd_grid),
@@ -78,11 +154,15 @@ def selection_fields(best: Row, lr_grid: Sequence[float], wd_grid: Sequence[floa
 
 
 __all__ = [
+    "DIVERGED_SCORE",
     "SETTLED",
+    "TrialScore",
     "edge",
+    "margin",
     "grid_text",
     "parse_grid",
     "select_trial",
     "selection_fields",
+    "trial_scores",
     "unsettled",
 ]

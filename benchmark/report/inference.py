@@ -35,6 +35,7 @@ from pebench.report.aggregate import (
     load_correct,
     ranking_weights,
 )
+from pebench.selection import trial_scores
 
 Row = dict[str, Any]
 #: a seed this many points below its cell's median is a collapse
@@ -117,34 +118,31 @@ def _cell_key(r: Row) -> tuple:
 
 
 def selection_flags(trials: Sequence[Row], chosen: Row, num_classes: int | None) -> list[str]:
-    """``close`` and ``cliff`` for the selection of ``chosen`` among its search ``trials``."""
+    """``close`` and ``cliff`` for the selection of ``chosen`` among its search ``trials``.
+
+    Trials are scored as the selection scores them (:func:`pebench.selection.trial_scores`:
+    the mean over replicates, a diverged replicate counting 0).
+    """
     out = []
-    ok = sorted(
-        (r for r in trials if r["status"] == "ok" and not math.isnan(r["val_top1"])),
-        key=lambda r: -r["val_top1"],
-    )
-    best = next((r for r in ok if r["trial"] == chosen["trial"]), None)
-    if best is not None and len(ok) > 1 and best["n_val"]:
-        runner = next(r for r in ok if r is not best)
-        margin = round((best["val_top1"] - runner["val_top1"]) * best["n_val"])
-        if margin <= 1:
+    scores = trial_scores(trials)
+    best, n = scores.get(chosen["trial"]), chosen["n_val"]
+    others = [s.mean for t, s in scores.items() if s.ok and t != chosen["trial"]]
+    if best is not None and best.ok and others and n:
+        if round((best.mean - max(others)) * n) <= 1:
             out.append("close")
-    higher = sorted(
-        (
-            r
-            for r in trials
-            if r["weight_decay"] == chosen["weight_decay"] and r["lr"] > chosen["lr"]
-        ),
-        key=lambda r: r["lr"],
-    )
+    lrs = {
+        t: s.row["lr"] if s.row else next(r["lr"] for r in trials if r["trial"] == t)
+        for t, s in scores.items()
+    }
+    same_wd = {r["trial"] for r in trials if r["weight_decay"] == chosen["weight_decay"]}
+    higher = sorted((t for t in same_wd if lrs[t] > chosen["lr"]), key=lambda t: lrs[t])
     if higher:
-        nxt = higher[0]
-        n = nxt["n_val"] or chosen["n_val"]
-        if nxt["status"] == "diverged":
+        nxt = scores[higher[0]]
+        if not nxt.ok and nxt.replicates:  # every replicate diverged
             out.append("cliff")
-        elif nxt["status"] == "ok" and num_classes and n:
+        elif nxt.ok and num_classes and n:
             chance = 1.0 / num_classes
-            if nxt["val_top1"] <= chance + CHANCE_SDS * math.sqrt(chance * (1 - chance) / n):
+            if nxt.mean <= chance + CHANCE_SDS * math.sqrt(chance * (1 - chance) / n):
                 out.append("cliff")
     return out
 
@@ -202,15 +200,16 @@ def table_stats(
 
 
 def search_scores(entry: Entry, search: Mapping[tuple, list[Row]]) -> dict[str, list[float]]:
-    """Task -> validation score (%) of every search trial of the entry, in grid order."""
+    """Task -> validation score (%) of every search trial of the entry, in grid order.
+
+    A trial's score is the mean over its replicates as the selection scores it; ``NaN`` for a
+    trial without an ``ok`` replicate.
+    """
     out = {}
     for r in entry.runs:
-        if r["task"] in out:
-            continue
-        trials = sorted(search.get(_cell_key(r), []), key=lambda t: t["trial"])
-        out[r["task"]] = [
-            100.0 * t["val_top1"] if t["status"] == "ok" else math.nan for t in trials
-        ]
+        if r["task"] not in out:
+            scores = trial_scores(search.get(_cell_key(r), []))
+            out[r["task"]] = [100.0 * s.mean if s.ok else math.nan for s in scores.values()]
     return out
 
 

@@ -117,10 +117,14 @@ class Sweep:
         return RunSpec(row, overrides=overrides, weights=self.weights, options=self.options)
 
     def search_specs(self, task: TaskSpec) -> list[RunSpec]:
-        """The search trials of ``task`` (train → val), in grid order."""
+        """The search runs of ``task`` (train → val): every trial's replicates, in grid order."""
         return [
-            self.spec(self.base_row(task, "search", i, lr, wd, self.budget.search_seed))
+            self.spec(
+                self.base_row(task, "search", i, lr, wd, seed)
+                | ({"replicate": r} if self.budget.search_replicates > 1 else {})
+            )
             for i, (lr, wd) in enumerate(self.budget.trials())
+            for r, seed in enumerate(self.budget.search_seeds())
         ]
 
     def final_specs(self, task: TaskSpec, search_rows: list[dict[str, Any]]) -> list[RunSpec]:
