@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "estimate", help="FLOPs and GPU hours of a sweep before running it (counted, not trained)"
     )
     es.add_argument("--method", required=True, help="NAME[.PRESET] or a comma-separated list")
-    es.add_argument("--tasks", default="vtab", help="suite(s) and/or task(s), comma-separated")
+    es.add_argument("--tasks", help="suite(s) and/or task(s), comma-separated (default: vtab)")
     es.add_argument(
         "--budget",
         help="budget id or a budget file PATH (.toml or .json) (default: the suite's budget)",
@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cuda, cuda:N: random weights, the budget's image size and batch) instead of --tflops",
     )
     es.add_argument("--json", action="store_true")
+    from pebench import precision_cli
+
+    precision_cli.add_arguments(es)
 
     ls = sub.add_parser("list", help="list methods, tasks, suites or budgets")
     ls.add_argument("what", choices=["methods", "tasks", "suites", "budgets"])
@@ -428,6 +431,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     """``pebench estimate``: images × counted FLOPs ÷ sustained throughput, per method."""
+    if args.precision is not None:  # seeds from a precision target (torch-free)
+        from pebench import precision_cli
+
+        return precision_cli.cmd_precision(args)
     from pebench.budget import get_budget
     from pebench.datasets import get_suite, resolve_tasks
     from pebench.estimate import estimate, format_table
@@ -435,7 +442,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     if args.tflops <= 0:
         raise UserError(f"--tflops must be positive, got {args.tflops}")
-    specs = resolve_tasks(args.tasks)
+    specs = resolve_tasks(args.tasks or "vtab")
     budget = get_budget(args.budget or get_suite(specs[0].suite).default_budget)
     views = budget.video.views if budget.video else 1
     out = []

@@ -68,6 +68,7 @@ class RowStats:
         index: its index in the table's statistics (``-1`` without a complete suite mean).
         search: task -> validation score of every search trial in grid order (``NaN`` for a
             trial without an ``ok`` outcome), for the search-sensitivity figure.
+        n_val: task -> validation images the search scored (when its rows say).
     """
 
     interval: S.Estimate
@@ -81,6 +82,7 @@ class RowStats:
     runs: S.RowRuns | None = None
     index: int = -1
     search: dict[str, list[float]] = field(default_factory=dict)
+    n_val: dict[str, int] = field(default_factory=dict)
 
 
 def row_runs(entry: Entry, info: SuiteInfo, correct: Mapping[tuple[str, str], Any]) -> S.RowRuns:
@@ -95,7 +97,7 @@ def row_runs(entry: Entry, info: SuiteInfo, correct: Mapping[tuple[str, str], An
         matrix = None
         if all(f is not None for f in flags) and len({len(f) for f in flags}) == 1:
             matrix = np.stack(flags)
-        ns = {r["n_test"] for r in rows}
+        ns = {_count(r["n_test"]) for r in rows}
         tasks[task] = S.TaskRuns(
             values,
             matrix,
@@ -103,6 +105,13 @@ def row_runs(entry: Entry, info: SuiteInfo, correct: Mapping[tuple[str, str], An
             "|".join(sorted({r["data_manifest"] or r["data_format"] for r in rows})),
         )
     return S.RowRuns(tasks, ranking_weights(info))
+
+
+def _count(value: Any) -> int | None:
+    """A count column's value as an int, ``None`` when absent (empty, or NaN in a DataFrame)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value)
 
 
 def _search_of(rows: Sequence[Row]) -> dict[tuple, list[Row]]:
@@ -125,7 +134,8 @@ def selection_flags(trials: Sequence[Row], chosen: Row, num_classes: int | None)
     """
     out = []
     scores = trial_scores(trials)
-    best, n = scores.get(chosen["trial"]), chosen["n_val"]
+    best = scores.get(chosen["trial"])
+    n = _count(best.row["n_val"]) if best is not None and best.row else None
     others = [s.mean for t, s in scores.items() if s.ok and t != chosen["trial"]]
     if best is not None and best.ok and others and n:
         if round((best.mean - max(others)) * n) <= 1:
@@ -138,6 +148,7 @@ def selection_flags(trials: Sequence[Row], chosen: Row, num_classes: int | None)
     higher = sorted((t for t in same_wd if lrs[t] > chosen["lr"]), key=lambda t: lrs[t])
     if higher:
         nxt = scores[higher[0]]
+        n = (_count(nxt.row["n_val"]) if nxt.row else None) or n
         if not nxt.ok and nxt.replicates:  # every replicate diverged
             out.append("cliff")
         elif nxt.ok and num_classes and n:
@@ -184,6 +195,13 @@ def table_stats(
     for e, s in zip(entries, out, strict=True):
         s.flags = row_flags(e, search, classes)
         s.search = search_scores(e, search)
+        cells = {_cell_key(r) for r in e.runs}
+        s.n_val = {
+            r["task"]: _count(r["n_val"])
+            for c in cells
+            for r in search.get(c, [])
+            if _count(r["n_val"])
+        }
     if not complete:
         return out, None
     correct = load_correct([r for i in complete for r in entries[i].runs])
