@@ -13,7 +13,8 @@ Inside the core, layers import only downward:
   types in ``budget_types``, budget files in ``budget_file``);
   ``conformance`` checks a plugin against the contract;
 - the run pipeline: ``run`` (one run: its spec, options and ``execute``), ``data``, ``train``,
-  ``metrics``, on ``backbones/`` (timm backbones and weights, the VideoMAE layout, safe
+  ``metrics``, ``device`` (the device and the process settings runs and measurements share), on
+  ``backbones/`` (timm backbones and weights, the VideoMAE layout, safe
   checkpoint reading);
 - ``sweep/``: planning (``plan``), ``dispatch``, running ``markers``, the ``worker`` process,
   ``executors`` (local, Slurm, Ray), ``ddp`` and ``status``;

@@ -22,9 +22,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from pebench.backbones.videomae import example_input
+from pebench.budget import Budget, get_budget
+from pebench.device import setup
 from pebench.harness import Ratio, method_model, summarise
 from pebench.metrics import checkpoint_bytes, flops_per_image
-from pebench.train import sync
+from pebench.train import autocast, make_optimizer, sync
 
 
 @dataclass
@@ -48,28 +50,34 @@ class BenchRow:
 
 
 def _time_train(
-    model: Any, x: torch.Tensor, y: torch.Tensor, steps: int, dev: torch.device
+    model: Any, x: torch.Tensor, y: torch.Tensor, steps: int, dev: torch.device, budget: Budget
 ) -> float:
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    """Training steps as runs take them: the budget's optimizer (fused on CUDA), autocast, clip."""
+    opt = make_optimizer(model, budget, 1e-4, 0.0, dev)
+    params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     sync(dev)
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
+        with autocast(dev, budget):
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if budget.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, budget.grad_clip)
         opt.step()
     sync(dev)
     return steps * len(y) / (time.perf_counter() - t0)
 
 
 @torch.no_grad()
-def _time_eval(model: Any, x: torch.Tensor, steps: int, dev: torch.device) -> float:
+def _time_eval(model: Any, x: torch.Tensor, steps: int, dev: torch.device, budget: Budget) -> float:
     model.eval()
     sync(dev)
     t0 = time.perf_counter()
     for _ in range(steps):
-        model(x)
+        with autocast(dev, budget):
+            model(x)
     sync(dev)
     return steps * len(x) / (time.perf_counter() - t0)
 
@@ -105,9 +113,15 @@ def run_bench(
     rounds: int = 5,
     device: str = "cpu",
     num_classes: int = 10,
+    budget: str = "demo-v3",
 ) -> list[BenchRow]:
-    """Measure every method in ``methods`` (``linear`` is always included as the reference)."""
-    dev = torch.device(device)
+    """Measure every method in ``methods`` (``linear`` is always included as the reference).
+
+    Steps are taken as runs take them, with ``budget``'s optimizer (fused kernels on CUDA),
+    precision (bf16 autocast on CUDA) and gradient clipping, and the process settings of runs.
+    """
+    dev = setup(device)
+    b = get_budget(budget)
     names = ["linear"] + [m for m in methods if m != "linear"]
     models, merged, rows = _prepared(names, backbone, image_size, num_classes, dev)
     g = torch.Generator().manual_seed(0)
@@ -117,14 +131,14 @@ def run_bench(
         n: {"train": [], "eval": [], "merged": []} for n in names
     }
     for name in names:  # warm-up round, not recorded
-        _time_train(models[name], x, y, 1, dev)
-        _time_eval(models[name], x, 1, dev)
+        _time_train(models[name], x, y, 1, dev, b)
+        _time_eval(models[name], x, 1, dev, b)
     for _ in range(rounds):
         for name in names:
-            samples[name]["train"].append(_time_train(models[name], x, y, steps, dev))
-            samples[name]["eval"].append(_time_eval(models[name], x, steps, dev))
+            samples[name]["train"].append(_time_train(models[name], x, y, steps, dev, b))
+            samples[name]["eval"].append(_time_eval(models[name], x, steps, dev, b))
             if name in merged:
-                samples[name]["merged"].append(_time_eval(merged[name], x, steps, dev))
+                samples[name]["merged"].append(_time_eval(merged[name], x, steps, dev, b))
     ref = samples["linear"]
     for name in names:
         s, r = samples[name], rows[name]

@@ -455,17 +455,19 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         if args.measure:
             from pebench.harness import measure
 
-            tr, ev = measure(
+            m = measure(
                 name, budget, args.backbone or budget.backbone, args.measure,
                 specs[0].num_classes, preset=preset,
             )  # fmt: skip
+            tr, ev, fixed = m.train_images_per_s, m.eval_images_per_s, m.run_overhead_s
             row.update(
-                tflops=round(e.train_step_flops * tr / 1e12, 4),
+                tflops=e.train_step_flops * tr / 1e12,
                 measured_train_images_per_s=tr,
                 measured_eval_images_per_s=ev,
+                measured_run_overhead_s=fixed,
                 measured_on=args.measure,
             )
-            out.append({**row, "hours": e.measured_hours(tr, ev)})
+            out.append({**row, "hours": e.measured_hours(tr, ev, fixed)})
             continue
         out.append({**row, "hours": e.hours(args.tflops)})
     print(json.dumps(out, indent=1) if args.json else format_table(out, budget, len(specs)))

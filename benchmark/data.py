@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pebench.budget import Budget
 from pebench.datasets import TaskSpec, array_sha256
+from pebench.device import same
 from pebench.errors import PebenchError
 
 
@@ -88,8 +89,8 @@ class ImageArray(Dataset):
         return True
 
     def resident_on(self, device: torch.device) -> bool:
-        """Whether :meth:`place` copied the split to ``device``."""
-        return self._resident is not None and self._resident[0].device == device
+        """Whether :meth:`place` copied the split to ``device`` (``cuda`` is the current GPU)."""
+        return self._resident is not None and same(self._resident[0].device, device)
 
     def gather(
         self, idx: torch.Tensor, device: torch.device | None = None

@@ -7,11 +7,12 @@ The backward therefore costs what it really costs for that method: nothing throu
 for a linear probe, input gradients only for a frozen backbone, input and weight gradients for
 full fine-tuning.
 
-Images per task follow the budget: every search trial trains ``epochs × |train|`` and evaluates
-``|val|``; every final seed trains ``epochs × |trainval|`` and evaluates ``|test|`` (× the test
-views of a multi-view protocol). The time is ``FLOPs ÷ sustained FLOP/s``: the sustained figure is
-the user's (measured with ``pebench bench`` on their GPU, or a stated fraction of its peak), so
-the estimate says which one it used.
+Images per task follow the budget: every search trial (each of its replicates) trains
+``epochs × |train|`` and evaluates ``|val|``; every final seed trains ``epochs × |trainval|`` and
+evaluates ``|test|`` (× the test views of a multi-view protocol). The time is ``FLOPs ÷ sustained
+FLOP/s``: the sustained figure is the user's (measured with ``pebench bench`` on their GPU, or a
+stated fraction of its peak), so the estimate says which one it used; or, with ``--measure``,
+images ÷ measured images/s plus a measured fixed cost per run.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class TaskCost:
     train_images: int
     eval_images: int
     flops: float
+    runs: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,18 @@ class Estimate:
         """Wall-clock hours at ``sustained_tflops`` (10^12 FLOP/s actually achieved)."""
         return self.flops / (sustained_tflops * 1e12) / 3600
 
-    def measured_hours(self, train_per_s: float, eval_per_s: float) -> float:
-        """Wall-clock hours at measured images/s of training and evaluation on this device."""
+    @property
+    def runs(self) -> int:
+        """Runs of the sweep (search trials and final seeds of every task)."""
+        return sum(t.runs for t in self.tasks)
+
+    def measured_hours(
+        self, train_per_s: float, eval_per_s: float, run_overhead_s: float = 0.0
+    ) -> float:
+        """Wall-clock hours at measured images/s on this device, plus a fixed cost per run."""
         train = sum(t.train_images for t in self.tasks)
         evals = sum(t.eval_images for t in self.tasks)
-        return (train / train_per_s + evals / eval_per_s) / 3600
+        return (train / train_per_s + evals / eval_per_s + self.runs * run_overhead_s) / 3600
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
@@ -77,6 +86,7 @@ class Estimate:
             "train_images": sum(t.train_images for t in self.tasks),
             "eval_images": sum(t.eval_images for t in self.tasks),
             "pflops": self.flops / 1e15,
+            "runs": self.runs,
             "tasks": [vars(t) for t in self.tasks],
         }
 
@@ -136,14 +146,15 @@ def estimate(
     for spec in tasks:
         fwd = f1 + (f2 - f1) * (spec.num_classes - 1)
         step = s1 + (s2 - s1) * (spec.num_classes - 1)
-        trials, seeds = len(budget.trials()), len(budget.seeds)
+        trials = len(budget.trials()) * len(budget.search_seeds())  # replicates run each trial
+        seeds = len(budget.seeds)
         train = budget.epochs * (
             trials * _size(spec, "train", budget) + seeds * _size(spec, "trainval", budget)
         )
         evals = trials * _size(spec, "val", budget)
         tests = seeds * _size(spec, "test", budget) * test_views
         flops = train * step + (evals + tests) * fwd
-        costs.append(TaskCost(spec.name, train, evals + tests, flops))
+        costs.append(TaskCost(spec.name, train, evals + tests, flops, trials + seeds))
     return Estimate(method, budget.id, backbone, fwd, step, tuple(costs))
 
 
@@ -151,7 +162,7 @@ def format_table(rows: list[dict[str, Any]], budget: Budget, tasks: int) -> str:
     """``pebench estimate``'s text: one line on the budget, then one row per method.
 
     With measured throughputs (``--measure``) the line says where they were measured and each
-    row gives its training images/s and the TFLOP/s it implies.
+    row gives its training images/s, the TFLOP/s it implies and the fixed cost per run.
     """
     measured = bool(rows) and "measured_on" in rows[0]
     rate = (
@@ -163,10 +174,16 @@ def format_table(rows: list[dict[str, Any]], budget: Budget, tasks: int) -> str:
         f"budget {budget.id}: {tasks} task(s), {len(budget.trials())} trials + "
         f"{len(budget.seeds)} seeds x {budget.epochs} epochs; {rate}",
         f"{'method':<20} {'fwd GF':>8} {'step GF':>8} {'train imgs':>12} {'eval imgs':>11} "
-        f"{'PFLOP':>8} {'GPU h':>7}" + (f" {'img/s':>8} {'TFLOP/s':>8}" if measured else ""),
+        f"{'PFLOP':>8} {'GPU h':>7}"
+        + (f" {'img/s':>8} {'TFLOP/s':>8} {'s/run':>6}" if measured else ""),
     ]
     for o in rows:
-        extra = f" {o['measured_train_images_per_s']:>8.1f} {o['tflops']:>8.3g}" if measured else ""
+        extra = (
+            f" {o['measured_train_images_per_s']:>8.1f} {o['tflops']:>8.3g} "
+            f"{o['measured_run_overhead_s']:>6.1f}"
+            if measured
+            else ""
+        )
         lines.append(
             f"{o['method']:<20} {o['forward_gflops']:>8.2f} {o['train_step_gflops']:>8.2f} "
             f"{o['train_images']:>12,} {o['eval_images']:>11,} {o['pflops']:>8.1f} "

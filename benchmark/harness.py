@@ -27,8 +27,10 @@ from torch.nn import functional as F
 from pebench.backbones import create_backbone
 from pebench.budget import Budget, get_budget
 from pebench.data import ImageArray, Split, place
+from pebench.device import setup
 from pebench.method import Method, ParamCount, prepare
 from pebench.methods import build_method
+from pebench.metrics import step_flops
 from pebench.train import (
     autocast,
     eval_batch_size,
@@ -219,7 +221,7 @@ def run_harness_bench(
     num_classes: int = 10,
 ) -> list[HarnessRow]:
     """Harness / bare ratios of training, evaluation and merged evaluation per method."""
-    dev = torch.device(device)
+    dev = setup(device)
     base = replace(
         get_budget(budget), epochs=1, warmup_epochs=0, batch_size=batch_size, image_size=image_size
     )
@@ -259,30 +261,60 @@ def run_harness_bench(
     return out
 
 
+@dataclass(frozen=True)
+class Measured:
+    """What :func:`measure` found: steady-state speeds and the fixed cost of one run.
+
+    Attributes:
+        train_images_per_s: training images/s after the warm-up epoch.
+        eval_images_per_s: evaluation images/s after the warm-up pass.
+        run_overhead_s: seconds one run spends beyond its images at those rates: building the
+            model, counting its FLOPs, placing the data, and the first epoch's and first
+            evaluation's excess over the steady rate (warm-up, kernel selection). Not included:
+            the run process's start and reading weights and data from disk.
+    """
+
+    train_images_per_s: float
+    eval_images_per_s: float
+    run_overhead_s: float
+
+
 def measure(
     method: str,
     budget: Budget,
     backbone: str,
     device: str,
     num_classes: int,
-    steps: int = 3,
+    steps: int = 20,
     preset: str | None = None,
-) -> tuple[float, float]:
-    """Measured ``(train, eval)`` images/s of ``method`` under ``budget`` on ``device``.
+) -> Measured:
+    """Measured speeds and per-run overhead of ``method`` under ``budget`` on ``device``.
 
-    The harness itself (the path a run takes) on random weights and synthetic uint8 images at the
-    budget's size and batch: a warm-up epoch of ``steps`` steps, then a timed one. This is what
-    ``pebench estimate --measure`` divides the sweep's images by.
+    The harness itself (the path a run takes, with the process settings runs use) on random
+    weights and synthetic uint8 images at the budget's size and batch: the model is built and
+    its FLOPs counted as a run does, then a warm-up epoch of ``steps`` steps and a warm-up
+    evaluation, then a timed epoch and evaluation. This is what ``pebench estimate --measure``
+    divides the sweep's images by, adding the overhead once per run.
     """
-    dev = torch.device(device)
+    t_start = time.perf_counter()
+    dev = setup(device)
     b = replace(budget, epochs=1, warmup_epochs=0)
     frames = budget.video.num_frames if budget.video else None
     model, _, _ = method_model(method, backbone, b.image_size, num_classes, dev, preset, frames)
+    step_flops(model, b.image_size)  # every run counts its FLOPs before training
     split = synthetic_split(model, steps * b.batch_size, b.image_size, num_classes)
     place([split], dev, 0.5)
+    t_warm = time.perf_counter()
     harness_train(model, split, b, dev)
     harness_eval(model, split, b, dev)
-    return harness_train(model, split, b, dev), harness_eval(model, split, b, dev)
+    warm_s = time.perf_counter() - t_warm
+    train_per_s, eval_per_s = (
+        harness_train(model, split, b, dev),
+        harness_eval(model, split, b, dev),
+    )
+    steady_s = len(split) / train_per_s + len(split) / eval_per_s
+    overhead = (t_warm - t_start) + max(0.0, warm_s - steady_s)
+    return Measured(train_per_s, eval_per_s, overhead)
 
 
 def to_markdown(rows: list[HarnessRow], header: str = "") -> str:
@@ -322,6 +354,7 @@ def as_dicts(rows: list[HarnessRow]) -> list[dict[str, Any]]:
 
 __all__ = [
     "HarnessRow",
+    "Measured",
     "Ratio",
     "as_dicts",
     "bare_eval",

@@ -277,9 +277,11 @@ def test_estimate_takes_its_throughput_from_a_measured_run(capsys):
 
     (row,) = json.loads(capsys.readouterr().out)
     assert row["measured_on"] == "cpu" and row["measured_train_images_per_s"] > 0
+    assert row["runs"] == 10 and row["measured_run_overhead_s"] > 0  # 7 trials + 3 seeds
     want = (
         row["train_images"] / row["measured_train_images_per_s"]
         + row["eval_images"] / row["measured_eval_images_per_s"]
+        + row["runs"] * row["measured_run_overhead_s"]
     ) / 3600
     assert row["hours"] == pytest.approx(want)
     implied = row["train_step_gflops"] * 1e9 * row["measured_train_images_per_s"] / 1e12
