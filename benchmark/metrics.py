@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import re
 import resource
 import subprocess
 from collections.abc import Iterator
@@ -99,7 +100,8 @@ def flops_per_image(model: nn.Module, image_size: int, device: torch.device) -> 
 
 
 #: dense bf16 tensor-core peak FLOP/s of known devices (vendor data sheets, SXM parts unless
-#: named): the denominator of a row's ``mfu``. A device not listed gets no MFU.
+#: named): the denominator of a row's ``mfu``. A device not listed gets no MFU. A key matches
+#: whole words of the device name (``L4`` is not ``NVIDIA L40``).
 PEAK_BF16_FLOPS = (
     ("H100 PCIe", 756e12),
     ("H100 NVL", 835e12),
@@ -111,6 +113,7 @@ PEAK_BF16_FLOPS = (
     ("A100", 312e12),
     ("A800", 312e12),
     ("L40S", 362e12),
+    ("L40", 181e12),
     ("L4", 121e12),
     ("A10G", 70e12),
 )
@@ -120,22 +123,28 @@ def peak_flops(device_name: str) -> float | None:
     """Dense bf16 peak FLOP/s of a device named like :func:`device_name` (``None``: unknown)."""
     if not device_name.startswith("cuda:"):
         return None
+    words = " " + " ".join(re.split(r"[\s_-]+", device_name.removeprefix("cuda:"))) + " "
     for key, flops in PEAK_BF16_FLOPS:  # longest names first where one contains another
-        if key in device_name:
+        if f" {key} " in words:
             return flops
     return None
 
 
-def mfu(train_flops_per_image: float, images_per_s: float, device_name: str) -> float:
-    """Model FLOP utilisation: achieved training FLOP/s over the device's bf16 peak (NaN: unknown).
+def mfu(
+    train_flops_per_image: float, images_per_s: float, device_name: str, devices: int = 1
+) -> float:
+    """Model FLOP utilisation: achieved training FLOP/s over the devices' bf16 peak (NaN: unknown).
 
     ``train_flops_per_image`` is the counted forward + backward of the run's model
-    (:func:`step_flops`), so a frozen backbone is not credited with weight gradients it skips.
+    (:func:`step_flops`), so a frozen backbone is not credited with weight gradients it skips;
+    FLOPs are counted matmuls and convolutions, 2 per multiply-add (torch's flop counter).
+    ``images_per_s`` is the run's global rate; under DDP it is shared by ``devices`` GPUs of
+    ``device_name``, so the peak is theirs together.
     """
     peak = peak_flops(device_name)
     if not peak or not images_per_s:
         return float("nan")
-    return train_flops_per_image * images_per_s / peak
+    return train_flops_per_image * images_per_s / (peak * devices)
 
 
 def _proc_status(key: str) -> float | None:

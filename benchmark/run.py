@@ -49,6 +49,8 @@ class RunOptions:
         trackers: where epoch records go besides the run's log (``tensorboard``, ``wandb``).
         epoch_val: score the validation split after every epoch of a search run (logged only;
             selection still uses the last epoch).
+        device_runs: how many runs may run at once on this run's device (set by the executor:
+            its slots per GPU, or the concurrent runs sharing the CPU); recorded in the row.
     """
 
     data_dir: str | None = None
@@ -63,6 +65,7 @@ class RunOptions:
     device_share: float = 0.5
     trackers: tuple[str, ...] = ()
     epoch_val: bool = False
+    device_runs: int = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,26 +137,10 @@ def error_text(err: BaseException, prefix: str = "") -> str:
 
 
 def _device(opts: RunOptions):
-    """The run's device, with the process-wide torch settings every run shares."""
-    import torch
+    """The run's device, with its index, and the process settings (:func:`pebench.device.setup`)."""
+    from pebench.device import setup
 
-    name = opts.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # Flush subnormal floats to zero on the CPU. A run at a high lr drives activations and
-    # gradients into the subnormal range, where x86 arithmetic is ~100x slower: on the demo the
-    # lr 0.1 and 0.3 trials took 13-19 s instead of 9 s. Like the thread count it changes
-    # round-off only: rerunning the demo-v2 LoRA sweep with it gave 39 of 40 rows identical to
-    # the last digit, one lr 0.3 trial moved (val 0.1625 -> 0.175), no selection or final moved.
-    # GPUs flush in their fast paths already.
-    torch.set_flush_denormal(True)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-    return device
+    return setup(opts.device, opts.threads)
 
 
 def _model(spec: RunSpec, budget: Any, num_classes: int, row: dict[str, Any]) -> Any:
@@ -214,7 +201,7 @@ def _execute(spec: RunSpec, log: Any) -> tuple[dict[str, Any], Any]:
     from pebench.datasets import get_task
     from pebench.method import Guard
     from pebench.metrics import MemoryMeter, checkpoint_bytes, mfu, provenance, step_flops
-    from pebench.train import evaluate, train
+    from pebench.train import evaluate, train, world
 
     opts = spec.options
     device = _device(opts)
@@ -258,12 +245,19 @@ def _execute(spec: RunSpec, log: Any) -> tuple[dict[str, Any], Any]:
     record = REC.make(row["run_id"], spec.phase, scored.pred, scored.correct, epochs)
     mem, kind = meter.peak()
     mem -= sum(s.data.nbytes for s, on in zip([tr, ev], resident, strict=True) if on)
+    steady = stats.steady_images_per_s  # MFU of the steady state (all epochs when only one)
+    ips = steady if steady == steady else stats.train_images_per_s
+    on_device = [name for name, on in zip(("train", "eval"), resident, strict=True) if on]
     row.update(
         train_loss=stats.train_loss,
         train_time_s=stats.train_time_s,
         data_time_s=stats.data_time_s,
         train_images_per_s=stats.train_images_per_s,
-        mfu=mfu(row["train_flops_per_image"], stats.train_images_per_s, row["device"]),
+        train_images_per_s_steady=steady,
+        first_epoch_s=stats.first_epoch_s,
+        mfu=mfu(row["train_flops_per_image"], ips, row["device"], devices=world()[1]),
+        data_resident=",".join(on_device) or "none",
+        device_runs=opts.device_runs,
         compile="torch.compile" if opts.compile else "",
         eval_images_per_s=scored.images_per_s,
         peak_mem_bytes=mem,

@@ -32,12 +32,21 @@ class Diverged(RuntimeError):
 
 @dataclass
 class TrainStats:
-    """What one training run measured."""
+    """What one training run measured.
+
+    ``train_images_per_s`` is over all epochs (warm-up and any ``torch.compile`` time included);
+    ``steady_images_per_s`` over epochs ``1 ..`` (NaN with one epoch), and ``first_epoch_s`` is
+    the first epoch's wall time: its excess over a steady epoch is the one-off cost (compilation,
+    kernel selection, allocator warm-up). ``data_time_s`` is host time spent producing batches
+    (gathering, pinning, queueing copies and conversion), not device time.
+    """
 
     train_loss: float
     train_time_s: float
     train_images_per_s: float
     data_time_s: float = 0.0
+    steady_images_per_s: float = math.nan
+    first_epoch_s: float = math.nan
 
 
 def world() -> tuple[int, int]:
@@ -311,10 +320,11 @@ def train(
     converted on the device (see :func:`pebench.data.batches`), ``workers`` only changes speed.
     The host never waits for the device inside a window of :data:`CHECK_EVERY` steps; timing
     is epoch wall time (the device is waited for at each epoch's end), and ``data_time_s`` is
-    the time the loop waited for batches. ``compile`` runs the step through ``torch.compile``.
-    ``on_epoch`` receives an :class:`pebench.runlog.EpochRecord` after every epoch, with the
-    accuracy ``epoch_val`` returns when it is given (it scores the model; training resumes in
-    train mode, and nothing it does changes what is trained).
+    the host time the loop spent producing batches (see :class:`TrainStats`). ``compile`` runs
+    the step through ``torch.compile``. ``epoch_val`` (when given) scores the model after every
+    epoch, on every rank, whether or not ``on_epoch`` is given (training resumes in train mode,
+    and nothing it does changes what is trained); ``on_epoch`` receives an
+    :class:`pebench.runlog.EpochRecord` after every epoch, with that accuracy.
 
     Under ``torch.distributed`` with world size ``W > 1`` the model is wrapped in
     ``DistributedDataParallel`` here (pass the plain model, or an already wrapped one) and each
@@ -343,6 +353,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     seen, elapsed, data_s, loss_sum, loss_n = 0, 0.0, 0.0, 0.0, 0
+    first_s, first_n = 0.0, 0
     bar = tqdm(range(budget.epochs), desc=desc, leave=False, disable=not progress or rank != 0)
     for epoch in bar:
         split.data.set_epoch(epoch)
@@ -358,16 +369,23 @@ def train(
         elapsed += epoch_s
         data_s += dt_data
         seen += loss_n
+        if epoch == 0:
+            first_s, first_n = epoch_s, loss_n
         bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}")
-        if on_epoch is not None:
-            val = epoch_val() if epoch_val is not None else None
+        val = None
+        if epoch_val is not None:  # on every rank, logged or not: evaluation ends in collectives
+            val = epoch_val()
             model.train()
+        if on_epoch is not None:
             loss = loss_sum / max(1, loss_n)
             on_epoch(EpochRecord(epoch, loss, lr_first, epoch_s, dt_data, val))
+    steady_s = elapsed - first_s
     if size > 1:
         elapsed, data_s = _all_reduce(elapsed, "max"), _all_reduce(data_s, "max")
+        first_s, steady_s = _all_reduce(first_s, "max"), _all_reduce(steady_s, "max")
     ips = seen / elapsed if elapsed else 0.0
-    return TrainStats(loss_sum / max(1, loss_n), elapsed, ips, data_s)
+    steady = (seen - first_n) / steady_s if budget.epochs > 1 and steady_s > 0 else math.nan
+    return TrainStats(loss_sum / max(1, loss_n), elapsed, ips, data_s, steady, first_s)
 
 
 def eval_batch_size(budget: Budget, device: torch.device) -> int:
@@ -433,8 +451,9 @@ def evaluate(
 
     Multi-view splits (video: temporal segments × spatial crops) give items of shape
     ``(views, ...)``; the model sees every view and the **logits are averaged** over views
-    before the argmax. Throughput counts examples (clips), not views. Predictions stay on the
-    device and are read once at the end.
+    before the argmax. Throughput counts examples (clips), not views, and is timed from after
+    the first batch when there are several (its warm-up and any compilation are not counted).
+    Predictions stay on the device and are read once at the end.
 
     Under ``torch.distributed`` with world size ``W > 1`` rank ``r`` scores ``order[r::W]``; the
     predictions are gathered (every rank returns all of them, in split order) and the
@@ -445,19 +464,24 @@ def evaluate(
     net = compiled(model, compile)
     preds: list[torch.Tensor] = []
     order = torch.arange(len(split))[rank::size]
+    batch_size = eval_batch_size(budget, device)
     sync(device)
-    t0 = time.perf_counter()
-    for x, y in batches(split, order, eval_batch_size(budget, device), workers, device):
+    t0, timed = time.perf_counter(), len(order)
+    for i, (x, y) in enumerate(batches(split, order, batch_size, workers, device)):
         with autocast(device, budget):
             if split.views > 1:
                 logits = net(x.flatten(0, 1)).float().view(len(y), split.views, -1).mean(1)
             else:
                 logits = net(x)
         preds.append(logits.argmax(dim=-1))
+        if i == 0 and len(order) > batch_size:  # timed from after the first (warm-up) batch
+            sync(device)
+            t0, timed = time.perf_counter(), len(order) - len(y)
     pred = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.int64)
     elapsed = time.perf_counter() - t0
     if size > 1:
         pred, elapsed = _gather_predictions(pred, order, len(split)), _all_reduce(elapsed, "max")
+        timed = int(_all_reduce(timed))
     pred_np = pred.numpy().astype(np.int64)
     correct = pred_np == split.labels.numpy()
-    return Evaluation(pred_np, correct, len(split) / elapsed if elapsed else 0.0)
+    return Evaluation(pred_np, correct, timed / elapsed if elapsed else 0.0)

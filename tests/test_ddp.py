@@ -357,3 +357,23 @@ def test_killing_the_driver_of_a_ddp_run_leaves_no_process_behind(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     rows = RunStore(results).rows()
     assert len(rows) == 3 and {r["status"] for r in rows} == {"ok"}
+
+
+@pytest.mark.slow
+def test_epoch_val_with_two_processes_scores_every_epoch_without_hanging(tmp_path):
+    """--epoch-val under DDP: every rank scores the validation split after each epoch (its
+    evaluation ends in collectives), so the run neither hangs nor mismatches (issue #23, 3)."""
+    spec = _spec(tmp_path)
+    spec = replace(spec, options=replace(spec.options, epoch_val=True))
+    single_row, single_rec = execute(spec)
+    proc, rows, took = _torchrun(spec, tmp_path, "epochval", PEBENCH_DDP_TIMEOUT_S="30")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert took < RUN_TIMEOUT_S
+    assert [p.stem for p in rows] == [spec.base_row["run_id"]]
+    store = RunStore(tmp_path / "epochval")
+    row = store.read(spec.base_row["run_id"])
+    assert row["status"] == "ok", row["error"]
+    vals = [e["val_top1"] for e in store.load_record(row).epochs]
+    assert len(vals) == get_budget(spec.budget).epochs
+    assert vals == [e["val_top1"] for e in single_rec.epochs]  # the same scores as one process
+    assert vals[-1] == row["val_top1"]
