@@ -71,6 +71,7 @@ def executor_options(args: argparse.Namespace) -> Any:
         gpus_per_run=args.gpus_per_run,
         device=args.device,
         runs_per_device=args.runs_per_device,
+        nproc_per_run=args.nproc_per_run,
     )
     opts.validate()
     return opts

@@ -88,11 +88,20 @@ def work(spec: RunSpec, results_dir: str, timeout_s: float, executor: str) -> di
     return run_one(replace(spec, base_row=row), results_dir, timeout_s)
 
 
-def _for_worker(spec: RunSpec, threads: int | None, quiet: bool) -> RunSpec:
-    """A spec with its thread count filled in (unless set) and progress bars off if ``quiet``."""
+def _for_worker(spec: RunSpec, threads: int | None, quiet: bool, device_runs: int = 1) -> RunSpec:
+    """A spec as a worker runs it: threads filled in (unless set), bars off if ``quiet``.
+
+    ``device_runs`` (how many runs may share its device) goes into its row.
+    """
     o = spec.options
     return replace(
-        spec, options=replace(o, threads=o.threads or threads, progress=o.progress and not quiet)
+        spec,
+        options=replace(
+            o,
+            threads=o.threads or threads,
+            progress=o.progress and not quiet,
+            device_runs=device_runs,
+        ),
     )
 
 
@@ -133,27 +142,58 @@ def visible_gpus(device: str = "auto") -> list[str]:
     return (ids or [str(i) for i in range(count)])[:count]
 
 
+def gpu_groups(gpus: list[str], nproc: int) -> list[str]:
+    """The GPU sets runs are pinned to: ``nproc`` GPUs each (``CUDA_VISIBLE_DEVICES`` values).
+
+    A DDP run of ``nproc`` processes puts rank ``r`` on the ``r``-th GPU it sees, so it needs
+    that many; GPUs left over (fewer than ``nproc``) stay idle.
+
+    Raises:
+        ExecutorError: more processes per run than GPUs (nccl needs one GPU per rank).
+    """
+    if gpus and nproc > len(gpus):
+        raise ExecutorError(
+            f"--nproc-per-run {nproc} needs {nproc} GPUs per run (nccl: one per process), but "
+            f"{len(gpus)} are visible ({','.join(gpus)}); use at most {len(gpus)}, or --device "
+            "cpu (gloo)"
+        )
+    return [",".join(gpus[i : i + nproc]) for i in range(0, len(gpus) - nproc + 1, nproc)]
+
+
 class LocalExecutor(_Base):
     """Runs on this machine: at most ``max_parallel`` worker threads, each driving one child.
 
-    Default parallelism: ``runs_per_device`` runs per GPU (each child pinned with
-    ``CUDA_VISIBLE_DEVICES``; slots go round the GPUs, so each carries that many), or on CPU one
-    run per core up to :data:`CPU_PARALLEL_CAP` (small models train faster as several
-    single-threaded processes than as one process using every core, and never oversubscribe).
-    Torch threads are divided among concurrent runs unless a spec sets its own.
+    Default parallelism: ``runs_per_device`` runs per GPU, or per set of ``nproc_per_run`` GPUs
+    for DDP runs (each child pinned to its set with ``CUDA_VISIBLE_DEVICES``; slots go round the
+    sets, so each carries that many); ``runs_per_device`` runs on a GPU named by
+    ``--device cuda:N`` (not pinned: the device names it); or on CPU one run per core up to
+    :data:`CPU_PARALLEL_CAP` (small models train faster as several single-threaded processes
+    than as one process using every core, and never oversubscribe). Torch threads are divided
+    among concurrent runs unless a spec sets its own.
+
+    Raises:
+        ExecutorError: ``nproc_per_run`` larger than the visible GPUs.
     """
 
     name = "local"
 
     def __init__(
-        self, max_parallel: int | None = None, device: str = "auto", runs_per_device: int = 1
+        self,
+        max_parallel: int | None = None,
+        device: str = "auto",
+        runs_per_device: int = 1,
+        nproc_per_run: int = 1,
     ) -> None:
-        gpus = visible_gpus(device)
-        by_gpu = len(gpus) * runs_per_device
+        groups: list[str | None] = list(gpu_groups(visible_gpus(device), nproc_per_run))
+        if device.startswith("cuda:"):
+            groups = [None]  # one GPU, named by the runs' device
+        by_gpu = len(groups) * runs_per_device
         self.max_parallel = max_parallel or by_gpu or min(_cpus(), CPU_PARALLEL_CAP)
         self._slots: queue.Queue[str | None] = queue.Queue()
         for i in range(self.max_parallel):
-            self._slots.put(gpus[i % len(gpus)] if gpus else None)
+            self._slots.put(groups[i % len(groups)] if groups else None)
+        #: the most runs at once on one run's device (a GPU set, or the CPU)
+        self._device_runs = math.ceil(self.max_parallel / max(1, len(groups)))
         many = self.max_parallel > 1
         start_forkserver()  # here, in the main thread: run processes never see a Ctrl-C
         self._threads = max(1, _cpus() // self.max_parallel) if many else None
@@ -163,7 +203,7 @@ class LocalExecutor(_Base):
     def _run(self, spec: RunSpec, results_dir: Path, timeout_s: float) -> dict[str, Any]:
         gpu = self._slots.get()
         try:
-            spec = _for_worker(spec, self._threads, self._quiet)
+            spec = _for_worker(spec, self._threads, self._quiet, self._device_runs)
             if gpu is not None:
                 env = (*spec.options.env, ("CUDA_VISIBLE_DEVICES", gpu))
                 spec = replace(spec, options=replace(spec.options, env=env))
@@ -304,12 +344,16 @@ class RayExecutor(_Base):
             num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0
         )
         self._threads = max(1, int(cpus_per_run))
+        self._device_runs = int(1 / gpus_per_run) if 0 < gpus_per_run < 1 else 1
 
     def submit(self, items: list[Item]) -> list[Any]:
         """One remote task per run."""
         return [
             self._remote.remote(
-                _for_worker(s, self._threads, True), str(r.absolute()), t, self.name
+                _for_worker(s, self._threads, True, self._device_runs),
+                str(r.absolute()),
+                t,
+                self.name,
             )
             for s, r, t in items
         ]
@@ -372,6 +416,7 @@ class ExecutorOptions:
     gpus_per_run: float | None = None
     device: str = "auto"
     runs_per_device: int | None = None
+    nproc_per_run: int = 1
 
     def validate(self) -> None:
         """Refuse bad values and combinations, and a missing engine, before anything runs.
@@ -418,10 +463,33 @@ class ExecutorOptions:
         gpus = self.gpus_per_job or self.gpus_per_run or 0
         if gpus and self.device == "cpu":
             raise ExecutorError("--device cpu cannot be combined with a GPU request")
+        self._validate_ddp(gpus)
         if self.kind == "slurm":
             require("submitit", "slurm")
         elif self.kind == "ray":
             require("ray", "ray")
+
+    def _validate_ddp(self, gpus: float) -> None:
+        """``--nproc-per-run``: one GPU per process (nccl), never more processes than GPUs."""
+        n = self.nproc_per_run
+        if n < 1:
+            raise ExecutorError(f"--nproc-per-run must be >= 1, got {n}")
+        if n == 1 or self.device == "cpu":
+            return
+        if self.device.startswith("cuda:"):
+            raise ExecutorError(
+                f"--nproc-per-run {n} puts rank r on the r-th visible GPU; --device "
+                f"{self.device} names one GPU: use --device cuda (choose the GPUs with "
+                "CUDA_VISIBLE_DEVICES)"
+            )
+        if self.kind == "local":
+            gpu_groups(visible_gpus(self.device), n)
+        elif gpus and n > gpus:
+            flag = "--gpus-per-job" if self.kind == "slurm" else "--gpus-per-run"
+            raise ExecutorError(
+                f"--nproc-per-run {n} needs {n} GPUs per run (nccl: one per process); "
+                f"{flag} is {gpus:g}"
+            )
 
 
 def make_executor(opts: ExecutorOptions) -> LocalExecutor | SlurmExecutor | RayExecutor:
@@ -448,6 +516,7 @@ def make_executor(opts: ExecutorOptions) -> LocalExecutor | SlurmExecutor | RayE
         max_parallel=opts.max_parallel,
         device=opts.device,
         runs_per_device=opts.runs_per_device or 1,
+        nproc_per_run=opts.nproc_per_run,
     )
 
 
@@ -459,6 +528,7 @@ __all__ = [
     "LocalExecutor",
     "RayExecutor",
     "SlurmExecutor",
+    "gpu_groups",
     "make_executor",
     "require",
     "visible_gpus",
