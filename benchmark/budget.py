@@ -111,8 +111,27 @@ _DEMO3 = replace(
     epochs=5,
     description="demo suite, micro ViT: 5 epochs (1 warmup), 7 trials (lr 3e-4..3e-1 in half "
     "decades), 3 seeds",
-    purpose="the demo suite's reference results: offline, embedded fractal-pretrained micro ViT "
-    "(about two minutes per method on a 2-core CPU)",
+    purpose="the quick demo: the README's first command in under two minutes on a 2-core CPU "
+    "(smoke-level: 3 seeds, one search run per lr, 80 validation images; the reference table "
+    "is demo-ref-v1)",
+)
+# demo-ref-v1: the committed reference table, designed with `pebench estimate --precision` (see
+# the README's budget table) rather than by habit. demo-v3 traded precision for the two-minute
+# first command (5 epochs: the median standard error of a suite mean rose from 0.82 to 1.30 pts
+# against demo-v2's 10), and on its rows a selection was decided by one run of 80 validation
+# images: ~3 in 10 selections changed with another search seed. Here: demo-v2's 10 epochs and
+# 7-lr ladder, 3 search replicates per trial (selection by their mean, diverged replicates count
+# 0), the demo-ref suite's larger selection (400) and test (2,000) sets, and the seed count the
+# estimator derived for its target (fixed for every row).
+_DEMO_REF = replace(
+    _DEMO2,
+    id="demo-ref-v1",
+    seeds=tuple(range(10)),
+    search_replicates=3,
+    description="demo-ref suite, micro ViT: 10 epochs (1 warmup), 7 trials (lr 3e-4..3e-1) x 3 "
+    "search replicates, 10 seeds",
+    purpose="the committed reference table on the demo tasks (resolves the differences its "
+    "seed count was derived for; hours on a 2-core CPU)",
 )
 _REAL2 = replace(
     _REAL,
@@ -171,6 +190,7 @@ BUDGETS: dict[str, Budget] = {
         _SMOKE,
         _DEMO2,
         _DEMO3,
+        _DEMO_REF,
         _REAL,
         replace(_REAL, id="fgvc-v1"),
         replace(_REAL, id="fewshot-v1"),

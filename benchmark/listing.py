@@ -131,6 +131,7 @@ def budgets() -> list[Item]:
         {
             "name": b.id,
             "trials": len(b.trials()),
+            "replicates": b.search_replicates,
             "epochs": b.epochs,
             "seeds": list(b.seeds),
             "backbone": b.backbone,

@@ -15,12 +15,20 @@ demo/orientation    structured  orientation of a bar, 6 bins of 30°, like dspri
 
 Splits mirror VTAB-1k at a smaller scale: ``train`` (320), ``val`` (80), ``trainval`` (the two
 concatenated, 400) and ``test`` (400). Classes are balanced in every split.
+
+The ``demo-ref`` suite has the same four tasks (same generators, same training images) with the
+sizes a reference table needs: its search scores a separate selection set of 400 images
+(``select``: scored, never trained on, by searches or finals) and its finals train on the same
+``trainval`` (400) and score a 2,000-image test set (``test2k``). With 80 validation and 400 test
+images one validation image is 1.25 pts of a selection and the binomial noise of a task mean is
+2-2.5 pts; 5x more images shrink both by sqrt(5).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +36,10 @@ import numpy as np
 from pebench.datasets.spec import Loader, Suite, TaskSpec, array_sha256, register_suite
 
 GENERATOR_VERSION = "1"
-SIZES = {"train": 320, "val": 80, "test": 400}
-_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+SIZES = {"train": 320, "val": 80, "test": 400, "select": 400, "test2k": 2000}
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "select": 3, "test2k": 4}
+#: the reference suite's roles: search on train -> select, finals on trainval -> test2k
+REF_SPLITS = {"train": "train", "val": "select", "trainval": "trainval", "test": "test2k"}
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +147,7 @@ def generate(task: str, split: str, image_size: int = 32) -> tuple[np.ndarray, n
 
     Args:
         task: short task name (``"shapes"``...).
-        split: ``"train"``, ``"val"``, ``"trainval"`` or ``"test"``.
+        split: ``"train"``, ``"val"``, ``"trainval"``, ``"test"``, ``"select"`` or ``"test2k"``.
         image_size: side length in pixels.
 
     Returns:
@@ -163,16 +173,17 @@ def load(
 
 
 @functools.cache
-def _manifest_hash(task: str, image_size: int) -> str:
+def _manifest_hash(task: str, image_size: int, splits: tuple[str, ...]) -> str:
     """Hash over a demo task's generated splits (fixed by the code: computed once a process)."""
-    digest = [array_sha256(*generate(task, s, image_size)) for s in ("train", "val", "test")]
+    digest = [array_sha256(*generate(task, s, image_size)) for s in splits]
     return hashlib.sha256(" ".join(digest).encode()).hexdigest()[:16]
 
 
 def describe(spec: TaskSpec, data_dir: str | Path | None, image_size: int) -> tuple[str, str]:
-    """``(data_format, manifest hash)`` of a demo task: a hash over its generated splits."""
+    """``(data_format, manifest hash)`` of a demo task: a hash over the splits it reads."""
     del data_dir  # generated, never read
-    return spec.data_format, _manifest_hash(spec.name.split("/", 1)[1], image_size)
+    splits = tuple(s for s in dict.fromkeys(spec.splits.values()) if s != "trainval")
+    return spec.data_format, _manifest_hash(spec.name.split("/", 1)[1], image_size, splits)
 
 
 #: the demo family's loader: generated arrays, described by a hash over them
@@ -204,4 +215,27 @@ register_suite(
         description="embedded procedural tasks, no download (VTAB-like in spirit)",
     ),
     _SPECS,
+)
+
+_REF_SPECS = [
+    replace(
+        spec,
+        name=spec.name.replace("demo/", "demo-ref/"),
+        suite="demo-ref",
+        version=f"demo-ref-{GENERATOR_VERSION}",
+        splits=REF_SPLITS,
+        sizes={s: n for s, n in {**SIZES, "trainval": 400}.items() if s in REF_SPLITS.values()},
+    )
+    for spec in _SPECS
+]
+register_suite(
+    Suite(
+        name="demo-ref",
+        tasks=tuple(s.name for s in _REF_SPECS),
+        aggregate="mean",
+        default_budget="demo-ref-v1",
+        description="the demo tasks sized for a reference table: search scored on 400 selection "
+        "images, finals on 2,000 test images (training images as in demo)",
+    ),
+    _REF_SPECS,
 )

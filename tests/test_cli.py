@@ -297,6 +297,6 @@ def test_an_unknown_task_prints_close_matches_and_the_suites_not_every_task(caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("pebench: error: unknown suite or task")
     assert "Did you mean 'vtab/cifar'" in err
-    assert "Suites: demo, fewshot, fgvc, video, vtab" in err
+    assert "Suites: demo, demo-ref, fewshot, fgvc, video, vtab" in err
     assert "vtab/svhn" not in err and "fewshot/" not in err  # not the 100+ task ids
     assert not (tmp_path / "r").exists()

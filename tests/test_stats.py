@@ -6,10 +6,10 @@ a wrong tier rule) is shown to give another answer, so each comparison can fail.
 """
 
 import math
-from itertools import combinations
 
 import numpy as np
 import pytest
+import stats_reference as ref
 from scipy import stats
 
 from pebench.report import stats as S
@@ -27,28 +27,17 @@ def _row(rng, means, seeds=3, n=200, base=None, flip=0.0):
     return S.RowRuns(tasks, dict.fromkeys(means, 1 / len(means)))
 
 
-def _hand_interval(row):
-    """Suite mean and its 95 % interval from the definition (statistics.md), scipy's t."""
-    parts = []
-    value = 0.0
-    for t, w in row.weights.items():
-        x = row.tasks[t].values
-        value += w * x.mean()
-        parts.append((w**2 * x.var(ddof=1) / len(x), len(x) - 1))
-        cbar = row.tasks[t].correct.mean(axis=0)
-        parts.append((w**2 * 1e4 * cbar.var(ddof=1) / len(cbar), len(cbar) - 1))
-    var = sum(v for v, _ in parts)
-    df = var**2 / sum(v**2 / d for v, d in parts)
-    q = stats.t.ppf(0.975, df)
-    return value, value - q * math.sqrt(var), value + q * math.sqrt(var), df
+def _plain(row):
+    """A row as the reference computations take it: task -> (seed values, correctness)."""
+    return {t: (r.values, r.correct) for t, r in row.tasks.items()}
 
 
 def test_suite_interval_is_the_welch_satterthwaite_t_interval():
     rng = np.random.default_rng(0)
     row = _row(rng, {"a": 0.6, "b": 0.9, "c": 0.7}, flip=0.1)
     est = S.suite_interval(row)
-    value, lo, hi, df = _hand_interval(row)
-    assert (est.value, est.lo, est.hi, est.df) == pytest.approx((value, lo, hi, df), rel=1e-12)
+    value, lo, hi = ref.interval(_plain(row), row.weights)
+    assert (est.value, est.lo, est.hi) == pytest.approx((value, lo, hi), rel=1e-12)
     assert est.test_term == "records"
 
 
@@ -107,19 +96,9 @@ def test_rows_on_other_images_are_not_paired():
     assert S.difference(a, b).test_term == "records"
 
 
-def _holm_by_definition(p):
-    """Holm: the i-th smallest p times (m - i + 1), made monotone, capped at 1."""
-    m = len(p)
-    order = sorted(range(m), key=lambda i: p[i])
-    adjusted = [0.0] * m
-    for k, i in enumerate(order):
-        adjusted[i] = min(1.0, max((m - j) * p[order[j]] for j in range(k + 1)))
-    return adjusted
-
-
 def test_holm_matches_its_definition_and_is_not_bonferroni():
     p = [0.01, 0.04, 0.03, 0.005, 0.5]
-    assert S.holm(p) == pytest.approx(_holm_by_definition(p))
+    assert S.holm(p) == pytest.approx(ref.holm(p))
     assert S.holm(p) != pytest.approx([min(1, 5 * v) for v in p])
 
 
@@ -135,28 +114,11 @@ def _table(seed=4, k=6):
 def test_ub_ranks_and_tiers_by_brute_force():
     rows = _table()
     table = S.table_stats(rows)
-    keys = list(combinations(range(len(rows)), 2))
-    p = []
-    for i, j in keys:
-        d = S.difference(rows[i], rows[j])
-        p.append(2 * stats.t.sf(abs(d.value) / d.se, d.df))
-    adjusted = _holm_by_definition(p)
-    better = {i: set() for i in range(len(rows))}
-    for (i, j), q in zip(keys, adjusted, strict=True):
-        if q < 0.05:
-            hi, lo = (i, j) if rows[i].mean > rows[j].mean else (j, i)
-            better[lo].add(hi)
-    assert table.ub_rank == [1 + len(better[i]) for i in range(len(rows))]
+    ub, tiers = ref.ub_ranks_and_tiers(
+        [_plain(r) for r in rows], rows[0].weights, [r.mean for r in rows]
+    )
+    assert table.ub_rank == ub and table.tiers == tiers
     assert max(table.ub_rank) > 1  # the test can tell rows apart here
-    # tiers: best remaining row + all not significantly worse than it, repeated
-    left, tier, want = set(range(len(rows))), 0, {}
-    while left:
-        tier += 1
-        top = max(left, key=lambda i: (rows[i].mean, -i))
-        for i in [i for i in left if i == top or top not in better[i]]:
-            want[i] = tier
-            left.discard(i)
-    assert table.tiers == [want[i] for i in range(len(rows))]
     wrong = S.tiers([r.mean for r in rows], [[] for _ in rows])  # nothing significant
     assert wrong != table.tiers
 

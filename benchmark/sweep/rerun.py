@@ -27,8 +27,12 @@ def recorded(sweeps: list[Sweep]) -> list[tuple[RunStore, str]]:
 
 
 def grid_size(sweeps: list[Sweep]) -> int:
-    """Runs of the grids: every search trial and one final per seed, per method and task."""
-    return sum(len(sw.budget.trials()) + len(sw.seeds) for sw in sweeps for _ in sw.tasks)
+    """Runs of the grids: each trial's replicates and one final per seed, per method and task."""
+    return sum(
+        len(sw.budget.trials()) * sw.budget.search_replicates + len(sw.seeds)
+        for sw in sweeps
+        for _ in sw.tasks
+    )
 
 
 def announce(sweeps: list[Sweep], rerun: bool) -> str | None:
