@@ -3,8 +3,8 @@
 The kill test runs a script in a subprocess that forks once per kill point; each child writes
 the leaderboard with ``os.write`` / ``os.fsync`` / ``os.replace`` / ``os.unlink`` wrapped so
 that the k-th call (a ``write`` after half its bytes) SIGKILLs the child. After each kill the
-parent classifies the output files as the old set, the new set or a mix, then lets
-``is_stale`` (what ``pebench leaderboard --check`` runs) recover, and classifies again.
+parent classifies the output files as the old set, the new set or a mix, then recovers as the
+next write does (``recover_outputs``), and classifies again.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ real = lb.plot_bytes
 memo = {{}}
 
 
-def cached(df, suites, tasks):  # render each row set once: the kills are about writing
-    key = len(df)
+def cached(df, suites, tasks, suite_tables=None):  # render each row set once: the kills
+    key = len(df)  # are about writing
     if key not in memo:
-        memo[key] = real(df, suites, tasks)
+        memo[key] = real(df, suites, tasks, suite_tables)
     return memo[key]
 
 
@@ -135,7 +135,9 @@ for k in range(1, 200):
         break
     before = classify(snapshot(), old, new)
     journal = (home / ".pebench-write.json").exists()
-    lb.is_stale(home, board)  # what `pebench leaderboard --check` runs: recovers first
+    assert lb.is_stale(home, board) or not journal  # the check reports, never recovers
+    assert classify(snapshot(), old, new) == before
+    lb.recover_outputs(home, board)  # what the next write does first
     after = snapshot()
     report.append({
         "k": k,
@@ -270,27 +272,30 @@ def test_stale_temp_files_of_killed_writes_are_removed(tmp_path):
     keep.write_text("mine")
     lb.generate(tmp_path, board, **REG)
     assert not [p for p in litter if p.exists()] and keep.exists()
-    for path in litter:  # the check cleans up too
+    for path in litter:  # the check writes nothing, and litter does not make it stale
         path.write_text("partial")
     assert not lb.is_stale(tmp_path, board, **REG)
-    assert not [p for p in litter if p.exists()]
+    assert all(p.exists() for p in litter)
 
 
-def test_an_interrupted_commit_is_completed_by_the_next_check(tmp_path):
-    """A journal in state ``commit`` with half the renames done: the check rolls forward."""
+def test_an_interrupted_commit_is_completed_by_the_next_write(tmp_path):
+    """A journal in state ``commit`` with half the renames done: recovery rolls forward."""
     home = tmp_path
     old = {home / "a.txt": b"old a", home / "sub" / "b.txt": b"old b"}
     for path, data in old.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    tmp_a, tmp_b = home / ".a.txt.1.tmp", home / "sub" / ".b.txt.2.tmp"
+    tmp_b = home / "sub" / ".b.txt.0123456789ab.tmp"
     tmp_b.write_bytes(b"new b")
     (home / "a.txt").write_bytes(b"new a")  # its rename happened before the kill
-    journal = {
+    journal = {  # paths relative to the output folder
         "format": 1,
         "state": "commit",
-        "files": [[str(tmp_a), str(home / "a.txt")], [str(tmp_b), str(home / "sub" / "b.txt")]],
-        "remove": [str(home / "gone.png")],
+        "files": [
+            [".a.txt.0123456789ab.tmp", "a.txt"],
+            ["sub/.b.txt.0123456789ab.tmp", "sub/b.txt"],
+        ],
+        "remove": ["gone.png"],
     }
     (home / "gone.png").write_bytes(b"x")
     (home / commit.JOURNAL).write_text(json.dumps(journal))
@@ -372,3 +377,59 @@ def test_a_really_full_disk(tmp_path):
         assert {p: p.read_bytes() for p in disk.rglob("*") if p.is_file()} == before
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+# ------------------------------------------------------------------ the journal is data --
+def _board(tmp_path):
+    for task in LB.tasks:
+        write(tmp_path / "results", task=task)
+    board = tmp_path / "results" / "leaderboard.md"
+    lb.generate(tmp_path / "results", board, **REG)
+    return tmp_path / "results", board
+
+
+def _plant(home, state, files, remove=()):
+    journal = {"format": 1, "state": state, "files": files, "remove": list(remove)}
+    (home / commit.JOURNAL).write_text(json.dumps(journal))
+
+
+def _tree(root):
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("state", "files", "remove", "why"),
+    [
+        ("commit", [], ["{victim}"], "is not a path relative"),  # absolute path
+        ("commit", [], ["../victim/important.txt"], "would delete"),  # relative, out of home
+        ("commit", [["{evil}", "{pth}"]], [], "is not a path relative"),  # move into site
+        ("commit", [["../.x.0123456789ab.tmp", "../victim/important.txt"]], [], "does not write"),
+        ("writing", [["../victim/important.txt", "results.csv"]], [], "is not a temp file"),
+        ("commit", [["plots/.a.png.0123456789ab.tmp", "plots/../../victim/x.png"]], [], "does not"),
+    ],
+    ids=["absolute", "relative", "move-in", "outside", "writing-deletes", "dotdot-figure"],
+)
+def test_a_planted_journal_is_refused_in_one_line_and_nothing_is_touched(
+    tmp_path, capsys, state, files, remove, why
+):
+    """The attack of the hardening issue: a results folder carrying a journal that names other
+    files. Neither a write nor a check follows it; the write refuses in one line."""
+    home, board = _board(tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.txt").write_text("keep me")
+    (victim / "evil").write_text("import os")
+    subs = {"{victim}": str(victim / "important.txt"), "{evil}": str(victim / "evil"),
+            "{pth}": str(tmp_path / "site" / "zz_evil.pth")}  # fmt: skip
+    fix = lambda v: subs.get(v, v)  # noqa: E731
+    _plant(home, state, [[fix(a), fix(b)] for a, b in files], [fix(r) for r in remove])
+    before = _tree(tmp_path)
+    assert lb.is_stale(home, board, **REG)  # an interrupted write: stale, and nothing touched
+    assert _tree(tmp_path) == before
+    from pebench.cli import main
+
+    assert main(["leaderboard", "--results", str(home), "--output", str(board)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refusing the leaderboard write journal" in err and why in err
+    assert _tree(tmp_path) == before  # nothing deleted, moved or written
+    assert not (tmp_path / "site").exists()

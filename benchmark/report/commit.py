@@ -14,11 +14,17 @@ the folder); each write:
 5. renames every temp file onto its target and deletes the files the new set no longer has;
 6. deletes the journal.
 
-A kill before step 4 leaves the previous set (and temp files the next write or check deletes);
-a kill after it leaves a journal that the next write or check completes. Whenever the folder
-holds a mix of old and new files (during step 5 only), the journal is beside it, and every
-pebench command that reads the outputs recovers first. An ``OSError`` while writing (a full
-disk, a read-only folder) undoes steps 2-3 and raises :class:`WriteError`: nothing changed.
+A kill before step 4 leaves the previous set (and temp files the next write deletes); a kill
+after it leaves a journal that the next write completes. Whenever the folder holds a mix of old
+and new files (during step 5 only), the journal is beside it. An ``OSError`` while writing (a
+full disk, a read-only folder) undoes steps 2-3 and raises :class:`WriteError`: nothing changed.
+
+The journal is data a results folder may carry from anywhere (a collaborator's tarball, a shared
+cluster folder), so it is never trusted: its paths are relative to ``home`` (never to the
+current folder), and before anything is renamed or deleted every path it names must be one of
+the outputs the caller is about to write (``allowed``), and every temp file must sit next to its
+target under this module's temp-name pattern. Anything else is refused in one line and nothing
+is touched. Checking a leaderboard (``--check``) never recovers.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,6 +70,36 @@ def _tmp_path(target: Path) -> Path:
     return target.with_name(f"{_hidden(target.name)}.{secrets.token_hex(6)}{TMP_SUFFIX}")
 
 
+def _is_tmp_of(tmp: Path, target: Path) -> bool:
+    """Whether ``tmp`` is a temp file :func:`_tmp_path` names for ``target``."""
+    pattern = re.escape(_hidden(target.name)) + r"\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX)
+    return tmp.parent == target.parent and re.fullmatch(pattern, tmp.name) is not None
+
+
+#: which files a write may replace or delete (absolute, normalised paths)
+Allowed = Callable[[Path], bool]
+
+
+def inside(home: Path) -> Allowed:
+    """The default :data:`Allowed`: regular names inside ``home`` (no link out of it)."""
+    root = Path(os.path.realpath(home))
+
+    def allowed(path: Path) -> bool:
+        return Path(os.path.realpath(path)).is_relative_to(root)
+
+    return allowed
+
+
+def _rel(path: Path, home: Path) -> str:
+    return os.path.relpath(path, home)
+
+
+def _abs(rel: Any, home: Path) -> Path:
+    if not isinstance(rel, str) or os.path.isabs(rel):
+        raise ValueError(f"{rel!r} is not a path relative to the output folder")
+    return Path(os.path.normpath(home / rel))
+
+
 def _write_file(path: Path, data: bytes) -> None:
     """Create ``path`` (never an existing file or link) with ``data``, fsynced."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
@@ -94,6 +131,16 @@ def locked(home: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _on_disk(journal: Mapping[str, Any], home: Path) -> dict[str, Any]:
+    """The journal as written: paths relative to ``home``."""
+    return {
+        "format": _FORMAT,
+        "state": journal["state"],
+        "files": [[_rel(tmp, home), _rel(target, home)] for tmp, target in journal["files"]],
+        "remove": [_rel(p, home) for p in journal["remove"]],
+    }
+
+
 def _write_journal(home: Path, journal: Mapping[str, Any]) -> None:
     """Replace the journal atomically (temp file, fsync, rename, fsync the folder)."""
     path = home / JOURNAL
@@ -107,20 +154,55 @@ def _write_journal(home: Path, journal: Mapping[str, Any]) -> None:
     fsync_dir(home)
 
 
-def _read_journal(home: Path) -> dict[str, Any] | None:
-    """The journal, or None when there is none (or it is not one of ours)."""
+def _refuse(home: Path, why: str) -> WriteError:
+    return WriteError(
+        f"refusing the leaderboard write journal {home / JOURNAL}: {why}; nothing was touched "
+        "(delete that file if no pebench leaderboard of yours was interrupted there)"
+    )
+
+
+def _read_journal(home: Path, allowed: Allowed) -> dict[str, Any] | None:
+    """The journal with absolute paths, or None when there is none.
+
+    Raises:
+        WriteError: a journal that is not one pebench wrote for these outputs (malformed, a path
+            outside them, a temp file not of the expected name next to its target).
+    """
+    path = home / JOURNAL
     try:
-        journal = json.loads((home / JOURNAL).read_text(encoding="utf-8"))
+        if path.is_symlink() or not path.is_file():
+            raise _refuse(home, "it is not a regular file") if path.exists() else FileNotFoundError
+        if path.stat().st_size > 1_000_000:
+            raise _refuse(home, "it is larger than a journal can be")
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return {"state": "writing", "files": [], "remove": []}  # unreadable: nothing to finish
+    except (OSError, ValueError, RecursionError):
+        raise _refuse(home, "it is not readable JSON") from None
     ok = (
-        isinstance(journal, dict)
-        and journal.get("state") in ("writing", "commit")
-        and all(isinstance(p, list) and len(p) == 2 for p in journal.get("files", []))
+        isinstance(raw, dict)
+        and raw.get("format") == _FORMAT
+        and raw.get("state") in ("writing", "commit")
+        and isinstance(raw.get("files"), list)
+        and all(isinstance(p, list) and len(p) == 2 for p in raw["files"])
+        and isinstance(raw.get("remove", []), list)
     )
-    return journal if ok else {"state": "writing", "files": [], "remove": []}
+    if not ok:
+        raise _refuse(home, f"it is not a journal of format {_FORMAT}")
+    try:
+        files = [(_abs(tmp, home), _abs(target, home)) for tmp, target in raw["files"]]
+        remove = [_abs(p, home) for p in raw.get("remove", [])]
+    except ValueError as err:
+        raise _refuse(home, str(err)) from None
+    for tmp, target in files:
+        if not allowed(target):
+            raise _refuse(home, f"it names {target}, which this leaderboard does not write")
+        if not _is_tmp_of(tmp, target):
+            raise _refuse(home, f"{tmp} is not a temp file of {target.name} next to it")
+    for p in remove:
+        if not allowed(p):
+            raise _refuse(home, f"it would delete {p}, which this leaderboard does not write")
+    return {"state": raw["state"], "files": files, "remove": remove}
 
 
 def _apply(home: Path, journal: Mapping[str, Any]) -> None:
@@ -159,8 +241,8 @@ def _sweep(litter: Iterable[tuple[Path, str]]) -> None:
                 _unlink(path)
 
 
-def _recover_locked(home: Path, litter: Iterable[tuple[Path, str]]) -> None:
-    journal = _read_journal(home)
+def _recover_locked(home: Path, litter: Iterable[tuple[Path, str]], allowed: Allowed) -> None:
+    journal = _read_journal(home, allowed)
     if journal is not None:
         if journal["state"] == "commit":
             _apply(home, journal)
@@ -169,23 +251,27 @@ def _recover_locked(home: Path, litter: Iterable[tuple[Path, str]]) -> None:
     _sweep([(home, tmp_pattern(JOURNAL)), *litter])
 
 
-def recover(home: str | Path, litter: Iterable[tuple[Path, str]] = ()) -> None:
+def recover(
+    home: str | Path, litter: Iterable[tuple[Path, str]] = (), allowed: Allowed | None = None
+) -> None:
     """Finish or undo a write a kill interrupted, and delete the temp files it left.
 
     Args:
         home: the output folder (holds the journal while a write is in progress).
         litter: more ``(folder, glob)`` pairs of temp files to delete (see :func:`tmp_pattern`).
+        allowed: which files the journal may name (default: inside ``home``).
 
     Raises:
-        WriteError: the interrupted write could not be completed (e.g. a read-only folder).
+        WriteError: the interrupted write could not be completed (e.g. a read-only folder), or
+            the journal is not one pebench wrote for these outputs (nothing touched).
 
     """
-    home = Path(home)
+    home = Path(os.path.abspath(home))
     if not home.is_dir():
         return
     try:
         with locked(home):
-            _recover_locked(home, litter)
+            _recover_locked(home, litter, allowed or inside(home))
     except OSError as err:
         raise WriteError(
             f"cannot complete an interrupted leaderboard write in {home} ({_reason(err)})"
@@ -214,6 +300,7 @@ def write_unit(
     files: Mapping[Path, bytes],
     remove: Iterable[Path] = (),
     litter: Iterable[tuple[Path, str]] = (),
+    allowed: Allowed | None = None,
 ) -> None:
     """Replace ``files`` and delete ``remove`` as one unit (see the module docstring).
 
@@ -222,37 +309,40 @@ def write_unit(
         files: target path -> new content.
         remove: files the new set no longer has (deleted with the commit).
         litter: ``(folder, glob)`` pairs of temp files killed writes may have left there.
+        allowed: which files an interrupted earlier write's journal may name (default: inside
+            ``home``); this write's own files must be allowed too.
 
     Raises:
         WriteError: an ``OSError`` (a full disk, a read-only folder...) before the commit point:
-            nothing changed, no temp file left.
+            nothing changed, no temp file left; or a journal found there that is not one pebench
+            wrote for these outputs (nothing touched).
 
     """
     home = Path(os.path.abspath(home))
+    allowed = allowed or inside(home)
     targets = [Path(os.path.abspath(t)) for t in files]
-    journal: dict[str, Any] = {
-        "format": _FORMAT,
-        "state": "writing",
-        "files": [[str(_tmp_path(t)), str(t)] for t in targets],
-        "remove": [str(Path(os.path.abspath(r))) for r in remove],
-    }
+    removed = [Path(os.path.abspath(r)) for r in remove]
+    if bad := [p for p in [*targets, *removed] if not allowed(p)]:
+        raise WriteError(f"refusing to write {bad[0]}: not one of the outputs of {home}")
+    pairs = [(_tmp_path(t), t) for t in targets]
+    journal: dict[str, Any] = {"state": "writing", "files": pairs, "remove": removed}
     litter = [*litter, *((t.parent, tmp_pattern(t.name)) for t in targets)]
     made: list[Path] = []
     current = home / JOURNAL
     try:
         with locked(home):
-            _recover_locked(home, litter)
+            _recover_locked(home, litter, allowed)
             try:
-                _write_journal(home, journal)
+                _write_journal(home, _on_disk(journal, home))
                 for (tmp, target), data in zip(journal["files"], files.values(), strict=True):
-                    current = Path(target)
+                    current = target
                     made += _makedirs(current.parent)
-                    _write_file(Path(tmp), data)
+                    _write_file(tmp, data)
                 for folder in sorted({t.parent for t in targets}):
                     fsync_dir(folder)
                 current = home / JOURNAL
                 journal["state"] = "commit"
-                _write_journal(home, journal)
+                _write_journal(home, _on_disk(journal, home))
             except BaseException:
                 _undo(home, journal, made)
                 raise

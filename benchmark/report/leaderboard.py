@@ -12,9 +12,10 @@ for convenience.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import pandas as pd
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
 from pebench.report.aggregate import SORT_KEYS, SOURCE, aggregate, records, registry
-from pebench.report.commit import recover, tmp_pattern, write_unit
+from pebench.report.commit import JOURNAL, recover, tmp_pattern, write_unit
 from pebench.report.markdown import (
     HEADER,
     RANDOM_NOTE,
@@ -126,6 +127,27 @@ def results_csv(df: pd.DataFrame) -> str:
     return body.getvalue()
 
 
+def _writes(out: Outputs) -> Callable[[Path], bool]:
+    """Which files a leaderboard write to ``out`` may replace or delete (a journal may name).
+
+    Its ``results.csv``, its ``leaderboard.md`` and the figures in its plots folder.
+    """
+    fixed = {Path(os.path.abspath(out.results_csv)), Path(os.path.abspath(out.leaderboard))}
+    plots = Path(os.path.abspath(out.plots))
+
+    def allowed(path: Path) -> bool:
+        if path in fixed:
+            return True
+        return (
+            path.parent == plots
+            and path.suffix in (".png", ".pdf")
+            and fnmatch.fnmatchcase(path.name, NAME_PATTERN)
+            and not path.name.startswith(".")
+        )
+
+    return allowed
+
+
 def _litter(out: Outputs) -> list[tuple[Path, str]]:
     """Where killed writes of older versions may have left temp files."""
     return [(out.plots, tmp_pattern(NAME_PATTERN)), (out.home, tmp_pattern(out.results_csv.name))]
@@ -182,7 +204,7 @@ def generate(
         for p in sorted(out.plots.glob(NAME_PATTERN))
         if p.suffix in (".png", ".pdf") and p.name not in figures and not p.name.startswith(".")
     ]
-    write_unit(out.home, files, stale, _litter(out))
+    write_unit(out.home, files, stale, _litter(out), _writes(out))
     names = sorted(figures)
     return {
         "results_csv": out.results_csv,
@@ -190,6 +212,21 @@ def generate(
         "plots": [out.plots / n for n in names if n.endswith(".png")],
         "plots_pdf": [out.plots / n for n in names if n.endswith(".pdf")],
     }
+
+
+def recover_outputs(results_dir: ResultsArg, leaderboard_path: str | Path | None = None) -> None:
+    """Complete (or undo) a leaderboard write a kill interrupted, as the next write would.
+
+    Only a journal naming this report's own outputs is followed (see
+    :mod:`pebench.report.commit`); any other is refused with nothing touched.
+
+    Raises:
+        WriteError: a journal that is not one of these outputs', or a folder that cannot be
+            written.
+    """
+    out = outputs(results_dirs(results_dir), leaderboard_path)
+    litter = [*_litter(out), (out.leaderboard.parent, tmp_pattern(out.leaderboard.name))]
+    recover(out.home, litter, _writes(out))
 
 
 def is_stale(
@@ -201,8 +238,8 @@ def is_stale(
 ) -> bool:
     """Whether ``leaderboard_path`` differs from what the runs in ``results_dir`` render to now.
 
-    A write that a kill interrupted is completed (or undone) first, so the check sees the set
-    that the last write left.
+    Writes nothing, and recovers nothing: a write that a kill interrupted (its journal is still
+    there) makes the outputs stale; the next ``pebench leaderboard`` completes it.
 
     Args:
         results_dir: the results folder, or several.
@@ -218,7 +255,6 @@ def is_stale(
     dirs = results_dirs(results_dir)
     out = outputs(dirs, leaderboard_path)
     fresh = render(aggregate(dirs), dirs, out.leaderboard, suites, tasks)
-    recover(out.home, [*_litter(out), (out.leaderboard.parent, tmp_pattern(out.leaderboard.name))])
-    if not out.leaderboard.exists():
+    if (out.home / JOURNAL).exists() or not out.leaderboard.exists():
         return True
     return out.leaderboard.read_text(encoding="utf-8") != fresh
