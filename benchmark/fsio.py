@@ -219,6 +219,35 @@ def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> None
     atomic_write_bytes(path, text.encode("utf-8"), durable)
 
 
+def open_new(path: str | Path, mode: str = "w") -> Any:
+    """Open ``path`` as a new file for writing, never through a link planted there.
+
+    Whatever is at ``path`` (an old log, or a symbolic link to another user's file) is removed
+    first, then the file is created exclusively and without following links, so a write can
+    only land in a fresh file of the caller's. For text files that are appended to while a run
+    goes (logs); results use :func:`atomic_write_bytes`.
+
+    Raises:
+        OSError: ``path`` could not be created (e.g. a link was planted again in between).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o666)  # the umask applies
+    return os.fdopen(fd, mode, encoding="utf-8", newline="" if "b" not in mode else None)
+
+
+def fresh_dir(path: str | Path) -> Path:
+    """``path`` as a real folder of its own: a symbolic link planted there is removed first."""
+    path = Path(path)
+    if path.is_symlink():
+        path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def move(src: str | Path, dest: str | Path) -> Path:
     """Rename ``src`` to ``dest`` (its folder created), durably; returns ``dest``."""
     dest = Path(dest)
@@ -235,10 +264,12 @@ __all__ = [
     "DiskFullError",
     "atomic_write_bytes",
     "atomic_write_text",
+    "fresh_dir",
     "fsync_dir",
     "host",
     "is_full",
     "move",
+    "open_new",
     "remove_stale_temps",
     "temp_is_stale",
     "temp_pattern",

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pebench.errors import PebenchError
+from pebench.fsio import fresh_dir, open_new
 from pebench.store import LogPaths
 
 #: trackers ``--log-to`` accepts
@@ -74,22 +75,22 @@ class RunLog:
     def __init__(self, paths: LogPaths, row: dict[str, Any], trackers=()) -> None:
         rid = row["run_id"]
         self.path, self.epochs_path = paths.log, paths.epochs
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.path, "w", encoding="utf-8")
-        self._csv = open(self.epochs_path, "w", encoding="utf-8", newline="")
+        # new files, never through a link planted in a shared results folder (run ids are public)
+        self._log = open_new(self.path)
+        self._csv = open_new(self.epochs_path)
         self._writer: csv.DictWriter | None = None
         self._tb, self._wandb = None, None
         if "tensorboard" in trackers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(paths.tensorboard))
+            self._tb = SummaryWriter(str(fresh_dir(paths.tensorboard)))
         if "wandb" in trackers:
             import wandb
 
             os.environ.setdefault("WANDB_SILENT", "true")
             self._wandb = wandb.init(
                 mode="offline",
-                dir=str(paths.wandb.parent),
+                dir=str(fresh_dir(paths.wandb).parent),
                 project="pebench",
                 name=rid,
                 config={k: v for k, v in row.items() if isinstance(v, (str, int, float))},

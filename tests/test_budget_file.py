@@ -229,3 +229,22 @@ def test_pebench_run_with_a_budget_file_records_its_hash_and_resumes(tmp_path):
     edited = _pebench("status", *sel, "--results", "r", "--json", cwd=tmp_path)
     assert json.loads(edited.stdout)["total"]["done"] == 0, edited.stdout + edited.stderr
     assert _budget(path).id != budget_id
+
+
+def test_a_link_planted_in_the_budget_store_is_replaced_not_followed(tmp_path):
+    """The remembered copy of a budget file: a link planted at its (predictable) name, or at
+    the old predictable temp name, never makes pebench write through it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    store = tmp_path / "cache" / "budgets"
+    store.mkdir(parents=True)
+    path = _write(tmp_path, "tiny.toml", TINY)
+    digest = _budget(path).id.rsplit("@", 1)[1]
+    (store / f"{digest}.json").unlink()
+    for name in (f"{digest}.json", f".{digest}.json.{os.getpid()}.tmp"):
+        (store / name).symlink_to(victim)
+    os.environ.pop("PEBENCH_BUDGET_" + digest, None)
+    _budget(path)  # remembered again
+    assert victim.read_text() == "keep me"
+    copy = store / f"{digest}.json"
+    assert not copy.is_symlink() and json.loads(copy.read_text())["epochs"] == 1

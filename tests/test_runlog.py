@@ -101,3 +101,29 @@ def test_a_rerun_says_what_it_reuses_and_rerun_sets_rows_aside(swept, capsys):
     (aside,) = (tmp / "r" / "runs" / "replaced").iterdir()
     assert {p.name: p.read_bytes() for p in aside.glob("*.csv")} == before  # nothing lost
     assert len(RunStore(tmp / "r").rows()) == 3
+
+
+def test_a_link_planted_at_a_log_path_is_not_followed(tmp_path):
+    """A shared results folder: another user plants ``logs/<run_id>.log`` (run ids are public)
+    and ``tensorboard/<run_id>`` as links to their own files; the run writes fresh files of its
+    own and the link targets stay as they were."""
+    from pebench.runlog import EpochRecord, RunLog
+
+    store = RunStore(tmp_path / "r")
+    paths = store.log_paths("0123456789abcdef")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    paths.log.parent.mkdir(parents=True)
+    paths.log.symlink_to(victim)
+    paths.epochs.symlink_to(victim)
+    paths.tensorboard.parent.mkdir(parents=True)
+    paths.tensorboard.symlink_to(elsewhere, target_is_directory=True)
+    log = RunLog(paths, {"run_id": "0123456789abcdef", "phase": "search"}, ("tensorboard",))
+    log.epoch(EpochRecord(0, 1.5, 0.1, 1.0, 0.1))
+    log.close({"phase": "search", "status": "ok", "val_top1": 0.5})
+    assert victim.read_text() == "keep me" and not any(elsewhere.iterdir())
+    assert not paths.log.is_symlink() and "epoch 0: train_loss=1.5000" in paths.log.read_text()
+    assert not paths.epochs.is_symlink() and not paths.tensorboard.is_symlink()
+    assert any(paths.tensorboard.iterdir())  # the events went to a folder of the run's own
