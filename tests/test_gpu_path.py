@@ -354,3 +354,21 @@ def test_gpu_check_script_parses():
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+# ----------------------------------------------- item 4: the CLI on a machine without scipy --
+def test_without_scipy_every_command_but_compare_still_parses(monkeypatch, capsys):
+    """gpu_check.sh runs on a bare CUDA torch + timm + pandas + matplotlib: building the parser
+    imported scipy (compare's help), so no command could run there."""
+    import sys
+
+    from pebench.cli import build_parser, main
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # `import scipy` raises ImportError
+    for name in [m for m in sys.modules if m.startswith(("pebench.report", "pebench.compare"))]:
+        monkeypatch.delitem(sys.modules, name)
+    args = build_parser().parse_args(["bench", "--harness", "--device", "cpu"])
+    assert args.harness and args.device == "cpu"
+    assert main(["compare", "lora", "linear"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pebench: error: pebench compare needs scipy")
