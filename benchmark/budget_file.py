@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
@@ -40,37 +41,54 @@ class _Bad(Exception):
     """A value that does not fit its key (``args[0]`` says what is allowed)."""
 
 
-def _integer(low: int | None) -> Callable[[Any], int]:
-    allowed = "an integer" + (f" >= {low}" if low is not None else "")
+#: a budget file larger than this is refused unread
+MAX_FILE_BYTES = 64 * 1024
+#: bounds that keep a budget something a machine can plan (a 3,000 x 3,000 grid drove the
+#: planner to 8.7 GiB; a 10**6 px image size to a numpy "7.28 TiB" traceback)
+MAX_GRID = 64
+MAX_TRIALS = 256
+MAX_SEEDS = 1000
+MAX_INT = 2**31 - 1
+#: the smallest learning rate: below it a float is subnormal and flushed to 0 in the run
+MIN_LR = 1e-12
+
+
+def _integer(low: int | None, high: int = MAX_INT) -> Callable[[Any], int]:
+    low_text = f" >= {low}" if low is not None else f" >= {-MAX_INT}"
+    allowed = f"an integer{low_text} and <= {high}"
 
     def conv(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Bad(allowed)
-        if low is not None and value < low:
+        if (low is not None and value < low) or not -MAX_INT <= value <= high:
             raise _Bad(allowed)
         return value
 
     return conv
 
 
-def _number(low: float, strict: bool) -> Callable[[Any], float]:
-    allowed = f"a number {'>' if strict else '>='} {low:g}"
+def _number(low: float, strict: bool, high: float = math.inf) -> Callable[[Any], float]:
+    allowed = f"a number {'>' if strict else '>='} {low:g}" + (
+        f" and <= {high:g}" if math.isfinite(high) else ""
+    )
 
     def conv(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Bad(allowed)
-        if not math.isfinite(value) or value < low or (strict and value == low):
+        if not math.isfinite(value) or value < low or (strict and value == low) or value > high:
             raise _Bad(allowed)
         return float(value)
 
     return conv
 
 
-def _distinct_list(item: Callable[[Any], Any], what: str) -> Callable[[Any], tuple[Any, ...]]:
-    allowed = f"a non-empty list of distinct {what}"
+def _distinct_list(
+    item: Callable[[Any], Any], what: str, most: int = MAX_GRID
+) -> Callable[[Any], tuple[Any, ...]]:
+    allowed = f"a non-empty list of at most {most} distinct {what}"
 
     def conv(value: Any) -> tuple[Any, ...]:
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list) or not value or len(value) > most:
             raise _Bad(allowed)
         try:
             out = tuple(item(v) for v in value)
@@ -125,16 +143,16 @@ def _optional(conv: Callable[[Any], Any], absent: str) -> Callable[[Any], Any]:
 
 #: what each key of a budget file may hold (converter; its ``_Bad`` says what is allowed)
 _RULES: dict[str, Callable[[Any], Any]] = {
-    "epochs": _integer(1),
-    "warmup_epochs": _integer(0),
-    "batch_size": _integer(1),
+    "epochs": _integer(1, 100_000),
+    "warmup_epochs": _integer(0, 100_000),
+    "batch_size": _integer(1, 65_536),
     "optimizer": _choice("adamw", "sgd"),
-    "lr_grid": _distinct_list(_number(0, strict=True), "numbers > 0"),
-    "wd_grid": _distinct_list(_number(0, strict=False), "numbers >= 0"),
-    "image_size": _integer(1),
-    "seeds": _distinct_list(_integer(None), "integers"),
+    "lr_grid": _distinct_list(_number(MIN_LR, strict=False, high=1e6), f"numbers >= {MIN_LR:g}"),
+    "wd_grid": _distinct_list(_number(0, strict=False, high=1e6), "numbers >= 0"),
+    "image_size": _integer(1, 4096),
+    "seeds": _distinct_list(_integer(None), f"integers within +-{MAX_INT}", MAX_SEEDS),
     "search_seed": _integer(None),
-    "search_replicates": _integer(1),
+    "search_replicates": _integer(1, 32),
     "backbone": _text(nonempty=True),
     "precision": _choice("auto", "fp32"),
     "grad_clip": _optional(_number(0, strict=True), "leave the key out for no clipping"),
@@ -221,6 +239,11 @@ def budget_from_dict(data: Any, budget_id: str) -> Budget:
             values[key] = _RULES[key](value)
         except _Bad as bad:
             raise BudgetError(f"key {key!r} must be {bad.args[0]}, got {value!r}") from None
+    trials = len(values.get("lr_grid", ())) * len(values.get("wd_grid", ()))
+    if trials > MAX_TRIALS:
+        raise BudgetError(
+            f"lr_grid x wd_grid has {trials} trials; a budget may have at most {MAX_TRIALS}"
+        )
     if values["warmup_epochs"] > values["epochs"]:
         raise BudgetError(
             f"key 'warmup_epochs' must be at most epochs ({values['epochs']}), "
@@ -284,11 +307,19 @@ def _parse(path: Path) -> Any:
             f"{', '.join(BUDGET_FILE_SUFFIXES)}"
         )
     try:
-        raw = path.read_bytes()
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would hang the reader, /dev/zero fill memory
+            raise BudgetError("not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise BudgetError(f"{info.st_size} bytes; a budget file may have {MAX_FILE_BYTES}")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise BudgetError("not found") from None
     except OSError as err:
         raise BudgetError(f"unreadable ({err.strerror or err})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise BudgetError(f"more than the {MAX_FILE_BYTES} bytes a budget file may have")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -298,6 +329,8 @@ def _parse(path: Path) -> Any:
             return json.loads(text)
         except ValueError as err:
             raise BudgetError(f"not valid JSON: {err}") from None
+        except RecursionError:
+            raise BudgetError("not valid JSON: nested too deeply") from None
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -311,6 +344,8 @@ def _parse(path: Path) -> Any:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise BudgetError(f"not valid TOML: {err}") from None
+    except RecursionError:
+        raise BudgetError("not valid TOML: nested too deeply") from None
 
 
 def load_budget_file(path: str | Path) -> Budget:

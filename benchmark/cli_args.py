@@ -25,7 +25,16 @@ def seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"--seeds expects distinct integers like 0,1,2; got {text!r}"
         )
+    if any(abs(s) > SEED_MAX for s in out) or len(out) > 1000:
+        raise argparse.ArgumentTypeError(
+            f"--seeds expects at most 1000 integers within +-{SEED_MAX} (torch's seed range for "
+            f"every rank and worker); got {text!r}"
+        )
     return out
+
+
+#: the largest seed pebench accepts (seeds are combined per rank and epoch within int64)
+SEED_MAX = 2**31 - 1
 
 
 def device(text: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 from pebench.cli import main
 from pebench.errors import PebenchError
 from pebench.store import RunStore
-from tests.budgets import SMALL
+from tests.budgets import SMALL, budget_toml
 
 #: a tiny budget: the micro ViT (embedded weights: offline), one lr, one epoch, one seed
 TINY = textwrap.dedent("""\
@@ -118,17 +118,19 @@ def test_any_value_changes_the_id(tmp_path, old, new):
         (
             "tiny.toml",
             ("lr_grid = [1e-3]", 'lr_grid = "1e-3"'),
-            "key 'lr_grid' must be a non-empty list of distinct numbers > 0, got '1e-3'",
+            "key 'lr_grid' must be a non-empty list of at most 64 distinct numbers >= 1e-12, "
+            "got '1e-3'",
         ),
         (
             "tiny.toml",
             ("batch_size = 32", "batch_size = 32.0"),
-            "key 'batch_size' must be an integer >= 1, got 32.0",
+            "key 'batch_size' must be an integer >= 1 and <= 65536, got 32.0",
         ),
         (
             "tiny.toml",
             ("seeds = [0]", "seeds = [0, 0]"),
-            "key 'seeds' must be a non-empty list of distinct integers, got [0, 0]",
+            "key 'seeds' must be a non-empty list of at most 1000 distinct integers within "
+            "+-2147483647, got [0, 0]",
         ),
         (
             "tiny.toml",
@@ -248,3 +250,72 @@ def test_a_link_planted_in_the_budget_store_is_replaced_not_followed(tmp_path):
     assert victim.read_text() == "keep me"
     copy = store / f"{digest}.json"
     assert not copy.is_symlink() and json.loads(copy.read_text())["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            dict(lr_grid=[1e-3 * (1 + i) for i in range(65)]),
+            "'lr_grid' must be a non-empty list of at most 64",
+        ),
+        (
+            dict(
+                lr_grid=[1e-3 * (1 + i) for i in range(40)],
+                wd_grid=[1e-4 * (1 + i) for i in range(40)],
+            ),
+            "has 1600 trials; a budget may have at most 256",
+        ),
+        (
+            dict(lr_grid=[5e-324]),
+            "'lr_grid' must be a non-empty list of at most 64 distinct numbers >= 1e-12",
+        ),
+        (dict(seeds=[10**100]), "'seeds' must be"),
+        (dict(image_size=10**6), "'image_size' must be an integer >= 1 and <= 4096"),
+        (dict(search_replicates=1000), "'search_replicates' must be an integer >= 1 and <= 32"),
+    ],
+    ids=["long-grid", "many-trials", "subnormal-lr", "huge-seed", "huge-image", "replicates"],
+)
+def test_budgets_without_bounds_are_refused_in_one_line(tmp_path, fields, message):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(PebenchError, match=re.escape(message)) as info:
+        _budget(_write(tmp_path, "b.toml", budget_toml(**fields)))
+    assert "\n" not in str(info.value) and time.perf_counter() - t0 < 1.0
+
+
+def test_a_ten_million_trial_budget_is_refused_fast_and_small(tmp_path):
+    """The issue's figure: 10**7 trials (3,163 x 3,163) refused in < 1 s, in < 200 MB."""
+    import resource
+    import time
+
+    lrs = ", ".join(f"{1e-3 + i * 1e-6:.7g}" for i in range(3163))
+    text = budget_toml(lr_grid=None, wd_grid=None) + f"lr_grid = [{lrs}]\nwd_grid = [{lrs}]\n"
+    path = _write(tmp_path, "huge.toml", text)
+    t0, rss0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(PebenchError, match="at most 64 distinct"):
+        _budget(path)
+    assert time.perf_counter() - t0 < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 * 1024  # KiB
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "deep-json", "big"])
+def test_files_that_are_not_budget_files_are_refused_without_hanging(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "b.toml"
+        os.mkfifo(path)
+        message = "not a regular file"
+    elif kind == "dev-zero":
+        path = tmp_path / "z.json"
+        path.symlink_to("/dev/zero")
+        message = "not a regular file"
+    elif kind == "deep-json":
+        path = _write(tmp_path, "d.json", "[" * 30_000 + "]" * 30_000)
+        message = "nested too deeply"
+    else:
+        path = _write(tmp_path, "big.toml", TINY + "#" * 70_000 + "\n")
+        message = "a budget file may have 65536"
+    with pytest.raises(PebenchError, match=message) as info:
+        _budget(path)
+    assert "\n" not in str(info.value)

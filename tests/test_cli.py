@@ -300,3 +300,14 @@ def test_an_unknown_task_prints_close_matches_and_the_suites_not_every_task(caps
     assert "Suites: demo, demo-ref, fewshot, fgvc, video, vtab" in err
     assert "vtab/svhn" not in err and "fewshot/" not in err  # not the 100+ task ids
     assert not (tmp_path / "r").exists()
+
+
+def test_a_seed_outside_the_seed_range_is_refused_at_plan_time(capsys, tmp_path):
+    argv = ["run", "--method", "linear", "--seeds", "99999999999999999999",
+            "--results", str(tmp_path / "r")]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seeds expects at most 1000 integers within +-2147483647" in err
+    assert not (tmp_path / "r").exists()
