@@ -80,11 +80,6 @@ def _plugin_suite(obj: Any, name: str) -> tuple[Suite, list[TaskSpec]]:
     return suite, list(specs)
 
 
-def _already_registered(suite: Suite, specs: list[TaskSpec]) -> bool:
-    """The plugin registered these very objects itself (at import)."""
-    return SUITES.get(suite.name) is suite and all(TASKS.get(t.name) is t for t in specs)
-
-
 def _refuse(name: str, line: str, keep_name: bool = False) -> None:
     """Record a refused entry point (``keep_name``: its name still means the registered suite)."""
     problems.append(line)
@@ -103,16 +98,45 @@ def _load_plugins() -> None:
             line = f"{source}: duplicate suite name {ep.name!r}: clashes with the {kept} one"
             _refuse(ep.name, line + ", which is kept", keep_name=True)
             continue
+        before_suites, before_tasks = dict(SUITES), dict(TASKS)
         try:
-            suite, specs = _plugin_suite(ep.load(), ep.name)
-            if not _already_registered(suite, specs):
-                check_suite(suite, specs)
-                register_suite(suite, specs)
+            suite, specs = _plugin_suite(ep.load(), ep.name)  # runs the plugin's code
+            touched = _touched(before_suites, before_tasks)
+            # whatever the plugin did to the registry is undone: a plugin adds its suite only
+            # through the checked path below, and never changes what others own
+            _restore(before_suites, before_tasks)
+            if touched:
+                raise RegistryError(
+                    f"changed the registered {touched} at import; a suite plugin returns its "
+                    f"suite and tasks and changes nothing else ({PLUGIN_ALLOWED})"
+                )
+            check_suite(suite, specs)
+            register_suite(suite, specs)
         except Exception as err:  # a plugin may raise anything: refused and reported, never fatal
+            _restore(before_suites, before_tasks)
             what = str(err) if isinstance(err, RegistryError) else f"{type(err).__name__}: {err}"
             _refuse(ep.name, f"{source}: {' '.join(what.split())}")
             continue
         _ORIGINS[suite.name] = origin
+
+
+def _touched(suites: dict[str, Suite], tasks: dict[str, TaskSpec]) -> str:
+    """What of the registry (as it was: ``suites``, ``tasks``) was replaced or removed since."""
+    for name, spec in tasks.items():
+        if TASKS.get(name) is not spec:
+            return f"task {name!r}"
+    for name, suite in suites.items():
+        if SUITES.get(name) is not suite:
+            return f"suite {name!r}"
+    return ""
+
+
+def _restore(suites: dict[str, Suite], tasks: dict[str, TaskSpec]) -> None:
+    """Put the registry back as it was (in place: every module holds these dicts)."""
+    SUITES.clear()
+    SUITES.update(suites)
+    TASKS.clear()
+    TASKS.update(tasks)
 
 
 def suite_origin(name: str) -> str:

@@ -216,6 +216,18 @@ def register_suite(suite: Suite, tasks: list[TaskSpec]) -> None:
 SUITE_NAME = re.compile(r"[A-Za-z0-9_\-]+")
 #: what a task's loader must name
 _LOADER_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+#: a task id: ``<suite>/<segment>[/<segment>...]``, each segment starting with a letter or digit
+#: (no ``..``, no markup, no spaces: ids become file names, Markdown and LaTeX cells)
+TASK_ID = re.compile(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9][A-Za-z0-9_.\-]*)+")
+#: a task group (a table column of its own)
+GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,39}")
+#: free text (descriptions): one line of printable characters
+MAX_TEXT = 300
+
+
+def _check_text(value: Any, where: str) -> None:
+    if not isinstance(value, str) or len(value) > MAX_TEXT or not value.isprintable():
+        raise RegistryError(f"{where} must be one line of at most {MAX_TEXT} printable characters")
 
 
 def check_suite(suite: Suite, tasks: Sequence[TaskSpec]) -> None:
@@ -255,8 +267,19 @@ def check_suite(suite: Suite, tasks: Sequence[TaskSpec]) -> None:
             f"suite {suite.name!r} lists tasks {sorted(suite.tasks)} but gives specs for "
             f"{sorted(given)}: give one TaskSpec per listed task"
         )
+    _check_text(suite.description, f"suite {suite.name!r}: description")
     for spec in specs:
         where = f"task {spec.name!r} of suite {suite.name!r}"
+        if not isinstance(spec.name, str) or not TASK_ID.fullmatch(spec.name):
+            raise RegistryError(
+                f"task id {spec.name!r} of suite {suite.name!r} is not usable: "
+                "'<suite>/<name>', names of letters, digits, '_', '-' and '.'"
+            )
+        if not isinstance(spec.group, str) or not GROUP.fullmatch(spec.group):
+            raise RegistryError(
+                f"{where}: group {spec.group!r}; allowed: up to 40 letters, digits, '_', '-'"
+            )
+        _check_text(spec.description, f"{where}: description")
         if not spec.name.startswith(f"{suite.name}/") or spec.suite != suite.name:
             raise RegistryError(
                 f"{where}: task ids are '{suite.name}/<task>' and TaskSpec.suite is "

@@ -638,3 +638,18 @@ def test_cli_default_outputs_per_results_folder(tmp_path, monkeypatch):
     assert proc.stderr.startswith("pebench: error: no results folder typo/runs")
     assert len(proc.stderr.splitlines()) == 1
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_rows_of_one_manifest_that_read_other_arrays_are_refused(tmp_path, capsys):
+    """The suite-hijack attack's trace: same task, phase and manifest (so the same run identity
+    could be claimed), another data_hash: the rows are not averaged; one line names them."""
+    for seed in range(2):
+        write(tmp_path, task="lbtest/alpha", seed=seed)
+    write(tmp_path, task="lbtest/alpha", seed=2, data_hash="hijacked")
+    with pytest.raises(results.ResultsError, match="read different arrays") as info:
+        lb.aggregate(tmp_path)
+    assert "\n" not in str(info.value) and "lbtest/alpha" in str(info.value)
+    from pebench.cli import main
+
+    assert main(["leaderboard", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "leaderboard.md").exists()

@@ -115,6 +115,41 @@ BAD_SUITES = textwrap.dedent("""
     def half():
         task = _task("half", "one")
         return _suite("half", task, _task("half", "two")), [task]
+
+
+    def hijack():
+        # at import, rewrite a built-in task to score the finals on the training images
+        from dataclasses import replace
+        import pebench.datasets.spec as S
+
+        real = S.TASKS["demo/shapes"]
+        S.TASKS["demo/shapes"] = replace(real, splits={**real.splits, "test": "train"})
+        task = _task("hijack", "one")
+        return _suite("hijack", task), [task]
+
+
+    def selfreg():
+        # registers a suite itself, with an id that escapes its folder (was never checked)
+        import pebench.datasets.spec as S
+
+        from dataclasses import replace
+
+        task = replace(_task("selfreg", "one"), name="selfreg/../../etc")
+        suite = _suite("selfreg", task)
+        S.register_suite(suite, [task])
+        return suite, [task]
+
+
+    def badtext():
+        task = _task("badtext", "one", group="natural\\n# injected", description="tasks")
+        return _suite("badtext", task), [task]
+
+
+    def texid():
+        from dataclasses import replace
+
+        task = replace(_task("texid", "one"), name="texid/<img src=x onerror=alert(1)>")
+        return _suite("texid", task), [task]
 """)
 BAD_EPS = {
     "good": "badsuites:good",
@@ -125,6 +160,10 @@ BAD_EPS = {
     "badroles": "badsuites:bad_roles",
     "raises": "badsuites:raises",
     "half": "badsuites:half",
+    "hijack": "badsuites:hijack",
+    "selfreg": "badsuites:selfreg",
+    "badtext": "badsuites:badtext",
+    "texid": "badsuites:texid",
 }
 
 
@@ -159,6 +198,10 @@ def test_bad_suite_plugins_are_isolated_and_reported(bad_plugins):
         "badroles": "task 'badroles/one' of suite 'badroles': splits must map exactly the roles",
         "raises": "RuntimeError: the plugin's data folder is not configured",
         "half": "suite 'half' lists tasks ['half/one', 'half/two'] but gives specs for",
+        "hijack": "changed the registered task 'demo/shapes' at import",
+        "selfreg": "task id 'selfreg/../../etc' of suite 'selfreg' is not usable",
+        "badtext": "group 'natural\\n# injected'; allowed: up to 40 letters",
+        "texid": "task id 'texid/<img src=x onerror=alert(1)>' of suite 'texid' is not",
     }
     for name, what in expected.items():
         assert refused[name].startswith(src.format(name, BAD_EPS[name])), refused[name]
@@ -167,6 +210,12 @@ def test_bad_suite_plugins_are_isolated_and_reported(bad_plugins):
         t["name"] for t in json.loads(_pebench("list", "tasks", "--json", path=bad_plugins).stdout)
     ]
     assert "good/one" in tasks and not any(t.startswith(("half/", "badroles/")) for t in tasks)
+    assert not any(t.startswith(("hijack/", "selfreg", "badtext/", "texid/")) for t in tasks)
+    # the hijacked built-in task is the built-in one again: its test split is its test split
+    probe = "from pebench.datasets import get_task; print(get_task('demo/shapes').splits['test'])"
+    env = dict(os.environ, PYTHONPATH=str(bad_plugins))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "test", out.stderr
 
 
 def test_running_a_refused_suite_says_why_in_one_line(bad_plugins, tmp_path):

@@ -70,12 +70,39 @@ def aggregate(results_dir: ResultsArg, skipped: list[str] | None = None) -> pd.D
                 "folder `pebench run --results` wrote, default: results)"
             )
     rows = [{**r, SOURCE: str(s.root)} for s in stores for r in s.rows(skipped)]
+    check_lineage(rows)
     columns = [*results.COLUMNS, SOURCE]
     if not rows:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     df = pd.DataFrame(rows, columns=columns)
     df = df.sort_values(list(SORT_KEYS), kind="mergesort").reset_index(drop=True)
     return df
+
+
+def check_lineage(rows: Sequence[dict]) -> None:
+    """Refuse rows that name the same prepared data (``data_manifest``) but read other arrays.
+
+    A run records the hash of the arrays it read (``data_hash``: its training and evaluation
+    splits). Two runs of one task, phase and manifest read the same splits, so their hashes
+    agree; a row that disagrees read something else under the same name (a suite plugin that
+    rewrote a built-in task, edited data) and must not be averaged with the others.
+
+    Raises:
+        ResultsError: naming the task and two runs that disagree.
+    """
+    seen: dict[tuple, dict] = {}
+    for r in rows:
+        if not r["data_hash"] or not r["data_manifest"]:
+            continue
+        key = (r["task"], r["phase"], r["data_manifest"])
+        first = seen.setdefault(key, r)
+        if first["data_hash"] != r["data_hash"]:
+            raise results.ResultsError(
+                f"runs {first['run_id']} and {r['run_id']} ({r['phase']}, task {r['task']!r}) name "
+                f"the same prepared data (manifest {r['data_manifest']}) but read different arrays "
+                f"(data_hash {first['data_hash']} vs {r['data_hash']}): one of them did not read "
+                "the task's data; remove or rerun it"
+            )
 
 
 def load_correct(rows: Sequence[dict]) -> dict[tuple[str, str], np.ndarray]:
