@@ -298,14 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
         "refusing to build",
     )
     export_cli.add_parser(sub)
-    try:  # its help states the report's rule, which imports scipy
-        from pebench import compare_cli
+    from pebench import compare_cli
 
-        compare_cli.add_parser(sub)
-    except ImportError as err:  # every other command works without it (runs, bench, estimate)
-        stub = sub.add_parser("compare", help=f"unavailable here ({err})")
-        stub.add_argument("rest", nargs=argparse.REMAINDER)
-        stub.set_defaults(unavailable=f"pebench compare needs {err.name or err}: {err}")
+    compare_cli.add_parser(sub)
     return p
 
 
@@ -554,8 +549,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``pebench compare`` (see :mod:`pebench.compare_cli`)."""
-    if unavailable := getattr(args, "unavailable", None):
-        raise UserError(f"{unavailable} (install pebench's dependencies: pip install -e .)")
     from pebench import compare_cli
 
     return compare_cli.cmd_compare(args)

@@ -18,6 +18,7 @@ from pebench.report.tables import SuiteTable
 
 #: the practical threshold (points) a difference must reach to be called better, by default
 THRESHOLD = 1.0
+#: the rule behind a verdict (the README and ``pebench compare --help`` say the same)
 RULE = (
     "A is called significantly better than B only when (1) both rows have at least "
     f"{S.MIN_SEEDS_FOR_CLAIMS} seeds on every task, (2) the Holm-adjusted p of their paired "
