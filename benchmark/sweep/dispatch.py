@@ -170,10 +170,14 @@ class Dispatcher:
             search_rows = [cell.rows[s.run_id] for s in cell.search]
             if again := self._retry(cell):
                 retry.extend((cell, s) for s in again)
-            elif unsettled(search_rows):
+                continue
+            step, cell.finals = cell.sweep.after_search(cell.task, search_rows)
+            if step == "blocked":
                 self._block(cell, search_rows)
+            elif step == "failed":
+                self._placeholders(cell, "failed", NO_TRIAL_OK)
             else:
-                ready.extend(self._finals(cell, search_rows))
+                ready.extend(self._finals(cell))
         self.launch(retry, again=True)
         self.launch(ready)
 
@@ -204,23 +208,18 @@ class Dispatcher:
 
         An existing row with a final status is kept (a concurrent sweep may have finished it).
         """
-        cell.finals = cell.sweep.placeholders(cell.task)
         store = cell.sweep.store
         for spec in cell.finals:
             row = store.finished(spec.run_id)
             self.record(cell, row or store.record(dict(spec.base_row, status=status, error=error)))
 
-    def _finals(self, cell: Cell, search_rows: list[Row]) -> list[tuple[Cell, RunSpec]]:
-        """The finals of a settled search: placeholders without an ``ok`` trial, else runs.
+    def _finals(self, cell: Cell) -> list[tuple[Cell, RunSpec]]:
+        """The finals of a settled search with a selected trial, to launch.
 
         When a rerun of the search changed which trial wins, the finals of the old winner no
         longer match the search rows: they are retired to the store's ``stale`` runs (kept,
         never read by the leaderboard), and placeholders of an earlier failed search removed.
         """
-        cell.finals = cell.sweep.final_specs(cell.task, search_rows)
-        if cell.finals and cell.finals[0].trial == -1:
-            self._placeholders(cell, "failed", NO_TRIAL_OK)
-            return []
         store = cell.sweep.store
         for spec in cell.sweep.placeholders(cell.task):
             store.discard(spec.run_id)

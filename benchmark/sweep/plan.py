@@ -26,7 +26,7 @@ from pebench.errors import PebenchError
 from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry, split_spec
 from pebench.registry import RegistryError, suggest
 from pebench.run import RunOptions, RunSpec
-from pebench.selection import select_trial, selection_fields
+from pebench.selection import select_trial, selection_fields, unsettled
 from pebench.store import RunStore
 
 
@@ -126,6 +126,21 @@ class Sweep:
             for i, (lr, wd) in enumerate(self.budget.trials())
             for r, seed in enumerate(self.budget.search_seeds())
         ]
+
+    def after_search(
+        self, task: TaskSpec, search_rows: list[dict[str, Any]]
+    ) -> tuple[str, list[RunSpec]]:
+        """What follows ``task``'s recorded search: the one rule for dispatch and status.
+
+        Returns:
+            ``("blocked", placeholders)`` when a trial has no final outcome (the finals never
+            run on a partial grid), ``("failed", placeholders)`` when no trial finished ``ok``,
+            else ``("finals", the finals of the selected trial)``.
+        """
+        if unsettled(search_rows):
+            return "blocked", self.placeholders(task)
+        finals = self.final_specs(task, search_rows)
+        return ("failed" if finals[0].trial == -1 else "finals"), finals
 
     def final_specs(self, task: TaskSpec, search_rows: list[dict[str, Any]]) -> list[RunSpec]:
         """The final runs of ``task`` (trainval → test, one per seed) given its search rows.

@@ -19,7 +19,6 @@ from typing import Any
 
 from pebench import results as R
 from pebench.run import RunSpec
-from pebench.selection import unsettled
 from pebench.sweep.plan import Sweep
 
 STATES = ("done", "running", "failed", "missing")
@@ -88,14 +87,8 @@ def sweep_states(sweeps: list[Sweep]) -> list[RunState]:
         for task in sweep.tasks:
             states, rows = zip(*(_state(sweep, s) for s in sweep.search_specs(task)), strict=True)
             out.extend(states)
-            if all(r is not None for r in rows):
-                # an unsettled search blocks its finals: they are the placeholders the
-                # dispatcher records as ``blocked`` (see :mod:`pebench.sweep.dispatch`)
-                finals = (
-                    sweep.placeholders(task)
-                    if unsettled(rows)
-                    else sweep.final_specs(task, list(rows))
-                )
+            if all(r is not None for r in rows):  # the dispatcher's rule (Sweep.after_search)
+                _, finals = sweep.after_search(task, list(rows))
                 out.extend(_state(sweep, s)[0] for s in finals)
                 continue
             pending = dict(method=_label(sweep), suite=task.suite, task=task.name, phase="final")
