@@ -146,7 +146,11 @@ def check_trainable_set(method_cls: type[Method]) -> None:
         params = dict(model.named_parameters())
         trainable = {n for n, p in params.items() if p.requires_grad} - head
         declared = method.trainable(model)
-        assert trainable == declared, f"{kind}: requires_grad set differs from trainable()"
+        assert trainable == declared, (
+            f"{kind}: the parameters with requires_grad (measured) differ from trainable() "
+            f"(declared): only measured {sorted(trainable - declared)[:4]}, only declared "
+            f"{sorted(declared - trainable)[:4]}"
+        )
         new = set(params) - backbone - head
         assert new <= trainable, f"{kind}: new parameters not trained: {sorted(new - trainable)}"
         stray = trainable & backbone
@@ -166,9 +170,20 @@ def check_param_count(method_cls: type[Method]) -> None:
             method = method_cls.build()
             count = prepare(model, method, NUM_CLASSES)
             expected = method.expected_num_params(dims)
-            assert count.method == expected, f"{kind}@{img}px: {count.method} != {expected}"
-            assert count.head == (model.embed_dim + 1) * NUM_CLASSES
-            assert count.backbone == sum(v.numel() for v in plain_backbone(kind, img).parameters())
+            assert count.method == expected, (
+                f"{kind}@{img}px: measured {count.method} trainable parameters (the prepared "
+                f"model's trainable() set), declared {expected} (expected_num_params)"
+            )
+            head = (model.embed_dim + 1) * NUM_CLASSES
+            assert count.head == head, (
+                f"{kind}@{img}px: measured {count.head} head parameters, expected {head} "
+                "(the core's head: never the method's)"
+            )
+            backbone = sum(v.numel() for v in plain_backbone(kind, img).parameters())
+            assert count.backbone == backbone, (
+                f"{kind}@{img}px: measured {count.backbone} backbone parameters after attach, "
+                f"the plain backbone has {backbone} (attach must keep every backbone tensor)"
+            )
 
 
 def check_identity_at_init(method_cls: type[Method]) -> None:
@@ -247,7 +262,11 @@ def check_merge(method_cls: type[Method]) -> None:
             merged = method.merge(copy.deepcopy(model)).eval()
             out = merged(x)
         err = (ref - out).abs().max().item()
-        assert err < 1e-4 * max(1.0, ref.abs().max().item()), f"{kind}: merge error {err:.2e}"
+        tol = 1e-4 * max(1.0, ref.abs().max().item())
+        assert err < tol, (
+            f"{kind}: merge error {err:.2e} (max abs difference of the merged model's logits "
+            f"from the unmerged model's; tolerance {tol:.1e})"
+        )
         expect = _backbone_shapes(kind)
         expect.update({f"head.{n}": p.shape for n, p in merged.head.named_parameters()})
         got = {k: v.shape for k, v in merged.state_dict().items()}

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pebench import results
+from pebench.checks_field import CLAIM_CHECKS, SKIPPED, unverified
 from pebench.datasets import Suite, TaskSpec
 from pebench.record import RecordError
 from pebench.report.sources import ResultsArg, results_dirs
@@ -43,6 +44,8 @@ ROW_KEYS = ("method", "preset", "backbone", "weights", "budget", "data_format", 
 CONTEXT = ("backbone", "weights", "budget", "data_format", SOURCE)
 RECONSTRUCTION = "(pebench reconstruction)"
 UNCHECKED = "(checks skipped)"
+#: a row whose method did not pass the checks its numbers rest on: ``(count, merge unverified)``
+UNVERIFIED = "unverified)"
 
 
 def aggregate(results_dir: ResultsArg, skipped: list[str] | None = None) -> pd.DataFrame:
@@ -339,6 +342,19 @@ def rank_spread(info: SuiteInfo, seed_values: Mapping[str, Mapping[int, float]])
     return statistics.stdev(per_seed)
 
 
+def _checks_mark(rows: Sequence[dict]) -> str:
+    """`` (checks skipped)``, `` (count, merge unverified)`` or "": what the rows' checks say.
+
+    A row is called conformant only when every run passed the checks its numbers and claims
+    rest on (:func:`pebench.checks_field.unverified`).
+    """
+    if any(r["checks"] == SKIPPED for r in rows):
+        return f" {UNCHECKED}"
+    missing = {c for r in rows for c in unverified(r["checks"], r["method"], r["method_origin"])}
+    ordered = [c for c in CLAIM_CHECKS.values() if c in missing]
+    return f" ({', '.join(ordered)} {UNVERIFIED}" if ordered else ""
+
+
 def peak_memory(rows: Sequence[dict]) -> dict[str, float]:
     """Maximum ``peak_mem_bytes`` per measurement kind (rows without a measurement skipped)."""
     mem: dict[str, float] = {}
@@ -385,7 +401,7 @@ def entry(key: tuple, rows: list[dict], info: SuiteInfo) -> Entry:
             any(r["method_reconstruction"] for r in rows),
             context["weights"],
         )
-        + (f" {UNCHECKED}" if any(r["checks"] == "skipped" for r in rows) else ""),
+        + _checks_mark(rows),
         context={c: context[c] for c in CONTEXT},
         random=context["weights"] == "random",
         params_method=params_method,

@@ -20,6 +20,7 @@ from pebench.report.aggregate import (
     RECONSTRUCTION,
     SOURCE,
     UNCHECKED,
+    UNVERIFIED,
     Entry,
     SuiteInfo,
     label,
@@ -35,6 +36,12 @@ RANDOM_NOTE = "† random-init backbone: not a transfer result"
 UNCHECKED_NOTE = (
     f"{UNCHECKED}: run with `--skip-checks`, without the conformance checks `pebench run` "
     "requires of a method (hidden state, batch statistics, untracked training)"
+)
+UNVERIFIED_NOTE = (
+    f"(count, merge {UNVERIFIED}: the method did not pass the conformance checks these numbers "
+    "rest on before its runs (`param_count`: the closed-form count behind the params column; "
+    "`merge`: the equivalence behind a zero inference cost); the rows' `checks` column names "
+    "the checks that passed, and `pebench check METHOD` shows each"
 )
 VARIES_NOTE = "‡ parameter count differs between tasks: the mean over tasks is shown"
 RECON_NOTE = (
@@ -132,6 +139,8 @@ def _footnotes(entries: list[Entry]) -> list[str]:
         foot.append(RECON_NOTE)
     if any(UNCHECKED in e.label for e in entries):
         foot.append(UNCHECKED_NOTE)
+    if any(UNVERIFIED in e.label for e in entries):
+        foot.append(UNVERIFIED_NOTE)
     # two trailing spaces: a Markdown line break between the notes
     return ["", *[f"{f}  " for f in foot[:-1]], foot[-1]] if foot else []
 

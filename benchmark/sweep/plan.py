@@ -20,6 +20,7 @@ from typing import Any
 import pebench
 from pebench import results as R
 from pebench.budget import Budget, get_budget
+from pebench.checks_field import SKIPPED, passed_value
 from pebench.config import unknown_key, unknown_preset
 from pebench.datasets import TaskSpec, check_data, describe_data, get_suite, resolve_tasks
 from pebench.errors import PebenchError
@@ -239,14 +240,24 @@ def _resolve_weights(backbone: str, weights: str | None, image_size: int, load: 
     return tag
 
 
-#: the conformance checks ``pebench run`` requires of a method before its first run (cheap, and
-#: the ones a plugin can cheat with: hidden state, batch statistics, untracked training)
+#: the conformance checks ``pebench run`` requires of a method before its first run: the whole
+#: suite (:data:`pebench.conformance.CHECKS`, in its order; under a second per method on the tiny
+#: test ViTs), so ``pebench check`` and the gate never disagree: a method whose closed-form count
+#: or merge is wrong does not run with rows that call it conformant. Spelled here (the planner
+#: imports no torch); ``tests/test_checks_field.py`` keeps it equal to the suite.
 RUN_CHECKS = (
     "registration",
     "timm_api",
     "trainable_set",
+    "param_count",
+    "identity_at_init",
     "training_step",
+    "merge",
+    "state_dict_roundtrip",
+    "dropout_modes",
+    "non_vit_fails",
     "per_sample_independence",
+    "token_counts",
     "measurable",
 )
 
@@ -280,6 +291,11 @@ def check_method(name: str, results_dir: Path) -> None:
             "its rows `checks=skipped`"
         )
     store.write_memo(name, memo)
+
+
+def _checks_value(checks: bool) -> str:
+    """What the rows of a sweep say about the gate: the checks passed, or ``skipped``."""
+    return passed_value(RUN_CHECKS) if checks else SKIPPED
 
 
 def _static(
@@ -350,7 +366,7 @@ def plan_sweeps(
             weights=weights,
             results_dir=Path(s.results_dir),
             options=options,
-            static=_static(name, preset, s.overrides, tag, "passed" if checks else "skipped"),
+            static=_static(name, preset, s.overrides, tag, _checks_value(checks)),
             data=data,
         )  # fmt: skip
         for (name, _), preset in zip(named, presets, strict=True)
