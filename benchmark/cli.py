@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="methods: also probe the Hugging Face peft types the installed peft supports "
         "(imports torch and peft: seconds)",
     )
+    ls.add_argument(
+        "--load",
+        action="store_true",
+        help="methods: import third-party method plugins to show their titles, presets and "
+        "caps (imports torch: seconds); by default they are listed from their entry points",
+    )
     ls.add_argument("--suite", help="tasks: only the tasks of this suite (e.g. vtab)")
 
     pa = sub.add_parser("params", help="print the parameter count of a method on a backbone")
@@ -409,7 +415,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from pebench import listing
 
     if args.what == "methods":
-        items = listing.methods(peft=args.peft)
+        items = listing.methods(peft=args.peft, load=args.load)
     elif args.what == "tasks":
         items = listing.tasks(args.suite)
     else:
@@ -424,6 +430,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "methods":
         for problem in listing.method_problems():
             print(f"pebench: refused {problem}", file=sys.stderr)
+        if listing.has_unloaded(items):
+            print(listing.LOAD_HINT)
         if not args.peft:
             print(listing.PEFT_HINT)
     return 0

@@ -1,10 +1,12 @@
 """``pebench list``: what is registered, as plain dicts, without importing torch where possible.
 
 Built-in methods are described from the checked catalog (``methods/catalog.json``, kept equal to
-the live classes by a test), tasks, suites and budgets from their torch-free registries. Only two
-things need a method's module (and so torch): third-party methods registered through the
-``pebench.methods`` entry-point group, and ``peft:<type>`` methods, which the peft bridge probes
-on a tiny ViT (``--peft``).
+the live classes by a test), tasks, suites and budgets from their torch-free registries.
+Third-party methods registered through the ``pebench.methods`` entry-point group are listed from
+their entry-point metadata (name, distribution and version, the ``module:Class`` they point to,
+the distribution's summary) without importing them: installing a plugin never makes a listing
+import torch. ``--load`` imports them (torch) to show their titles, presets and caps, and
+``--peft`` probes the ``peft:<type>`` methods on a tiny ViT.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from typing import Any
 
 Item = dict[str, Any]
 
+#: the line printed after the method list when third-party methods were listed, not imported
+LOAD_HINT = (
+    "third-party methods are listed from their entry points without importing them; "
+    "`pebench list methods --load` imports them (torch) and shows their titles, presets and caps"
+)
 #: the line printed after the method list when peft types were not probed
 PEFT_HINT = (
     "peft:<type>: Hugging Face peft types; `pebench list methods --peft` probes which ones the "
@@ -33,8 +40,25 @@ def _method_item(info: dict[str, Any], origin: str) -> Item:
     return item
 
 
-def methods(peft: bool = False) -> list[Item]:
-    """Every registered method; ``peft=True`` adds the peft types the installed peft supports."""
+def _unloaded_item(name: str, origin: str, target: str | None, summary: str) -> Item:
+    """A third-party method as its entry point describes it (nothing imported)."""
+    title = f"{summary} " if summary else ""
+    return {
+        "name": name,
+        "origin": origin,
+        "title": f"{title}(plugin, not imported)",
+        "entry_point": target,
+    }
+
+
+def methods(peft: bool = False, load: bool = False) -> list[Item]:
+    """Every registered method; third-party ones from their entry points unless ``load``.
+
+    Args:
+        peft: add the peft types the installed peft supports (imports torch and peft).
+        load: import third-party methods to describe them (torch); without it they are listed
+            from their entry-point metadata only.
+    """
     from pebench.errors import PebenchError
     from pebench.methods import (
         PEFT_PREFIX,
@@ -49,6 +73,10 @@ def methods(peft: bool = False) -> list[Item]:
     for name in registry.names():
         origin = registry.origin_of(name)
         if name.startswith(PEFT_PREFIX):
+            continue
+        if origin != "builtin" and not load and not registry.is_loaded(name):
+            target, summary = registry.target_of(name), registry.summary_of(name)
+            items.append(_unloaded_item(name, origin, target, summary))
             continue
         try:
             info = catalog.get(name) if origin == "builtin" else None
@@ -160,8 +188,15 @@ def format_items(items: list[Item]) -> str:
     return "\n".join(lines)
 
 
+def has_unloaded(items: list[Item]) -> bool:
+    """Whether a method listing holds third-party methods that were not imported."""
+    return any("entry_point" in it for it in items)
+
+
 __all__ = [
+    "LOAD_HINT",
     "PEFT_HINT",
+    "has_unloaded",
     "budgets",
     "format_items",
     "method_problems",

@@ -37,6 +37,16 @@ def entry_point_origin(ep: metadata.EntryPoint) -> str:
     return f"{dist.name}=={dist.version}" if dist is not None else f"entry point {ep.value}"
 
 
+def _summary(ep: metadata.EntryPoint) -> str:
+    """The ``Summary`` line of an entry point's distribution metadata ("" without one)."""
+    dist = getattr(ep, "dist", None)
+    try:
+        summary = dist.metadata.get("Summary") if dist is not None else None
+    except Exception:  # broken metadata must never break a listing
+        summary = None
+    return " ".join(str(summary or "").split())
+
+
 def _qualname(obj: object) -> str:
     """``module:Qualname`` of a class or function, else the repr of ``obj``."""
     module, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
@@ -59,6 +69,8 @@ class Registry(Generic[T]):
         self._loaded: dict[str, T] = {}
         self._origin: dict[str, str] = {name: "builtin" for name in self._lazy}
         self._eps_scanned = group is None
+        #: entry-point name -> its distribution's one-line ``Summary`` (metadata, no import)
+        self._summary: dict[str, str] = {}
         #: entry points refused when scanned (a clash or an unusable name), one line each: one
         #: bad plugin is reported, never allowed to disable the others
         self.problems: list[str] = []
@@ -108,6 +120,7 @@ class Registry(Generic[T]):
             else:
                 self._lazy[ep.name] = ep.value
                 self._origin[ep.name] = origin
+                self._summary[ep.name] = _summary(ep)
 
     def check(self, name: str, obj: object, source: str) -> None:
         """Reject ``obj`` as the entry for ``name`` by raising :class:`RegistryError`.
@@ -144,6 +157,29 @@ class Registry(Generic[T]):
         if name not in self._origin:
             raise RegistryError(suggest(name, self.names(), self.kind))
         return self._origin[name]
+
+    def target_of(self, name: str) -> str | None:
+        """``"module:attribute"`` a name is imported from (``None`` when registered at run time).
+
+        Read from the built-in table or the entry point's metadata: nothing is imported.
+
+        Raises:
+            RegistryError: unknown name (with suggestions).
+        """
+        self.origin_of(name)
+        return None if name in self._loaded and name not in self._lazy else self._lazy.get(name)
+
+    def summary_of(self, name: str) -> str:
+        """The one-line ``Summary`` of the distribution an entry point comes from ("" if none).
+
+        Metadata only: the entry point's module is not imported.
+        """
+        self._scan_entry_points()
+        return self._summary.get(name, "")
+
+    def is_loaded(self, name: str) -> bool:
+        """Whether ``name``'s object was imported (or registered at run time) already."""
+        return name in self._loaded
 
     def __contains__(self, name: str) -> bool:
         return name in self.names()

@@ -1,6 +1,7 @@
 """The command line: outputs, exit codes, and bad input refused before anything is written."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from pebench.cli import main
+
+#: the template method plugin of docs/plugins.md, an installed distribution (tests/method_plugin)
+PLUGIN = Path(__file__).resolve().parent / "method_plugin"
 
 
 def test_params_lora_vit_b16_json(capsys):
@@ -227,8 +231,13 @@ def test_bench_reports_ratios_against_linear(capsys):
         (["status", "--method", "lroa"], 2, "unknown method 'lroa'"),
     ],
 )
-def test_answers_that_need_no_model_import_no_torch(argv, code, expected, tmp_path):
-    """--help-speed answers: nothing heavy is imported before the answer (a fresh process)."""
+@pytest.mark.parametrize("plugin", [False, True], ids=["bare", "with-method-plugin"])
+def test_answers_that_need_no_model_import_no_torch(argv, code, expected, plugin, tmp_path):
+    """--help-speed answers: nothing heavy is imported before the answer (a fresh process).
+
+    Also with a third-party method plugin installed (the template of docs/plugins.md on
+    ``PYTHONPATH``): plugins are listed from their entry points, never imported for an answer.
+    """
     probe = (
         "import sys\n"
         "from pebench.cli import main\n"
@@ -239,9 +248,13 @@ def test_answers_that_need_no_model_import_no_torch(argv, code, expected, tmp_pa
         "heavy = sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules)\n"
         "print('RC', rc, 'HEAVY', heavy)\n"
     )
+    env = dict(os.environ)
+    if plugin:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGIN), env.get("PYTHONPATH")]))
     out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
     assert f"RC {code} HEAVY []" in out.stdout, out.stdout + out.stderr
     assert expected in out.stdout + out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
