@@ -2,10 +2,9 @@
 
 A budget file has the fields of :class:`~pebench.budget.Budget` (:func:`load_budget_file`); its
 id is ``file:<file name>@<first 12 hex digits of the SHA-256 of its canonical JSON>``, so an edit
-of any value is a new budget and an edit of whitespace or comments is not. Budgets read from a
-file are remembered under that id (in this process, in its environment and in
-``$PEBENCH_CACHE/budgets``), so worker processes resolve a row's budget id without the file
-(:func:`_stored_budget`).
+of any value is a new budget and an edit of whitespace or comments is not. Runs never read the
+file again: the planner resolves it once and every run carries the budget's values
+(:class:`pebench.run.RunSpec`), to forkserver children, DDP ranks and Slurm or Ray jobs alike.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from pebench.budget_types import Budget, BudgetError, VideoProtocol
-from pebench.fsio import atomic_write_text
 from pebench.registry import RegistryError
 
 #: what a budget file's name may end with (TOML or JSON)
@@ -31,7 +29,6 @@ BUDGET_FILE_SUFFIXES = (".toml", ".json")
 #: how the id of a budget read from a file starts
 FILE_PREFIX = "file:"
 #: environment variable (+ hash) holding the canonical JSON of a budget read from a file
-ENV_PREFIX = "PEBENCH_BUDGET_"
 _FILE_ID = re.compile(r"file:(?P<name>[A-Za-z0-9_.-]+)@(?P<hash>[0-9a-f]{12})")
 #: budgets read from files in this process, by id
 _FILE_BUDGETS: dict[str, Budget] = {}
@@ -278,25 +275,9 @@ def content_hash(budget: Budget) -> str:
     return hashlib.sha256(canonical_json(budget).encode("utf-8")).hexdigest()[:12]
 
 
-def _store_dir() -> Path:
-    """``$PEBENCH_CACHE/budgets`` (``~/.cache/pebench/budgets`` by default)."""
-    env = os.environ.get("PEBENCH_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "pebench") / "budgets"
-
-
-def _remember(budget: Budget, canonical: str) -> None:
-    """Make a file budget's id resolvable here, in child processes and in later processes."""
-    digest = budget.id.rsplit("@", 1)[1]
+def _remember(budget: Budget) -> None:
+    """Make a file budget's id resolvable in this process (runs carry the budget itself)."""
     _FILE_BUDGETS[budget.id] = budget
-    os.environ[ENV_PREFIX + digest] = canonical  # inherited by the processes runs start in
-    path = _store_dir() / f"{digest}.json"
-    try:
-        if not path.is_file() or path.read_text(encoding="utf-8") != canonical:
-            # atomic, through a private temp file (a link planted in the cache is replaced,
-            # never followed); concurrent writers write the same bytes
-            atomic_write_text(path, canonical, durable=False)
-    except OSError:
-        pass  # a read-only cache: runs in this process tree still find it in the environment
 
 
 def _parse(path: Path) -> Any:
@@ -372,38 +353,27 @@ def load_budget_file(path: str | Path) -> Budget:
         raise BudgetError(f"budget file {path}: {err}") from None
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or "budget"
     budget = replace(probe, id=f"{FILE_PREFIX}{name}@{content_hash(probe)}")
-    _remember(budget, canonical_json(budget))
+    _remember(budget)
     return budget
 
 
 def _stored_budget(budget_id: str) -> Budget:
-    """The budget of a ``file:<name>@<hash>`` id read earlier (here, by a parent, or stored)."""
+    """The budget of a ``file:<name>@<hash>`` id read earlier in this process.
+
+    Runs never need it: a run carries its budget's values (:class:`pebench.run.RunSpec`). A new
+    process (``pebench status``, a rerun) names the file again.
+    """
     if budget_id in _FILE_BUDGETS:
         return _FILE_BUDGETS[budget_id]
-    match = _FILE_ID.fullmatch(budget_id)
-    if match is None:
+    if _FILE_ID.fullmatch(budget_id) is None:
         raise RegistryError(
             f"budget id {budget_id!r} is not of the form file:<name>@<12 hex digits>; pass "
             "--budget PATH of the budget file"
         )
-    digest = match["hash"]
-    canonical = os.environ.get(ENV_PREFIX + digest)
-    if canonical is None:
-        try:
-            canonical = (_store_dir() / f"{digest}.json").read_text(encoding="utf-8")
-        except OSError:
-            raise RegistryError(
-                f"budget {budget_id!r} was read from a budget file this machine has not seen "
-                f"(nothing in {_store_dir()}); pass --budget PATH of that file"
-            ) from None
-    try:
-        budget = budget_from_dict(json.loads(canonical), budget_id)
-    except (ValueError, BudgetError) as err:
-        raise RegistryError(f"stored budget {budget_id!r} is unreadable: {err}") from None
-    if content_hash(budget) != digest:
-        raise RegistryError(f"stored budget {budget_id!r} does not match its hash")
-    _FILE_BUDGETS[budget_id] = budget
-    return budget
+    raise RegistryError(
+        f"budget {budget_id!r} names the values of a budget file, not the file; pass --budget "
+        "PATH of that file"
+    )
 
 
 def _looks_like_path(text: str) -> bool:

@@ -17,12 +17,6 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-#: the row keys a spec reads its identity from (the planner's base row holds every one)
-_IDENTITY_KEYS = (
-    "method", "preset", "backbone", "task", "budget", "seed", "phase", "trial", "lr",
-    "weight_decay", "run_id",
-)  # fmt: skip
-
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -72,15 +66,25 @@ class RunOptions:
 class RunSpec:
     """Everything a process needs to execute one run (plain data, picklable).
 
+    The planner resolved every name already: the spec carries the frozen budget and task spec
+    themselves, so the run process never looks a name up again (a budget file is carried as
+    its values, not re-read or found through the environment).
+
     Attributes:
         base_row: the run's identity and static metadata, exactly what a failure row records
             (built by :meth:`pebench.sweep.plan.Sweep.base_row`; ``run_id`` hashes its identity).
+        budget: the :class:`pebench.budget.Budget` the run trains under (``None``: resolved from
+            the row's built-in budget id, for specs built by hand).
+        task: the :class:`pebench.datasets.TaskSpec` of the run's task (``None``: resolved from
+            the row's task name).
         overrides: the ``--set`` overrides the method is built with (its preset is in the row).
         weights: the weights as given (a path, ``random`` or ``None``); the row holds its tag.
         options: how the run executes.
     """
 
     base_row: dict[str, Any]
+    budget: Any = None
+    task: Any = None
     overrides: tuple[tuple[str, Any], ...] = ()
     weights: str | None = None
     options: RunOptions = RunOptions()
@@ -95,11 +99,65 @@ class RunSpec:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def __getattr__(self, name: str) -> Any:
-        """Identity fields (``method``, ``task``, ``seed``, ``lr`` ...) read from the row."""
-        if name in _IDENTITY_KEYS:
-            return self.base_row[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    # the identity fields, read from the row (its one home)
+    @property
+    def run_id(self) -> str:
+        """The run's id (hash of its identity)."""
+        return self.base_row["run_id"]
+
+    @property
+    def method(self) -> str:
+        """Registered method name."""
+        return self.base_row["method"]
+
+    @property
+    def preset(self) -> str:
+        """Method preset."""
+        return self.base_row["preset"]
+
+    @property
+    def backbone(self) -> str:
+        """Timm backbone name."""
+        return self.base_row["backbone"]
+
+    @property
+    def task_name(self) -> str:
+        """The task's canonical name."""
+        return self.base_row["task"]
+
+    @property
+    def phase(self) -> str:
+        """``search`` or ``final``."""
+        return self.base_row["phase"]
+
+    @property
+    def trial(self) -> int:
+        """Index of the trial in the budget's grid (-1: a placeholder final)."""
+        return self.base_row["trial"]
+
+    @property
+    def seed(self) -> int:
+        """The run's seed."""
+        return self.base_row["seed"]
+
+    @property
+    def lr(self) -> float:
+        """Learning rate."""
+        return self.base_row["lr"]
+
+    @property
+    def weight_decay(self) -> float:
+        """Weight decay."""
+        return self.base_row["weight_decay"]
+
+    def resolved(self) -> tuple[Any, Any]:
+        """``(budget, task spec)``: the carried values, or looked up by the row's names."""
+        from pebench.budget import get_budget
+        from pebench.datasets import get_task
+
+        budget = self.budget if self.budget is not None else get_budget(self.base_row["budget"])
+        task = self.task if self.task is not None else get_task(self.task_name)
+        return budget, task
 
 
 #: characters of an error a row keeps
@@ -196,16 +254,14 @@ def _execute(spec: RunSpec, log: Any) -> tuple[dict[str, Any], Any]:
     from dataclasses import asdict
 
     from pebench import record as REC
-    from pebench.budget import get_budget
     from pebench.data import place, run_splits
-    from pebench.datasets import get_task
     from pebench.method import Guard
     from pebench.metrics import MemoryMeter, checkpoint_bytes, mfu, provenance, step_flops
     from pebench.train import evaluate, train, world
 
     opts = spec.options
     device = _device(opts)
-    budget, task = get_budget(spec.budget), get_task(spec.task)
+    budget, task = spec.resolved()
     row = dict(spec.base_row)
     row.update(provenance(device))
     t_start = time.perf_counter()

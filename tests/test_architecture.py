@@ -163,7 +163,7 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
 #: the folder names of the results layout (flagged where joined into a path with ``/``), and
 #: the suffixes of run files (flagged anywhere)
 LAYOUT_NAMES = {"runs", "logs", "checks", "stale", "replaced"}
-LAYOUT_SUFFIXES = (".running", ".record.json", ".ddp.json", "runs/")
+LAYOUT_SUFFIXES = (".running", ".record.json", ".ddp.json", "/runs/")
 
 
 def layout_strings(source: str) -> list[str]:
@@ -189,8 +189,10 @@ def layout_strings(source: str) -> list[str]:
             text = node.value
             if any(c.isspace() for c in text):  # prose (help, messages) may name the layout
                 continue
-            if (text in LAYOUT_NAMES and id(node) in joined) or any(
-                suffix in text for suffix in LAYOUT_SUFFIXES
+            if (
+                (text in LAYOUT_NAMES and id(node) in joined)
+                or text.startswith("runs/")
+                or any(suffix in text for suffix in LAYOUT_SUFFIXES)
             ):
                 found.append(text)
     return found

@@ -33,16 +33,6 @@ TINY = textwrap.dedent("""\
 FILE_ID = re.compile(r"file:tiny@[0-9a-f]{12}")
 
 
-@pytest.fixture(autouse=True)
-def private_store(tmp_path, monkeypatch):
-    """Budget files read by a test are remembered in its own cache, never in ``~/.cache``."""
-    monkeypatch.setenv("PEBENCH_CACHE", str(tmp_path / "cache"))
-    before = {k for k in os.environ if k.startswith("PEBENCH_BUDGET_")}
-    yield
-    for key in {k for k in os.environ if k.startswith("PEBENCH_BUDGET_")} - before:
-        del os.environ[key]
-
-
 def _write(folder, name, text):
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,27 +166,33 @@ def test_a_missing_file_and_an_unknown_id_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown budget 'demo-v9'" in err and "or a budget file PATH ending in .toml" in err
     assert main(["status", "--method", "linear", "--budget", "file:tiny@0123456789ab"]) == 2
-    assert "pass --budget PATH of that file" in capsys.readouterr().err
-
-
-def _resolve_elsewhere(budget_id, env):
-    probe = f"from pebench.budget import get_budget; print(get_budget({budget_id!r}).epochs)"
-    return subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
+    assert "names the values of a budget file, not the file; pass --budget PATH" in (
+        capsys.readouterr().err
     )
 
 
-def test_a_budget_file_id_resolves_in_other_processes(tmp_path):
-    """Workers (forkserver children, Slurm or Ray jobs) get the row's id, not the file."""
-    budget = _budget(_write(tmp_path, "tiny.toml", TINY))
-    inherited = _resolve_elsewhere(budget.id, dict(os.environ))  # a child of this process
-    assert inherited.stdout.strip() == "1", inherited.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PEBENCH_BUDGET_")}
-    stored = _resolve_elsewhere(budget.id, env)  # another process: the stored copy
-    assert stored.stdout.strip() == "1", stored.stderr
-    (tmp_path / "cache" / "budgets" / f"{budget.id[-12:]}.json").write_text('{"epochs": 3}')
-    damaged = _resolve_elsewhere(budget.id, env)
-    assert damaged.returncode != 0 and "stored budget" in damaged.stderr
+def test_a_budget_file_travels_with_its_runs_by_value(tmp_path):
+    """Workers (forkserver children, DDP ranks, Slurm or Ray jobs) get the budget's values in
+    the run spec: a process that never saw the file, nor any environment or cache copy of it,
+    trains under the file's budget. (The old side channel, an environment variable and a cache
+    copy, missed a forkserver started before planning: its runs failed.)"""
+    from pebench.sweep.ddp import spec_from_json, spec_to_json
+    from pebench.sweep.plan import plan_sweep
+
+    path = _write(tmp_path, "tiny.toml", TINY)
+    sweep = plan_sweep("linear", budget=str(path), tasks="demo/shapes", seeds=[0],
+                       results_dir=tmp_path / "r", load_weights=False, checks=False)  # fmt: skip
+    spec = sweep.search_specs(sweep.tasks[0])[0]
+    path.unlink()  # gone: nothing may read it again
+    probe = (
+        "import sys; from pebench.sweep.ddp import spec_from_json; "
+        "s = spec_from_json(sys.stdin.read()); b, t = s.resolved(); print(b.id, b.epochs, t.name)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEBENCH_")}
+    out = subprocess.run([sys.executable, "-c", probe], input=spec_to_json(spec),
+                         capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert out.stdout.split() == [sweep.budget.id, "1", "demo/shapes"], out.stderr
+    assert spec_from_json(spec_to_json(spec)) == spec and spec.budget == sweep.budget
 
 
 def test_the_api_raises_a_pebench_error(tmp_path):
@@ -231,25 +227,6 @@ def test_pebench_run_with_a_budget_file_records_its_hash_and_resumes(tmp_path):
     edited = _pebench("status", *sel, "--results", "r", "--json", cwd=tmp_path)
     assert json.loads(edited.stdout)["total"]["done"] == 0, edited.stdout + edited.stderr
     assert _budget(path).id != budget_id
-
-
-def test_a_link_planted_in_the_budget_store_is_replaced_not_followed(tmp_path):
-    """The remembered copy of a budget file: a link planted at its (predictable) name, or at
-    the old predictable temp name, never makes pebench write through it."""
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    store = tmp_path / "cache" / "budgets"
-    store.mkdir(parents=True)
-    path = _write(tmp_path, "tiny.toml", TINY)
-    digest = _budget(path).id.rsplit("@", 1)[1]
-    (store / f"{digest}.json").unlink()
-    for name in (f"{digest}.json", f".{digest}.json.{os.getpid()}.tmp"):
-        (store / name).symlink_to(victim)
-    os.environ.pop("PEBENCH_BUDGET_" + digest, None)
-    _budget(path)  # remembered again
-    assert victim.read_text() == "keep me"
-    copy = store / f"{digest}.json"
-    assert not copy.is_symlink() and json.loads(copy.read_text())["epochs"] == 1
 
 
 @pytest.mark.parametrize(

@@ -374,6 +374,6 @@ def test_epoch_val_with_two_processes_scores_every_epoch_without_hanging(tmp_pat
     row = store.read(spec.base_row["run_id"])
     assert row["status"] == "ok", row["error"]
     vals = [e["val_top1"] for e in store.load_record(row).epochs]
-    assert len(vals) == get_budget(spec.budget).epochs
+    assert len(vals) == spec.budget.epochs
     assert vals == [e["val_top1"] for e in single_rec.epochs]  # the same scores as one process
     assert vals[-1] == row["val_top1"]

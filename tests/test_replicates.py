@@ -7,7 +7,6 @@ stable one; dropping the diverged replicate instead (the wrong rule) would let i
 """
 
 import math
-import os
 
 import pytest
 from budgets import budget_toml
@@ -60,16 +59,6 @@ def test_ties_of_means_go_to_the_smaller_lr():
         _row(1, 3e-3, 0.6, 1),
     ]
     assert select_trial(rows)["trial"] == 1
-
-
-@pytest.fixture(autouse=True)
-def private_store(tmp_path, monkeypatch):
-    """Budget files read by a test are remembered in its own cache, never in ``~/.cache``."""
-    monkeypatch.setenv("PEBENCH_CACHE", str(tmp_path / "cache"))
-    before = {k for k in os.environ if k.startswith("PEBENCH_BUDGET_")}
-    yield
-    for key in {k for k in os.environ if k.startswith("PEBENCH_BUDGET_")} - before:
-        del os.environ[key]
 
 
 def _load(tmp_path, name, text):

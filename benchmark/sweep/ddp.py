@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from pebench import fsio
+from pebench.budget_types import Budget, VideoProtocol
+from pebench.datasets.spec import TaskSpec
 from pebench.record import RunRecord
 from pebench.run import ERROR_CHARS, RunOptions, RunSpec, classify, error_text
 from pebench.store import RunStore
@@ -53,7 +55,16 @@ def _tuples(value: Any) -> Any:
 
 
 def spec_to_json(spec: RunSpec) -> str:
-    """``spec`` as a JSON object with one key per :class:`RunSpec` field (options nested)."""
+    """``spec`` as a JSON object with one key per :class:`RunSpec` field (nested values).
+
+    Raises:
+        ValueError: a task whose loader is a function (a DDP rank imports it by its name).
+    """
+    if spec.task is not None and not isinstance(spec.task.loader, str):
+        raise ValueError(
+            f"task {spec.task.name!r}: a DDP run needs a loader named 'module:attribute', not a "
+            "function object"
+        )
     return json.dumps(dataclasses.asdict(spec), sort_keys=True)
 
 
@@ -87,6 +98,18 @@ def spec_from_json(text: str) -> RunSpec:
     data = _fields(RunSpec, data, "run spec")
     if "overrides" in data:
         data["overrides"] = _tuples(data["overrides"])
+    if data.get("budget") is not None:
+        budget = _fields(Budget, data["budget"], "run spec budget")
+        for key in ("lr_grid", "wd_grid", "seeds"):
+            budget[key] = _tuples(budget[key])
+        if budget.get("video") is not None:
+            budget["video"] = VideoProtocol(**_fields(VideoProtocol, budget["video"], "video"))
+        data["budget"] = Budget(**budget)
+    if data.get("task") is not None:
+        task = _fields(TaskSpec, data["task"], "run spec task")
+        for key in ("aliases", "extra_formats"):
+            task[key] = _tuples(task.get(key, ()))
+        data["task"] = TaskSpec(**task)
     if "options" in data:
         opts = _fields(RunOptions, data["options"], "run spec options")
         for key in ("env", "trackers"):  # the tuple-valued options

@@ -113,9 +113,12 @@ class Sweep:
         return row
 
     def spec(self, row: dict[str, Any]) -> RunSpec:
-        """The run of ``row`` as a process executes it."""
+        """The run of ``row`` as a process executes it (its budget and task spec carried)."""
         overrides = tuple(sorted(self.overrides.items()))
-        return RunSpec(row, overrides=overrides, weights=self.weights, options=self.options)
+        task = next(t for t in self.tasks if t.name == row["task"])
+        return RunSpec(
+            row, self.budget, task, overrides=overrides, weights=self.weights, options=self.options
+        )
 
     def search_specs(self, task: TaskSpec) -> list[RunSpec]:
         """The search runs of ``task`` (train → val): every trial's replicates, in grid order."""

@@ -66,7 +66,7 @@ def _state(sweep: Sweep, spec: RunSpec) -> tuple[RunState, dict[str, Any] | None
         run_id=rid,
         method=_label(sweep),
         suite=spec.base_row["suite"],
-        task=spec.task,
+        task=spec.task_name,
         phase=spec.phase,
         trial=spec.trial,
         seed=spec.seed,
