@@ -128,7 +128,7 @@ def cmd_precision(args: argparse.Namespace) -> int:
         + ")"
     )
     print(
-        f"{'seeds':>5} {'replicates':>10} {'runs/method':>11} {'run-h/method':>12} "
+        f"{'seeds':>5} {'replicates':>10} {'runs':>11} {'run-hours':>12} "
         f"{'resolvable':>10} {'+ selection':>11}"
     )
     reached = None
@@ -143,8 +143,8 @@ def cmd_precision(args: argparse.Namespace) -> int:
             f"{plain:>10.2f} {noisy:>11.2f}"
         )
     print(
-        "resolvable: median over the pilot's pairs of rows of the minimum detectable difference "
-        "of two suite means (80 % power, α = 0.05 two-sided; seed + paired test-set error, as "
+        "runs and run-hours: per method (every task); resolvable: median over the pilot's pairs "
+        "of rows of the minimum detectable difference of two suite means (80 % power, α = 0.05 two-sided; seed + paired test-set error, as "
         "the leaderboard computes it); + selection: with the simulated variance of which "
         "learning rate the search retrains (search replicates shrink it)"
     )
