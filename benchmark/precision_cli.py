@@ -144,9 +144,10 @@ def cmd_precision(args: argparse.Namespace) -> int:
         )
     print(
         "runs and run-hours: per method (every task); resolvable: median over the pilot's pairs "
-        "of rows of the minimum detectable difference of two suite means (80 % power, α = 0.05 two-sided; seed + paired test-set error, as "
-        "the leaderboard computes it); + selection: with the simulated variance of which "
-        "learning rate the search retrains (search replicates shrink it)"
+        "of rows of the minimum detectable difference of two suite means (80 % power, "
+        "α = 0.05 two-sided; seed + paired test-set error, as the leaderboard computes it); "
+        "+ selection: with the simulated variance of which learning rate the search retrains "
+        "(search replicates shrink it)"
     )
     if reached is None:
         print(
