@@ -49,6 +49,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--format", required=True, metavar="FORMAT", help=" | ".join(FORMATS))
     add_results_option(p)
     p.add_argument("--output", metavar="PATH", help="file to write (default: standard output)")
+    p.add_argument(
+        "--variant",
+        default="full",
+        metavar="VARIANT",
+        help="latex: full (every task under its group, best marked, scaled to the line width "
+        "when wider) or narrow (group and suite means only, no task columns)",
+    )
+    p.add_argument(
+        "--columns",
+        metavar="KEYS",
+        help="latex: comma-separated columns after the method, instead of the variant's: "
+        "params, params_incl, tasks, groups, means, ci, rank, rank_ci, tier, lr, seeds",
+    )
     return p
 
 
@@ -57,12 +70,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pebench import fsio
     from pebench.report.aggregate import aggregate
     from pebench.report.export import export
+    from pebench.report.latex import column_specs
 
     if args.format not in FORMATS:
         raise UserError(f"--format {args.format!r}: expected one of {', '.join(FORMATS)}")
     if args.output is not None and not Path(args.output).parent.is_dir():
         raise UserError(f"--output {args.output}: folder {Path(args.output).parent} does not exist")
-    text = export(aggregate(results_of(args)), args.format)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    if args.format != "latex" and (columns or args.variant != "full"):
+        raise UserError("--variant and --columns apply to --format latex only")
+    column_specs(args.variant, columns)  # a bad variant or column: one line, before reading
+    text = export(aggregate(results_of(args)), args.format, variant=args.variant, columns=columns)
     if args.output is None:
         sys.stdout.write(text)
         return 0
