@@ -159,6 +159,28 @@ _CHECK = replace(
     "device) in minutes per task; not comparable to the v2 budgets",
 )
 
+# The same check offline and on a CPU: the embedded micro ViT (pretrained on fractals, shipped in
+# the package: no hub) at 32 px on any prepared image suite (prepare it with --image-size 32),
+# 10 epochs, two learning rates, one seed. One task is 3 runs; VTAB-1k's kitti (1,000 trainval
+# and 711 test images) takes about a minute on 2 cores, its largest test splits (dsprites,
+# 73,728) a few minutes more. It checks the real data path end to end (prepared cache, manifest,
+# loader, selection, records); its numbers are the micro ViT's, comparable to nothing else.
+_CHECK_MICRO = replace(
+    _CHECK,
+    id="check-micro-v1",
+    backbone="pebench_vit_micro",
+    image_size=32,
+    batch_size=32,
+    epochs=10,
+    warmup_epochs=1,
+    lr_grid=(1e-3, 1e-2),
+    timeout_s=1800.0,
+    description="micro ViT (embedded fractal weights), 32 px, 10 epochs (1 warmup), AdamW + "
+    "cosine, batch 32, lr {1e-3, 1e-2} x wd 1e-4, seed 0",
+    purpose="checking a prepared real image suite offline on a CPU (prepare with --image-size "
+    "32; no hub weights): minutes per task; numbers comparable to nothing else",
+)
+
 # The AdaptFormer / VideoMAE video recipe family (protocol.md §6) on ONE GPU: SGD momentum 0.9,
 # 90 epochs with 10 warmup, 8 frames at stride 4, 4 segments x 3 crops at test, no mixup.
 # The published recipe uses batch 1024 over 64 GPUs (lr 0.4, wd 0); a single-GPU budget cannot
@@ -198,6 +220,7 @@ BUDGETS: dict[str, Budget] = {
         replace(_REAL2, id="fgvc-v2", purpose="paper numbers on FGVC (GPU)"),
         replace(_REAL2, id="fewshot-v2", purpose="paper numbers on the few-shot suite (GPU)"),
         _CHECK,
+        _CHECK_MICRO,
         replace(
             _SMOKE,
             id="vtab1k-smoke",

@@ -257,7 +257,15 @@ def load_split(
         )
     if len(images) != len(labels):
         raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
-    if split in spec.sizes and len(labels) != spec.sizes[split]:
+    loader = spec.get_loader
+    # a loader that verified the split against its manifest (prepared caches) checked the size
+    # the manifest records: the task's, or the listed one of a cache prepared with
+    # --nonstandard-sizes (recorded in its data format)
+    if (
+        split in spec.sizes
+        and len(labels) != spec.sizes[split]
+        and loader().known_sha256(spec, split, data_dir, image_size) is None
+    ):
         raise DataError(f"{where}: {len(labels)} examples, expected {spec.sizes[split]}")
     if len(labels) and (labels.min() < 0 or labels.max() >= spec.num_classes):
         raise DataError(
@@ -265,7 +273,7 @@ def load_split(
             f"expected 0..{spec.num_classes - 1}"
         )
     # a loader that has just verified the split's hash (prepared caches) saves a second full read
-    known = spec.get_loader().known_sha256(spec, split, data_dir, image_size)
+    known = loader().known_sha256(spec, split, data_dir, image_size)
     full = known or array_sha256(images, labels)
     sha256 = full[:16]
     if subset is not None:

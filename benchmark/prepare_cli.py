@@ -74,6 +74,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="record images shared by train and test instead of failing",
     )
+    p.add_argument(
+        "--nonstandard-sizes",
+        action="store_true",
+        help="image suites: accept split sizes other than the suite's (e.g. a few hundred "
+        "images per split, to try a pipeline on a laptop); recorded in the manifest and in "
+        "every run row's data_format (<format>+nonstandard-sizes), so such rows never mix "
+        "with standard ones",
+    )
     p.add_argument("--verify", action="store_true", help="afterwards, re-check every array hash")
     p.add_argument(
         "--skip-bad",
@@ -132,6 +140,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if video:
             if len(video) != len(specs):
                 raise DatasetError("prepare video and image tasks in separate commands")
+            if args.nonstandard_sizes:
+                raise DatasetError("--nonstandard-sizes applies to image suites only")
             return _prepare_video(args, video, cache_dir)
         if args.source is None:
             raise DatasetError(
@@ -149,6 +159,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             manual_dir=args.manual_dir,
             download=args.download,
+            nonstandard_sizes=args.nonstandard_sizes,
         )
         hashes = verify(args.tasks, cache_dir, args.image_size) if args.verify else {}
     except (DatasetError, RegistryError) as err:

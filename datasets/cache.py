@@ -78,7 +78,14 @@ from pebench.datasets.cache_layout import (
     default_cache_dir,
     unit_name,
 )
-from pebench.datasets.cache_manifest import _overlap, _read_manifest, _sha, _task_entry
+from pebench.datasets.cache_manifest import (
+    _overlap,
+    _read_manifest,
+    _sha,
+    _task_entry,
+    base_format,
+    is_nonstandard,
+)
 from pebench.datasets.cache_prepare import (
     UnitReport,
     _check_formats,
@@ -107,6 +114,7 @@ def prepare(
     progress: bool = False,
     manual_dir: str | Path | None = None,
     download: bool = False,
+    nonstandard_sizes: bool = False,
 ) -> list[UnitReport]:
     """Decode a suite's (or some tasks') images once into a checked cache.
 
@@ -129,6 +137,9 @@ def prepare(
             (resisc45, diabetic_retinopathy); missing builders that need one are then built
             from it with ``download_and_prepare`` (no network).
         download: ``tfds`` only: let TFDS download and build any missing builder (network).
+        nonstandard_sizes: accept split sizes other than the tasks' (a pipeline on a laptop):
+            the cache records its data format as ``<format>+nonstandard-sizes``, which every
+            run row then carries (its own lineage: never mixed with standard rows).
 
     Returns:
         One :class:`UnitReport` per cache folder.
@@ -155,8 +166,17 @@ def prepare(
     workers = workers or min(8, os.cpu_count() or 1)
     return [
         _prepare_unit(
-            group, data_dir, cache, int(image_size), opts, force, allow_overlap, workers, progress
-        )
+            group,
+            data_dir,
+            cache,
+            int(image_size),
+            opts,
+            force,
+            allow_overlap,
+            workers,
+            progress,
+            nonstandard_sizes,
+        )  # fmt: skip
         for group in units.values()
     ]
 
@@ -194,14 +214,15 @@ def _checked_manifest(cache_dir: Path, spec: TaskSpec, image_size: int) -> tuple
             + f"). Run: {command}"
         )
     entry = manifest["tasks"][spec.name]
-    if entry["data_format"] not in spec.data_formats:
+    if base_format(entry["data_format"]) not in spec.data_formats:
         raise CacheError(
             f"task {spec.name!r}: cache {final} has data format {entry['data_format']!r}, "
             f"the task reads {' or '.join(map(repr, spec.data_formats))}; re-run with --force: "
             f"{command}"
         )
+    nonstandard = is_nonstandard(entry["data_format"])
     for key, want in _task_entry(spec, entry["data_format"]).items():
-        if entry.get(key) != want:
+        if entry.get(key) != want and not (nonstandard and key == "sizes"):
             raise CacheError(
                 f"task {spec.name!r}: cache {final} has {key} {entry.get(key)!r}, the task "
                 f"spec says {want!r}; re-run with --force: {command}"
@@ -362,10 +383,11 @@ def load(
     else:
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
-    if split in spec.sizes and len(labels) != spec.sizes[split]:
+    sizes = manifest["tasks"][spec.name]["sizes"]  # the task's, or a non-standard cache's own
+    if split in sizes and len(labels) != sizes[split]:
         raise CacheError(
             f"task {spec.name!r}, split {split!r}: {len(labels)} examples in the cache, "
-            f"expected {spec.sizes[split]}"
+            f"expected {sizes[split]}"
         )
     return images, labels
 

@@ -61,13 +61,37 @@ def _split_entry(sl: Split, out_dir: Path, data_dir: Path, num_classes: int) -> 
     }
 
 
-def _task_entry(spec: TaskSpec, data_format: str) -> dict[str, Any]:
+#: what a cache prepared with ``--nonstandard-sizes`` appends to its data format: the manifest,
+#: ``describe`` and so every row's ``data_format`` (part of the run identity and of the
+#: leaderboard's row key) say so, and such data never mixes with the standard lineage
+NONSTANDARD = "+nonstandard-sizes"
+
+
+def recorded_format(data_format: str, nonstandard_sizes: bool) -> str:
+    """The data format a cache records: the source's, marked when the sizes are non-standard."""
+    return data_format + NONSTANDARD if nonstandard_sizes else data_format
+
+
+def base_format(data_format: str) -> str:
+    """The source's data format of a recorded one (the mark removed)."""
+    return data_format.removesuffix(NONSTANDARD)
+
+
+def is_nonstandard(data_format: str) -> bool:
+    """Whether a recorded data format marks non-standard split sizes."""
+    return data_format.endswith(NONSTANDARD)
+
+
+def _task_entry(
+    spec: TaskSpec, data_format: str, sizes: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """A task's manifest entry; ``sizes``: the listed sizes of a non-standard cache."""
     return {
         "version": spec.version,
         "data_format": data_format,
         "num_classes": spec.num_classes,
         "splits": dict(sorted(spec.splits.items())),
-        "sizes": dict(sorted(spec.sizes.items())),
+        "sizes": dict(sorted((sizes if sizes is not None else spec.sizes).items())),
     }
 
 

@@ -39,6 +39,8 @@ from pebench.datasets.cache_manifest import (
     _split_entry,
     _stored_identity,
     _task_entry,
+    base_format,
+    recorded_format,
 )
 from pebench.datasets.cache_store import (
     _check_space,
@@ -100,8 +102,22 @@ def _read_lists(
     return source.read(specs, data_dir, splits, opts)
 
 
-def _check_lists(specs: list[TaskSpec], lists: dict[str, Split]) -> None:
-    """Sizes, label range, class presence and k-shot counts, before anything is decoded."""
+def _listed_sizes(spec: TaskSpec, lists: dict[str, Split]) -> dict[str, int]:
+    """The size of each of ``spec``'s size-checked splits as listed (components summed)."""
+    return {
+        split: sum(len(lists[c].labels) for c in components(split))
+        for split in spec.sizes
+        if all(c in lists for c in components(split))
+    }
+
+
+def _check_lists(
+    specs: list[TaskSpec], lists: dict[str, Split], nonstandard_sizes: bool = False
+) -> None:
+    """Sizes, label range, class presence and k-shot counts, before anything is decoded.
+
+    ``nonstandard_sizes`` accepts split sizes other than the task's (recorded by the caller).
+    """
     for spec in specs:
         for role in ROLES:
             split = spec.splits[role]
@@ -123,12 +139,13 @@ def _check_lists(specs: list[TaskSpec], lists: dict[str, Split]) -> None:
                             f"images, a {k[1]}-shot list needs {k[1]} per class ({sl.origin()})"
                         )
             n = sum(len(lists[c].labels) for c in components(split))
-            if split in spec.sizes and n != spec.sizes[split]:
+            if split in spec.sizes and n != spec.sizes[split] and not nonstandard_sizes:
                 files = ", ".join(lists[c].origin() for c in components(split))
                 notes = "; ".join(x for c in components(split) for x in lists[c].notes)
                 raise CacheError(
                     f"task {spec.name!r}, split {split!r}: {n} examples listed in {files}, "
-                    f"expected {spec.sizes[split]}" + (f" ({notes})" if notes else "")
+                    f"expected {spec.sizes[split]}" + (f" ({notes})" if notes else "") + "; "
+                    "--nonstandard-sizes prepares it anyway, recorded as non-standard"
                 )
         present = np.unique(np.concatenate([lists[c].labels for c in _role_parts(spec, ROLES)]))
         if len(present) != spec.num_classes:
@@ -191,9 +208,10 @@ def _up_to_date(
         if _stored_identity(manifest["splits"].get(name)) != sl.identity():
             return False
     recorded = manifest["tasks"]
+    nonstandard = base_format(data_format) != data_format
     for s in specs:
         entry = recorded.get(s.name)
-        wanted = _task_entry(s, data_format)
+        wanted = _task_entry(s, data_format, _listed_sizes(s, lists) if nonstandard else None)
         if entry is None or any(entry.get(k) != v for k, v in wanted.items()):
             return False
         if entry["overlap"]["allowed"] == _ALLOWED and not allow:
@@ -208,7 +226,8 @@ def _check_lineage(existing: dict | None, unit: str, final: Path, data_format: s
     have = existing.get("data_format")
     raise CacheError(
         f"{unit}: the cache {final} was prepared from data format {have!r} (--source "
-        f"{source_of(have)}), not {data_format!r} (--source {source_of(data_format)}); the two "
+        f"{source_of(base_format(have))}), not {data_format!r} (--source "
+        f"{source_of(base_format(data_format))}); the two "
         f"lineages give different numbers and are never mixed. Use another --cache-dir, or "
         f"--force to replace the {have!r} cache"
     )
@@ -224,6 +243,7 @@ def _prepare_unit(
     allow_overlap: bool,
     workers: int,
     progress: bool,
+    nonstandard_sizes: bool = False,
 ) -> UnitReport:
     """Prepare one cache folder under its unit's lock, after clearing earlier litter.
 
@@ -237,7 +257,9 @@ def _prepare_unit(
             if read_only is None:
                 _tidy(final.parent)
             args = (data_dir, final, image_size, opts, force, allow_overlap, workers, progress)
-            return _prepare_locked(specs, *args, read_only=read_only)
+            return _prepare_locked(
+                specs, *args, read_only=read_only, nonstandard_sizes=nonstandard_sizes
+            )
     finally:
         _remove_empty(created)
 
@@ -254,22 +276,27 @@ def _prepare_locked(
     progress: bool,
     *,
     read_only: OSError | None,
+    nonstandard_sizes: bool = False,
 ) -> UnitReport:
-    """:func:`_prepare_unit` once the unit is locked (``read_only``: why it could not be)."""
+    """:func:`_prepare_unit` once the unit is locked (``read_only``: why it could not be).
+
+    ``nonstandard_sizes``: accept split sizes other than the tasks' and record the cache's data
+    format as ``<format>+nonstandard-sizes`` (a lineage of its own).
+    """
     t0 = time.perf_counter()
     unit = unit_name(specs[0])
-    fmt = opts.data_format
+    fmt = recorded_format(opts.data_format, nonstandard_sizes)
     old = _reusable_manifest(_installed(final))
     if not force:
         _check_lineage(old, unit, final, fmt)
-    resize = _resize_rule(fmt)
+    resize = _resize_rule(opts.data_format)
     if force or (old is not None and old.get("resize") != resize):
         old = None  # forced, or decoded by another pipeline: nothing can be reused
     wanted = list(dict.fromkeys(c for s in specs for c in _role_parts(s, ROLES)))
     if old is not None:  # keep splits and tasks prepared earlier (e.g. other few-shot seeds)
         wanted += [s for s in old["splits"] if s not in wanted]
     lists, source_info = _read_lists(specs, data_dir, wanted, opts)
-    _check_lists(specs, lists)
+    _check_lists(specs, lists, nonstandard_sizes)
     _check_trainval(unit, lists)
     sizes = {s: len(sl.labels) for s, sl in lists.items()}
     if _up_to_date(old, specs, lists, allow_overlap, fmt):
@@ -292,6 +319,8 @@ def _prepare_locked(
         }
         for spec in specs:
             kept[spec.name] = _overlap_entry(spec, digests, fmt, source_info, allow_overlap)
+            if nonstandard_sizes:
+                kept[spec.name]["sizes"] = dict(sorted(_listed_sizes(spec, lists).items()))
         manifest = _manifest(unit, fmt, image_size, resize, data_dir, source_info, entries, kept)
         (tmp / "manifest.json").write_text(manifest_json(manifest))
         _fsync_files(tmp)
