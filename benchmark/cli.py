@@ -38,6 +38,8 @@ DESCRIPTION = (
     "offline); `pebench list methods|tasks|suites|budgets` shows what is there, and "
     "`pebench COMMAND --help` the options of each command."
 )
+#: the methods ``pebench bench --harness`` measures by default (``--methods all``: every one)
+HARNESS_METHODS = "linear,lora"
 #: what a shell reports for a program ended by SIGPIPE (128 + 13)
 EXIT_BROKEN_PIPE = 141
 
@@ -237,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("method", help="method NAME (pebench list methods)")
 
     be = sub.add_parser("bench", help="side-by-side method speed relative to the frozen backbone")
-    be.add_argument("--methods", default="all", help="comma-separated names, or 'all'")
+    be.add_argument(
+        "--methods",
+        help="comma-separated names, or 'all' (default: all; with --harness "
+        f"{HARNESS_METHODS}: the harness measures each method for about a minute on a CPU)",
+    )
     be.add_argument(
         "--backbone",
         default="pebench_vit_micro",
@@ -454,7 +460,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     budget = get_budget(args.budget or get_suite(specs[0].suite).default_budget)
     views = budget.video.views if budget.video else 1
     out = []
-    for method in _method_list(args.method):
+    methods = _method_list(args.method)
+    say = _say("pebench estimate --measure")
+    if args.measure:
+        say(
+            f"{len(methods)} method(s) on {args.measure}: each a warm-up epoch, a timed epoch "
+            f"and two evaluations of 20 batches of {budget.batch_size} at {budget.image_size} px; "
+            "the warm-up epoch of each says how long the rest takes"
+        )
+    for method in methods:
         name, preset = split_spec(method)
         e = estimate(
             name, specs, budget, args.backbone, preset=preset or "default", test_views=views
@@ -465,7 +479,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
             m = measure(
                 name, budget, args.backbone or budget.backbone, args.measure,
-                specs[0].num_classes, preset=preset,
+                specs[0].num_classes, preset=preset, say=say,
             )  # fmt: skip
             tr, ev, fixed = m.train_images_per_s, m.eval_images_per_s, m.run_overhead_s
             row.update(
@@ -570,12 +584,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         from pebench.bench import as_dicts, run_bench, to_markdown
 
-    methods = _method_list(args.methods)
-    if args.harness and args.methods == "all":
-        methods = [m for m in methods if not m.startswith("peft:")]
+    spec = args.methods or (HARNESS_METHODS if args.harness else "all")
+    methods = _method_list(spec)
+    extra: dict[str, Any] = {}
+    if args.harness:
+        if spec == "all":
+            methods = [m for m in methods if not m.startswith("peft:")]
+        extra["say"] = _say("pebench bench --harness")
     rows = run_bench(
         methods, backbone=args.backbone, image_size=args.image_size,
         batch_size=args.batch_size, steps=args.steps, rounds=args.rounds, device=args.device,
+        **extra,
     )  # fmt: skip
     if args.json:
         print(json.dumps(as_dicts(rows), indent=1))
@@ -588,6 +607,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _say(prefix: str) -> Callable[[str], None]:
+    """A progress printer: one ``prefix: line`` on stderr, flushed at once."""
+
+    def say(line: str) -> None:
+        print(f"{prefix}: {line}", file=sys.stderr, flush=True)
+
+    return say
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -219,14 +220,22 @@ def run_harness_bench(
     device: str = "cpu",
     budget: str = "demo-v3",
     num_classes: int = 10,
+    say: Callable[[str], None] | None = None,
 ) -> list[HarnessRow]:
-    """Harness / bare ratios of training, evaluation and merged evaluation per method."""
+    """Harness / bare ratios of training, evaluation and merged evaluation per method.
+
+    ``say`` gets progress lines: after the first method's warm-up round, the cost of the whole
+    measurement extrapolated from it; after each method, its time and what is left.
+    """
+    say = say or (lambda line: None)
     dev = setup(device)
+    t_start = time.perf_counter()
     base = replace(
         get_budget(budget), epochs=1, warmup_epochs=0, batch_size=batch_size, image_size=image_size
     )
     out = []
-    for name in methods:
+    for i, name in enumerate(methods):
+        t_method = time.perf_counter()
         model, method, _ = method_model(name, backbone, image_size, num_classes, dev)
         bare = copy.deepcopy(model)
         merged = method.merge(copy.deepcopy(model)).eval() if method.mergeable_on(model) else None
@@ -250,6 +259,22 @@ def run_harness_bench(
             if r:
                 for k, v in figures.items():
                     samples[k].append(v)
+            elif i == 0:  # the warm-up round of the first method sizes the whole measurement
+                per_method = (time.perf_counter() - t_method) * (rounds + 1)
+                say(
+                    f"{len(methods)} method(s) x {rounds + 1} rounds of {steps} steps; the first "
+                    f"round took {time.perf_counter() - t_method:.1f} s: about "
+                    f"{duration(per_method * len(methods))} in all"
+                )
+        done = time.perf_counter()
+        say(
+            f"[{i + 1}/{len(methods)}] {name}: {done - t_method:.1f} s"
+            + (
+                f"; about {duration((done - t_start) / (i + 1) * (len(methods) - i - 1))} left"
+                if i + 1 < len(methods)
+                else ""
+            )
+        )
         out.append(
             HarnessRow(
                 name,
@@ -287,6 +312,7 @@ def measure(
     num_classes: int,
     steps: int = 20,
     preset: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Measured:
     """Measured speeds and per-run overhead of ``method`` under ``budget`` on ``device``.
 
@@ -306,6 +332,12 @@ def measure(
     place([split], dev, 0.5)
     t_warm = time.perf_counter()
     harness_train(model, split, b, dev)
+    warm_s = time.perf_counter() - t_warm
+    if say is not None:  # the warm-up epoch sizes the rest: a timed epoch and two evaluations
+        say(
+            f"{method}: warm-up epoch of {steps} steps took {warm_s:.1f} s; about "
+            f"{duration(2 * warm_s)} more for this method"
+        )
     harness_eval(model, split, b, dev)
     warm_s = time.perf_counter() - t_warm
     train_per_s, eval_per_s = (
@@ -315,6 +347,15 @@ def measure(
     steady_s = len(split) / train_per_s + len(split) / eval_per_s
     overhead = (t_warm - t_start) + max(0.0, warm_s - steady_s)
     return Measured(train_per_s, eval_per_s, overhead)
+
+
+def duration(seconds: float) -> str:
+    """``"45 s"``, ``"3 min"``, ``"1.5 h"``: a cost estimate in words."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def to_markdown(rows: list[HarnessRow], header: str = "") -> str:
