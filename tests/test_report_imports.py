@@ -16,9 +16,9 @@ import pebench.report
 REPORT = Path(pebench.report.__file__).resolve().parent
 ALLOWED_THIRD_PARTY = {"__future__", "numpy", "pandas", "matplotlib", "scipy"}
 #: second name component of the allowed ``pebench`` modules (the results folder: schema,
-#: records, the store and its durable writes)
+#: records, the store and its durable writes; what a row's ``checks`` column says)
 ALLOWED_PEBENCH = {"report", "results", "record", "store", "fsio", "markers", "datasets",
-                   "errors", "selection"}  # fmt: skip
+                   "errors", "selection", "checks_field"}  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:

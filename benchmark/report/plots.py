@@ -29,6 +29,7 @@ from pebench.datasets import Suite, TaskSpec
 from pebench.report.aggregate import Entry
 from pebench.report.columns import MIB, memory_kind
 from pebench.report.figstyle import FORMATS, encode, new_figure
+from pebench.report.figure_notes import BAR_LEGEND, MEMORY_NOTES, omitted_note, point_label
 from pebench.report.labels import Box, place_labels
 from pebench.report.stat_plots import stat_figures
 from pebench.report.stats import ALPHA
@@ -40,7 +41,7 @@ FIG_SIZE_IN = (7.0, 4.8)
 NAME_PATTERN = "*_acc_*"
 #: the axes' position in the figure: left, bottom, right, top (fractions; fixed, so the label
 #: layout is computed on the final geometry)
-AXES_BOX = (0.09, 0.2, 0.98, 0.92)
+AXES_BOX = (0.09, 0.25, 0.98, 0.92)
 #: symlog threshold of the params axis, in M: linear below it, so a 0-parameter method shows
 PARAMS_LINTHRESH = 0.01
 #: (label, x, y, half-width of its 95 % interval, random-init backbone)
@@ -126,7 +127,7 @@ def _draw_points(ax: Any, points: list[Point], tied: set[int] | None = None) -> 
             elinewidth=0.7,
             capsize=1.5,
             capthick=0.7,
-            label="95% interval of the suite mean",
+            label=BAR_LEGEND,
             zorder=2,
         )
     if others:
@@ -148,7 +149,7 @@ def _draw_points(ax: Any, points: list[Point], tied: set[int] | None = None) -> 
             markersize=8,
             linewidth=1.0,
             drawstyle="steps-post",
-            label="Pareto front (best accuracy at ≤ cost; pretrained rows)",
+            label="Pareto front (best accuracy at ≤ cost, pretrained)",
             zorder=4,
         )
     if hollow:
@@ -160,15 +161,30 @@ def _draw_points(ax: Any, points: list[Point], tied: set[int] | None = None) -> 
             facecolor="white",
             edgecolor="tab:red",
             linewidth=0.8,
-            label="front point not significantly better than the next cheaper one",
+            label="front point not significantly better than the cheaper one",
             zorder=5,
         )
     ax.margins(x=0.12, y=0.12)
     ax.autoscale_view()
     ax.set_xlim(ax.get_xlim())  # fixed from here on: the label layout works on final axes
     ax.set_ylim(ax.get_ylim())
+    _tick_every_cost(ax, [p[1] for p in points])
     order = front + [i for i in others]
     place_labels(ax, [points[i][:3] for i in order], _obstacles(ax, points, front))
+
+
+def _tick_every_cost(ax: Any, xs: list[float]) -> None:
+    """Ticks at the points' costs when the axis would show fewer than two (one method).
+
+    A narrow symlog range has no major tick inside it; a cost axis must say where its points are.
+    """
+    lo, hi = ax.get_xlim()
+    shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+    if len(shown) >= 2:
+        return
+    ticks = sorted({x for x in xs if not math.isnan(x)})
+    ax.set_xticks(ticks, [f"{x:.3g}" for x in ticks])
+    ax.set_xlim(lo, hi)
 
 
 def figure(
@@ -178,8 +194,11 @@ def figure(
     points: list[Point],
     symlog: bool,
     tied: set[int] | None = None,
+    note: str = "",
 ) -> Any:
     """One accuracy-vs-cost figure of ``table`` (a matplotlib Figure on an Agg canvas).
+
+    Under the legend it says which rows it leaves out (no result on every task) and ``note``.
 
     Args:
         table: the suite table (names the ranking mean).
@@ -188,6 +207,7 @@ def figure(
         points: the rows to plot.
         symlog: a symlog cost axis (parameters) instead of a linear one.
         tied: indices of points that cannot be told from the next cheaper front point.
+        note: what else the figure must say (what its memory axis measures).
 
     Returns:
         The Figure, drawn (its label boxes are final).
@@ -218,7 +238,13 @@ def figure(
     else:
         _draw_points(ax, points, tied)
         handles, names = ax.get_legend_handles_labels()
-        fig.legend(handles, names, loc="lower center", ncol=3, fontsize=7, frameon=False)
+        fig.legend(
+            handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.045), ncol=2,
+            fontsize=6.5, frameon=False,
+        )  # fmt: skip
+    lines = [text for text in (omitted_note(table), note) if text]
+    if lines:
+        fig.text(0.01, 0.004, "\n".join(lines), fontsize=5.5, color="0.3", va="bottom", wrap=True)
     return fig
 
 
@@ -246,7 +272,9 @@ def suite_figures(table: SuiteTable) -> dict[str, Any]:
     """The accuracy-vs-cost figures of one suite by file stem: vs params, vs memory per kind."""
     done = [e for e in table.entries if not math.isnan(e.rank)]
     name = table.info.name
-    params = [(e.label, e.params_method / 1e6, e.rank, _half(e), e.random) for e in done]
+    params = [
+        (point_label(table, e), e.params_method / 1e6, e.rank, _half(e), e.random) for e in done
+    ]
     tied = tied_on_front(table, done, [p[1] for p in params]) if table.stats else set()
     out = {
         f"{_safe(name)}_acc_vs_params": figure(
@@ -262,7 +290,9 @@ def suite_figures(table: SuiteTable) -> dict[str, Any]:
     kinds = sorted({k for e in done for k in e.mem}) or [""]
     for kind in kinds:
         measured = [e for e in done if kind in e.mem]
-        mem = [(e.label, e.mem[kind] / MIB, e.rank, _half(e), e.random) for e in measured]
+        mem = [
+            (point_label(table, e), e.mem[kind] / MIB, e.rank, _half(e), e.random) for e in measured
+        ]
         stem = f"{_safe(name)}_acc_vs_memory" + (f"_{_safe(kind)}" if len(kinds) > 1 else "")
         what = memory_kind(kind) if kind else "peak memory (not measured)"
         out[stem] = figure(
@@ -272,6 +302,7 @@ def suite_figures(table: SuiteTable) -> dict[str, Any]:
             mem,
             symlog=False,
             tied=tied_on_front(table, measured, [m[1] for m in mem]) if table.stats else None,
+            note=MEMORY_NOTES.get(kind, ""),
         )
     return out
 

@@ -22,6 +22,7 @@ import numpy as np
 from pebench.report import stats as S
 from pebench.report.aggregate import Entry
 from pebench.report.figstyle import new_figure
+from pebench.report.figure_notes import omitted_note, point_label
 from pebench.report.tables import SuiteTable
 
 #: rows shown in the probability-of-improvement map and the search figure
@@ -67,7 +68,7 @@ def interval_figure(table: SuiteTable) -> Any:
             fontsize=6,
             color="0.3",
         )
-    ax.set_yticks(y, [e.label for e in rows], fontsize=6.5)
+    ax.set_yticks(y, [point_label(table, e) for e in rows], fontsize=6.5)
     ax.set_xlabel("accuracy (%): point = mean over tasks of seed means; bar = 95% interval "
                   "(seed + test-set error)", fontsize=7)  # fmt: skip
     ax.tick_params(axis="x", labelsize=7)
@@ -80,6 +81,8 @@ def interval_figure(table: SuiteTable) -> Any:
         f"over {len(table.stats.pairs)} pairs); hollow, (n)°: fewer than "
         f"{S.MIN_SEEDS_FOR_CLAIMS} seeds, no significance claim ({few} of {len(rows)} rows)"
     )
+    if left := omitted_note(table):
+        note += "\n" + left
     fig.text(0.01, 0.005, note, fontsize=5.5, color="0.3", va="bottom")
     fig.subplots_adjust(left=0.3, right=0.98, top=1 - 0.45 / fig.get_figheight(),
                         bottom=0.75 / fig.get_figheight())  # fmt: skip
@@ -108,7 +111,7 @@ def improvement_figure(table: SuiteTable) -> Any:
         for j in range(len(rows)):
             if i != j:
                 ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=5.5)
-    labels = [e.label for e in rows]
+    labels = [point_label(table, e) for e in rows]
     ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=6)
     ax.set_yticks(range(len(rows)), labels, fontsize=6)
     bar = fig.colorbar(image, ax=ax, fraction=0.04)
@@ -158,7 +161,8 @@ def search_figure(table: SuiteTable) -> Any:
         ns = np.arange(1, trials + 1)
         curve = [np.mean([expected_max(v, n) for v in e.stats.search.values()]) for n in ns]
         style = "-" if k < 5 else "--"
-        ax.plot(ns, curve, style, marker="o", markersize=2.5, linewidth=1.0, label=e.label)
+        label = point_label(table, e)
+        ax.plot(ns, curve, style, marker="o", markersize=2.5, linewidth=1.0, label=label)
     ax.set_xlabel(
         "search trials n (drawn with replacement from the budget's grid); the budget runs "
         "every grid point once",
