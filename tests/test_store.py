@@ -89,55 +89,21 @@ def test_a_record_swapped_in_from_another_run_is_refused(tmp_path):
         store.load_record(forged)  # ... the content does not
 
 
+def _body(**over) -> bytes:
+    """A record's JSON with ``over`` replacing fields of a valid two-image test record."""
+    body = {"format": 1, "run_id": RID, "split": "test", "n": 2, "pred": [0, 1], "correct": "10"}
+    return json.dumps({**body, "epochs": [], **over}).encode()
+
+
 @pytest.mark.parametrize(
     "body",
     [
         b"not json",
         b"[" * 100_000,
-        json.dumps(
-            {
-                "format": 1,
-                "run_id": RID,
-                "split": "test",
-                "n": 2,
-                "pred": [0, "x"],
-                "correct": "10",
-                "epochs": [],
-            }
-        ).encode(),  # fmt: skip
-        json.dumps(
-            {
-                "format": 1,
-                "run_id": RID,
-                "split": "test",
-                "n": 3,
-                "pred": [0, 1],
-                "correct": "10",
-                "epochs": [],
-            }
-        ).encode(),  # fmt: skip
-        json.dumps(
-            {
-                "format": 1,
-                "run_id": RID,
-                "split": "test",
-                "n": 2,
-                "pred": [0, 1],
-                "correct": "1x",
-                "epochs": [],
-            }
-        ).encode(),  # fmt: skip
-        json.dumps(
-            {
-                "format": 1,
-                "run_id": RID,
-                "split": "train",
-                "n": 1,
-                "pred": [0],
-                "correct": "1",
-                "epochs": [],
-            }
-        ).encode(),  # fmt: skip
+        _body(pred=[0, "x"]),
+        _body(n=3),
+        _body(correct="1x"),
+        _body(split="train", n=1, pred=[0], correct="1"),
     ],
     ids=["text", "deep", "string-class", "short", "bad-flag", "train-split"],
 )
