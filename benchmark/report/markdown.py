@@ -186,7 +186,7 @@ def _resolution(table: SuiteTable) -> list[str]:
         f"`{text(top.label)}` ranks first in {100 * top.stats.p_first:.0f} % of "
         f"{RANK_DRAWS} joint draws of the rows' errors."
     )
-    return ["", *out]
+    return [line for text in out for line in ("", text)]
 
 
 def _status_section(table: SuiteTable) -> list[str]:
