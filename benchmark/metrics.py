@@ -212,10 +212,17 @@ def _git(*args: str) -> str | None:
 
 
 def device_name(device: torch.device) -> str:
-    """Human-readable device, e.g. ``"cuda:NVIDIA H200"`` or ``"cpu:x86_64x2threads"``."""
+    """Human-readable device, e.g. ``"cuda:NVIDIA H200"`` or ``"cpu:x86_64/AVX512x2threads"``.
+
+    On the CPU it names the vector instruction set torch's kernels use: CPU runs are
+    bit-identical between machines of the same kind, not across kinds (the demo's committed rows,
+    made on another machine with the same software, differed here at float32 round-off and,
+    chaotically, at high learning rates), so a row says which kind produced it.
+    """
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.machine()}x{torch.get_num_threads()}threads"
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"cpu:{platform.machine()}/{isa}x{torch.get_num_threads()}threads"
 
 
 def provenance(device: torch.device) -> dict[str, object]:

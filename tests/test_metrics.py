@@ -52,3 +52,14 @@ def test_vit_b16_counts_on_the_meta_device():
     fwd, step = step_flops(model, 224)
     assert 35.1e9 < fwd < 35.4e9  # ViT-B/16: 17.6 GMACs, attention included
     assert 1.9 < step / fwd < 2.2  # frozen backbone: input gradients only
+
+
+def test_a_cpu_row_names_the_instruction_set_its_kernels_use():
+    """CPU runs are bit-identical per kind of CPU only: the row must say which kind."""
+    import torch
+
+    from pebench.metrics import device_name
+
+    name = device_name(torch.device("cpu"))
+    isa = torch.backends.cpu.get_cpu_capability()
+    assert name.startswith("cpu:") and f"/{isa}x" in name and name.endswith("threads")
