@@ -242,7 +242,8 @@ class TableColumn:
 Spec = Column | ColumnFamily | TableColumn
 
 
-def _short_task(task: str) -> str:
+def short_task(task: str) -> str:
+    """A task without its suite: ``demo/shapes`` -> ``shapes``."""
     return task.split("/", 1)[1] if "/" in task else task
 
 
@@ -317,7 +318,7 @@ def _flags(e: Entry) -> str:
     if e.stats is None:
         return ""
     parts = [
-        f"{kind}: {', '.join(_short_task(t) for t in tasks)}"
+        f"{kind}: {', '.join(short_task(t) for t in tasks)}"
         for kind, tasks in e.stats.flags.items()
         if kind != "edge"
     ]
@@ -352,7 +353,7 @@ PARAMS_INCL = TableColumn(
 )
 TASKS = ColumnFamily(
     members=lambda table: table.info.tasks,
-    header=_short_task,
+    header=short_task,
     value=lambda e, task: e.task_values.get(task),
     fmt=fmt_acc,
     legend="Task cells are mean ± sample std (n − 1) over seeds, a single number when there "

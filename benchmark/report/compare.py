@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from pebench.errors import UserError
 from pebench.report import stats as S
+from pebench.report.columns import short_task
 from pebench.report.tables import SuiteTable
 
 #: the practical threshold (points) a difference must reach to be called better, by default
@@ -169,10 +170,6 @@ def compare(table: SuiteTable, a: str, b: str, threshold: float = THRESHOLD) -> 
     return out
 
 
-def _short(task: str) -> str:
-    return task.split("/", 1)[1] if "/" in task else task
-
-
 def render(c: Comparison) -> str:
     """The text ``pebench compare`` prints."""
     d = c.diff
@@ -185,18 +182,20 @@ def render(c: Comparison) -> str:
         f"  P({c.a} > {c.b}) = {c.poi:.2f}, 95% CI [{c.poi_ci[0]:.2f}, {c.poi_ci[1]:.2f}] "
         "(probability of improvement, stratified bootstrap)",
         "  per task: "
-        + ", ".join(f"{_short(t)} {v:+.2f}" for t, v in c.per_task.items())
+        + ", ".join(f"{short_task(t)} {v:+.2f}" for t, v in c.per_task.items())
         + f" ({sum(v > 0 for v in c.per_task.values())} of {len(c.per_task)} positive)",
     ]
     if c.leave_one_out:
         lines.append(
             "  leaving one task out: "
-            + ", ".join(f"without {_short(t)} {v:+.2f}" for t, v in c.leave_one_out.items())
+            + ", ".join(f"without {short_task(t)} {v:+.2f}" for t, v in c.leave_one_out.items())
         )
     lines.append(f"  resolvable for this pair: {c.mdd:.2f} pts (80 % power, α = 0.05 two-sided)")
     for label, flags in c.flags.items():
         if flags:
-            text = "; ".join(f"{k}: {', '.join(_short(t) for t in v)}" for k, v in flags.items())
+            text = "; ".join(
+                f"{k}: {', '.join(short_task(t) for t in v)}" for k, v in flags.items()
+            )
             lines.append(f"  flags of {label}: {text}")
     lines.append(f"verdict: {c.verdict}")
     return "\n".join(lines) + "\n"

@@ -187,7 +187,7 @@ def _spans(table: SuiteTable, shown: list[tuple[cols.Spec, cols.Column]]) -> lis
     if len(info.group_names) < 2:
         return []
     spans: list[list] = []
-    task_headers = {cols._short_task(t): t for t in info.tasks}
+    task_headers = {cols.short_task(t): t for t in info.tasks}
     for i, (spec, col) in enumerate(shown, start=1):
         if spec is not cols.TASKS:
             continue

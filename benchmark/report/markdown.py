@@ -126,6 +126,12 @@ def _context_line(table: SuiteTable) -> str:
     if table.weights_key:
         keys = ", ".join(f"{k} = `{text(w)}`" for k, w in table.weights_key.items())
         parts.append(f"weights {keys}")
+    groups = []
+    for g in table.info.group_names:
+        members = ", ".join(text(cols.short_task(t)) for t in table.info.group_tasks(g))
+        groups.append(f"{cols.group_header(g)} = {members}")
+    if groups:  # what each group column averages
+        parts.append("groups: " + "; ".join(groups))
     return " · ".join(parts)
 
 
