@@ -111,7 +111,7 @@ _DEMO3 = replace(
     epochs=5,
     description="demo suite, micro ViT: 5 epochs (1 warmup), 7 trials (lr 3e-4..3e-1 in half "
     "decades), 3 seeds",
-    purpose="the quick demo: the README's first command in under two minutes on a 2-core CPU "
+    purpose="the quick demo: the README's first command in about two minutes on a 2-core CPU "
     "(smoke-level: 3 seeds, one search run per lr, 80 validation images; the reference table "
     "is demo-ref-v1)",
 )
