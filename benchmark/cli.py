@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(selection still uses the last epoch; the test split is never scored early)",
     )
     r.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep each run's tunable state (method tensors and head, safetensors: exactly what "
+        "was counted and evaluated) beside its row, as runs/<run_id>.state.safetensors",
+    )
+    r.add_argument(
         "--rerun",
         action="store_true",
         help="run the grid again although rows exist (they are moved to runs/replaced/<time>/, "

@@ -113,6 +113,7 @@ def run_options(args: argparse.Namespace) -> Any:
         compile=args.compile,
         trackers=trackers,
         epoch_val=args.epoch_val,
+        keep_state=args.keep_state,
         device_share=0.5 / max(1, args.runs_per_device or 1),
     )
 

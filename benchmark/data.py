@@ -282,6 +282,44 @@ def load_split(
     return Split(data, torch.from_numpy(data.labels), sha256)
 
 
+def run_split(
+    spec: TaskSpec,
+    phase: str,
+    budget: Budget,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    data_dir: str | Path | None,
+    seed: int,
+    train: bool,
+) -> tuple[Split, int]:
+    """One split of a run (``train``: the one it trains on, else the one it is scored on).
+
+    ``search`` runs train on ``train`` and score ``val``; ``final`` runs train on ``trainval``
+    and score ``test`` (the only place test data is read). Video runs draw training clips at
+    random (seeded by ``seed``, epoch and index); the test split gets the budget's multi-view
+    protocol, the validation split its single centre view (selection only needs a ranking, and
+    the views multiply its cost). Returns the split and how many bad videos it skipped.
+
+    Raises:
+        BudgetError: a budget of the other modality.
+        DataError: data that fail their checks.
+    """
+    budget.check_task(spec)
+    role = {("search", True): "train", ("search", False): "val"}.get((phase, train))
+    role = role or ("trainval" if train else "test")
+    if budget.video is None:
+        load = dict(data_dir=data_dir, image_size=budget.image_size, mean=mean, std=std)
+        return load_split(spec, role, subset=budget.subset, **load), 0
+    from pebench.datasets.video import video_split
+
+    views = budget.video
+    if role == "val":
+        views = replace(views, test_segments=1, test_crops=1)
+    common = dict(mean=mean, std=std, seed=seed, skip_bad=budget.skip_bad)
+    clips = video_split(spec, role, data_dir, views, train=train, **common)
+    return Split(clips, torch.from_numpy(clips.labels), clips.sha256[:16]), int(clips.skipped)
+
+
 def run_splits(
     spec: TaskSpec,
     phase: str,
@@ -291,31 +329,22 @@ def run_splits(
     data_dir: str | Path | None,
     seed: int,
 ) -> tuple[Split, Split, int]:
-    """The training and evaluation splits of one run, and how many bad videos were skipped.
+    """The training and evaluation splits of one run (:func:`run_split`), and the bad videos."""
+    args = (spec, phase, budget, mean, std, data_dir, seed)
+    tr, skipped_tr = run_split(*args, train=True)
+    ev, skipped_ev = run_split(*args, train=False)
+    return tr, ev, skipped_tr + skipped_ev
 
-    ``search`` runs train on ``train`` and score ``val``; ``final`` runs train on ``trainval``
-    and score ``test`` (the only place test data is read). Video runs draw training clips at
-    random (seeded by ``seed``, epoch and index); the test split gets the budget's multi-view
-    protocol, the validation split its single centre view (selection only needs a ranking, and
-    the views multiply its cost).
 
-    Raises:
-        BudgetError: a budget of the other modality.
-        DataError: data that fail their checks.
+def blind(split: Split) -> Split:
+    """``split`` without its labels (all 0): what a process that must not see them receives.
+
+    The examples are the same objects (a memory map stays one); only the labels are replaced,
+    in the split and in its dataset, so nothing reachable from the result holds them.
     """
-    budget.check_task(spec)
-    train_role, eval_role = ("train", "val") if phase == "search" else ("trainval", "test")
-    if budget.video is None:
-        load = dict(data_dir=data_dir, image_size=budget.image_size, mean=mean, std=std)
-        tr = load_split(spec, train_role, subset=budget.subset, **load)
-        return tr, load_split(spec, eval_role, subset=budget.subset, **load), 0
-    from pebench.datasets.video import video_split
+    import copy
 
-    views = budget.video
-    if eval_role == "val":
-        views = replace(views, test_segments=1, test_crops=1)
-    common = dict(mean=mean, std=std, seed=seed, skip_bad=budget.skip_bad)
-    tr = video_split(spec, train_role, data_dir, budget.video, train=True, **common)
-    ev = video_split(spec, eval_role, data_dir, views, train=False, **common)
-    splits = [Split(d, torch.from_numpy(d.labels), d.sha256[:16]) for d in (tr, ev)]
-    return splits[0], splits[1], int(tr.skipped + ev.skipped)
+    data = copy.copy(split.data)
+    zeros = np.zeros(len(split), dtype=np.int64)
+    data.labels = zeros
+    return Split(data, torch.from_numpy(zeros), split.sha256)

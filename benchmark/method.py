@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pebench import structure
 from pebench.config import (
     Constraint,
     MethodConfigError,
@@ -188,7 +189,8 @@ class ContractError(ValueError):
     """A method broke the plugin contract (the message says what it did)."""
 
 
-def _head_names(model: nn.Module) -> set[str]:
+def head_names(model: nn.Module) -> set[str]:
+    """Names of the classification head's parameters (the core's: never a method's)."""
     head = check_vit(model).get_classifier()
     prefix = next(n for n, m in model.named_modules() if m is head)
     return {f"{prefix}.{n}" for n, _ in head.named_parameters()}
@@ -205,7 +207,7 @@ def prepare(model: nn.Module, method: Method, num_classes: int) -> ParamCount:
     """
     vit = check_vit(model)
     vit.reset_classifier(num_classes)
-    head = _head_names(vit)
+    head = head_names(vit)
     # backbone tensors are tracked by identity: a wrapper may move them to new names
     backbone = {id(p): p for n, p in vit.named_parameters() if n not in head}
     vit.requires_grad_(False)
@@ -227,6 +229,11 @@ def prepare(model: nn.Module, method: Method, num_classes: int) -> ParamCount:
         )
     for n, p in params.items():
         p.requires_grad_(n in names or n in head)
+    if found := structure.problems(vit):
+        raise ContractError(
+            f"method {method.name!r}: the prepared model has " + "; ".join(found) + " (state "
+            "and computation outside the counted tensors; see pebench.structure)"
+        )
     added = sum(p.numel() for n, p in params.items() if id(p) not in backbone and n not in head)
     return ParamCount(
         method=sum(params[n].numel() for n in names),
@@ -290,6 +297,7 @@ class Guard:
                 f"({sum(buffers[n].numel() for n in learned):,} values: state learned outside "
                 "the parameters, which no parameter count sees)"
             )
+        problems += [f"added {p}" for p in structure.problems(model)]
         if problems:
             raise ContractError(
                 f"method {method!r} broke the plugin contract: " + "; ".join(problems)
@@ -332,6 +340,7 @@ __all__ = [
     "at_least_one",
     "check_config",
     "dropout_rate",
+    "head_names",
     "load_tunable_state_dict",
     "option",
     "prepare",

@@ -12,7 +12,6 @@ and :func:`execute` imports the training stack when it runs. Everything that sch
 
 from __future__ import annotations
 
-import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +44,8 @@ class RunOptions:
             selection still uses the last epoch).
         device_runs: how many runs may run at once on this run's device (set by the executor:
             its slots per GPU, or the concurrent runs sharing the CPU); recorded in the row.
+        keep_state: keep the run's tunable state (what was counted and evaluated) beside its
+            row (:meth:`pebench.store.RunStore.state_path`).
     """
 
     data_dir: str | None = None
@@ -60,6 +61,7 @@ class RunOptions:
     trackers: tuple[str, ...] = ()
     epoch_val: bool = False
     device_runs: int = 1
+    keep_state: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +162,14 @@ class RunSpec:
         return budget, task
 
 
+class StageError(Exception):
+    """A stage failed: the row's status and error text (as :func:`pebench.run.error_text`)."""
+
+    def __init__(self, status: str, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
 #: characters of an error a row keeps
 ERROR_CHARS = 2000
 #: what CPU allocators say when memory runs out (torch raises a plain RuntimeError there)
@@ -170,6 +180,8 @@ def classify(err: BaseException) -> str:
     """Map an exception raised by a run to its row status."""
     from pebench.train import Diverged
 
+    if isinstance(err, StageError):  # what a stage process reported (it runs plugin code)
+        return err.status if err.status in ("diverged", "oom") else "failed"
     if isinstance(err, Diverged):
         return "diverged"
     if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
@@ -186,6 +198,8 @@ def error_text(err: BaseException, prefix: str = "") -> str:
     :data:`ERROR_CHARS` characters: a long message is shortened at its end, the traceback from
     its start (its last frames, where the error was raised, are kept).
     """
+    if isinstance(err, StageError):  # the stage's own error text, traceback included
+        return f"{prefix}{err.error}"[:ERROR_CHARS]
     head = f"{prefix}{type(err).__name__}: {err}"
     if len(head) >= ERROR_CHARS:
         return head[: ERROR_CHARS - 3] + "..."
@@ -194,15 +208,19 @@ def error_text(err: BaseException, prefix: str = "") -> str:
     return f"{head}\n{tail[-room:]}" if room > 0 else head
 
 
-def _device(opts: RunOptions):
-    """The run's device, with its index, and the process settings (:func:`pebench.device.setup`)."""
+def device_of(opts: RunOptions) -> Any:
+    """A run's device, with its index, and the process settings (:func:`pebench.device.setup`)."""
     from pebench.device import setup
 
     return setup(opts.device, opts.threads)
 
 
-def _model(spec: RunSpec, budget: Any, num_classes: int, row: dict[str, Any]) -> Any:
-    """Backbone + method, prepared (frozen, head, trainable set): counts go into ``row``."""
+def build_model(spec: RunSpec, budget: Any, num_classes: int, row: dict[str, Any]) -> Any:
+    """Backbone + method, prepared (frozen, head, trainable set): counts go into ``row``.
+
+    The training and the prediction stage build it alike (the same seeds: the same constant
+    buffers and the same initial tensors).
+    """
     import torch
 
     from pebench.backbones import create_backbone
@@ -212,7 +230,11 @@ def _model(spec: RunSpec, budget: Any, num_classes: int, row: dict[str, Any]) ->
     torch.manual_seed(0)  # the same backbone for every method and seed (matters for random init)
     frames = {"num_frames": budget.video.num_frames} if budget.video else {}
     bb = create_backbone(
-        spec.backbone, spec.weights, image_size=budget.image_size, tag=row["weights"], **frames
+        spec.backbone,
+        spec.weights,
+        image_size=budget.image_size,
+        tag=spec.base_row["weights"],
+        **frames,
     )
     method = build_method(spec.method, dict(spec.overrides), preset=spec.preset)
     torch.manual_seed(spec.seed)
@@ -220,111 +242,13 @@ def _model(spec: RunSpec, budget: Any, num_classes: int, row: dict[str, Any]) ->
     return bb
 
 
-def execute(spec: RunSpec, results_dir: Any = None) -> tuple[dict[str, Any], Any]:
-    """Run one training + evaluation in this process: its complete row and its record.
-
-    The record (:class:`pebench.record.RunRecord`) holds the per-image predictions of the split
-    the run scored and the per-epoch values; the caller writes both as one unit
-    (:meth:`pebench.store.RunStore.record`). With ``results_dir`` (a folder or a
-    :class:`pebench.store.RunStore`) the run also writes its log and epoch records there
-    (:class:`pebench.runlog.RunLog`; rank 0 only under DDP) and the row names the log.
-    """
-    from pebench.runlog import RunLog
-    from pebench.store import as_store
-    from pebench.train import world
-
-    log = None
-    if results_dir is not None and world()[0] == 0:
-        paths = as_store(results_dir).log_paths(spec.base_row["run_id"])
-        log = RunLog(paths, spec.base_row, spec.options.trackers)
-    try:
-        row, record = _execute(spec, log)
-    except BaseException as err:
-        if log is not None:
-            log.close(error=f"{type(err).__name__}: {err}")
-        raise
-    if log is not None:
-        log.close(row)
-        row["log_path"] = row.get("log_path") or str(log.path)
-    return row, record
-
-
-def _execute(spec: RunSpec, log: Any) -> tuple[dict[str, Any], Any]:
-    """The run itself (see :func:`execute`)."""
-    from dataclasses import asdict
-
-    from pebench import record as REC
-    from pebench.data import place, run_splits
-    from pebench.method import Guard
-    from pebench.metrics import MemoryMeter, checkpoint_bytes, mfu, provenance, step_flops
-    from pebench.train import evaluate, train, world
-
-    opts = spec.options
-    device = _device(opts)
-    budget, task = spec.resolved()
-    row = dict(spec.base_row)
-    row.update(provenance(device))
-    t_start = time.perf_counter()
-    bb = _model(spec, budget, task.num_classes, row)
-    model = bb.model.to(device)
-    guard = Guard(model)  # before any forward pass: what prepare fixed, checked after the run
-    row["flops_per_image"], row["train_flops_per_image"] = step_flops(model, budget.image_size)
-    tr, ev, skipped = run_splits(
-        task, spec.phase, budget, bb.mean, bb.std, opts.data_dir, spec.seed
-    )
-    row.update(data_hash=f"{tr.sha256}+{ev.sha256}", data_skipped=skipped)
-    meter = MemoryMeter(device)
-    meter.start()  # from here: what training costs (not the backbone, not the loaded data)
-    resident = place([tr, ev], device, opts.device_share)
-    workers = opts.data_workers
-    epoch_val = None
-    if opts.epoch_val and spec.phase == "search":  # the test split is never scored early
-
-        def epoch_val() -> float:
-            return evaluate(model, ev, budget, device, workers=workers).top1
-
-    epochs: list[dict[str, Any]] = []
-
-    def on_epoch(rec: Any) -> None:
-        epochs.append(asdict(rec))
-        if log is not None:
-            log.epoch(rec)
-
-    stats = train(
-        model, tr, budget, spec.lr, spec.weight_decay, spec.seed, device,
-        progress=opts.progress, desc=f"{spec.method} {task.name} {spec.phase}",
-        workers=workers, compile=opts.compile, on_epoch=on_epoch, epoch_val=epoch_val,
-    )  # fmt: skip
-    scored = evaluate(model, ev, budget, device, workers=workers, compile=opts.compile)
-    guard.verify(model, spec.method)
-    row["val_top1" if spec.phase == "search" else "test_top1"] = scored.top1
-    record = REC.make(row["run_id"], spec.phase, scored.pred, scored.correct, epochs)
-    mem, kind = meter.peak()
-    mem -= sum(s.data.nbytes for s, on in zip([tr, ev], resident, strict=True) if on)
-    steady = stats.steady_images_per_s  # MFU of the steady state (all epochs when only one)
-    ips = steady if steady == steady else stats.train_images_per_s
-    on_device = [name for name, on in zip(("train", "eval"), resident, strict=True) if on]
-    row.update(
-        train_loss=stats.train_loss,
-        train_time_s=stats.train_time_s,
-        data_time_s=stats.data_time_s,
-        train_images_per_s=stats.train_images_per_s,
-        train_images_per_s_steady=steady,
-        first_epoch_s=stats.first_epoch_s,
-        mfu=mfu(row["train_flops_per_image"], ips, row["device"], devices=world()[1]),
-        data_resident=",".join(on_device) or "none",
-        device_runs=opts.device_runs,
-        compile="torch.compile" if opts.compile else "",
-        eval_images_per_s=scored.images_per_s,
-        peak_mem_bytes=mem,
-        peak_mem_kind=kind,
-        checkpoint_bytes=float(checkpoint_bytes(model)),
-        wall_time_s=time.perf_counter() - t_start,
-        status="ok",
-        error="",
-        **record.counts(),
-    )
-    return row, record
-
-
-__all__ = ["ERROR_CHARS", "RunOptions", "RunSpec", "classify", "error_text", "execute"]
+__all__ = [
+    "ERROR_CHARS",
+    "RunOptions",
+    "RunSpec",
+    "StageError",
+    "build_model",
+    "device_of",
+    "classify",
+    "error_text",
+]

@@ -10,8 +10,9 @@ its slot (a marker naming the worker), :meth:`~RunStore.discard` an old unfinish
     <results>/
       runs/<run_id>.csv               one row per run (the commit point of a run)
       runs/<run_id>.record.json       its record (pebench.record), written before the row
+      runs/<run_id>.state.safetensors its tunable state, with --keep-state (before the row)
       runs/<run_id>.running           the marker of the worker executing it (pebench.markers)
-      runs/.<run_id>.ddp.json         a DDP run's spec, while torchrun runs it
+      runs/.<run_id>.ddp/             a DDP run's spec and rank 0's outcome, while it trains
       runs/stale/                     finals another selection made obsolete (never read)
       runs/replaced/<UTC time>/       rows ``--rerun`` set aside (never read)
       logs/<run_id>.log, .epochs.csv  what a run reported while it trained
@@ -30,6 +31,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,8 @@ from pebench import results as R
 RUNS, LOGS, CHECKS = "runs", "logs", "checks"
 STALE, REPLACED = "stale", "replaced"
 ROW_SUFFIX, RECORD_SUFFIX, MARKER_SUFFIX = ".csv", ".record.json", ".running"
+STATE_SUFFIX = ".state.safetensors"
+DDP_SUFFIX = ".ddp"
 #: the row files of the committed reference results, as generated text names them
 REFERENCE_ROWS = f"results/{RUNS}/*{ROW_SUFFIX}"
 
@@ -136,13 +140,24 @@ class RunStore:
         """Where the record of run ``rid`` lives (beside its row)."""
         return self.runs / f"{rid}{RECORD_SUFFIX}"
 
+    def state_path(self, rid: str) -> Path:
+        """Where the tunable state of run ``rid`` is kept (``--keep-state``), beside its row."""
+        return self.runs / f"{rid}{STATE_SUFFIX}"
+
+    def keep_state(self, rid: str, state: bytes) -> None:
+        """Keep run ``rid``'s tunable state, written before its row.
+
+        A kill between the two leaves an orphan state that :meth:`tidy` removes.
+        """
+        fsio.atomic_write_bytes(self.state_path(rid), state)
+
     def marker_path(self, rid: str) -> Path:
         """``runs/<run_id>.running``: exists while a worker executes run ``rid``."""
         return self.runs / f"{rid}{MARKER_SUFFIX}"
 
-    def spec_path(self, rid: str) -> Path:
-        """Where a DDP run's spec waits for its ranks."""
-        return self.runs / f".{rid}.ddp.json"
+    def ddp_dir(self, rid: str) -> Path:
+        """The folder of a DDP run's training stage: its spec, then rank 0's outcome."""
+        return self.runs / f".{rid}{DDP_SUFFIX}"
 
     def log_paths(self, rid: str) -> LogPaths:
         """Where run ``rid`` logs (see :class:`pebench.runlog.RunLog`)."""
@@ -263,12 +278,14 @@ class RunStore:
         """Remove run ``rid``'s row and record (an unfinished row about to be redone)."""
         self.row_path(rid).unlink(missing_ok=True)
         self.record_path(rid).unlink(missing_ok=True)
+        self.state_path(rid).unlink(missing_ok=True)
 
     def _move(self, rid: str, folder: Path) -> Path:
-        """Move run ``rid``'s row, then its record, into ``folder``; returns the row's path."""
+        """Move run ``rid``'s row, then its record and state, into ``folder``; the row's path."""
         dest = fsio.move(self.row_path(rid), folder / self.row_path(rid).name)
-        if self.record_path(rid).exists():
-            fsio.move(self.record_path(rid), folder / self.record_path(rid).name)
+        for path in (self.record_path(rid), self.state_path(rid)):
+            if path.exists():
+                fsio.move(path, folder / path.name)
         return dest
 
     def retire(self, rids: Iterable[str]) -> list[Path]:
@@ -315,18 +332,28 @@ class RunStore:
     def tidy(self) -> list[Path]:
         """Clear what killed writers left in ``runs/``; returns the paths removed or moved.
 
-        Abandoned temp files (:func:`pebench.fsio.remove_stale_temps`), stale takeover locks, and
+        Abandoned temp files (:func:`pebench.fsio.remove_stale_temps`), stale takeover locks, the
+        folders of DDP runs killed while training (no live worker holds them), and
         orphan records: a record whose row is not in ``runs/`` and whose run no live worker
         holds is moved after its row when a retirement was interrupted between the two moves,
-        else removed (its writer died before writing the row; a rerun writes it again). Writes
+        else removed (its writer died before writing the row; a rerun writes it again); a kept
+        state (``--keep-state``) likewise. Writes
         in progress are left alone.
         """
         if not self.runs.is_dir():
             return []
         done = fsio.remove_stale_temps(self.runs)
         done += markers.remove_stale_locks(self.runs)
-        for rec in sorted(self.runs.glob(f"*{RECORD_SUFFIX}")):
-            rid = rec.name.removesuffix(RECORD_SUFFIX)
+        for folder in sorted(self.runs.glob(f".*{DDP_SUFFIX}")):  # a killed DDP run's stage
+            rid = folder.name[1:].removesuffix(DDP_SUFFIX)
+            if folder.is_dir() and not folder.is_symlink() and self.running(rid) is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                done.append(folder)
+        orphans = sorted(self.runs.glob(f"*{RECORD_SUFFIX}")) + sorted(
+            self.runs.glob(f"*{STATE_SUFFIX}")
+        )
+        for rec in orphans:
+            rid = rec.name.removesuffix(RECORD_SUFFIX).removesuffix(STATE_SUFFIX)
             if self.row_path(rid).exists() or self.running(rid) is not None:
                 continue
             moved_rows = [self.runs / STALE / f"{rid}{ROW_SUFFIX}"]

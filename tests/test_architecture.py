@@ -11,7 +11,7 @@ Rules (see ``benchmark/__init__.py``):
 - only the CLI layer imports the dispatcher (``pebench.sweep.dispatch``);
 - only the run store (``pebench.store``) knows the results folder's layout: no other module
   spells its folder and file names (``runs``, ``logs``, ``checks``, ``stale``, ``replaced``,
-  ``.running``, ``.record.json``, ``.ddp.json``).
+  ``.running``, ``.record.json``, ``.ddp/``).
 
 Each rule is a predicate over the import graph, so the same checker is tested on graphs with a
 rule broken on purpose: a rule that cannot fail would prove nothing.
@@ -163,7 +163,7 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
 #: the folder names of the results layout (flagged where joined into a path with ``/``), and
 #: the suffixes of run files (flagged anywhere)
 LAYOUT_NAMES = {"runs", "logs", "checks", "stale", "replaced"}
-LAYOUT_SUFFIXES = (".running", ".record.json", ".ddp.json", "/runs/")
+LAYOUT_SUFFIXES = (".running", ".record.json", ".ddp/", "/runs/")
 
 
 def layout_strings(source: str) -> list[str]:
@@ -256,4 +256,5 @@ def test_lazy_imports_count():
     """A function-local import is an edge: the old runner <-> worker cycle was one."""
     graph = import_graph()
     assert "pebench.run" in graph["pebench.sweep.worker"]  # imported inside _child
-    assert "pebench.sweep.ddp" in graph["pebench.sweep.worker"]  # inside _Torchrun.start
+    assert "pebench.supervise" in graph["pebench.sweep.worker"]  # inside _child
+    assert "pebench.sweep.ddp" in graph["pebench.supervise"]  # inside _train

@@ -21,8 +21,9 @@ from pebench.data import ImageArray, Split
 from pebench.datasets import get_task
 from pebench.method import prepare
 from pebench.methods import build_method
-from pebench.run import RunOptions, execute
+from pebench.run import RunOptions
 from pebench.store import RunStore
+from pebench.supervise import execute
 from pebench.sweep.ddp import (
     launch_command,
     read_spec,
@@ -31,6 +32,7 @@ from pebench.sweep.ddp import (
     write_spec,
 )
 from pebench.sweep.plan import plan_sweep
+from pebench.sweep.worker import run_one
 from pebench.train import _rank_batches, train
 
 #: LoRA without its input dropout: one process and two ranks then see the same computation (with
@@ -52,20 +54,15 @@ def _spec(tmp_path, method="lora", trial=1):
     return sweep.search_specs(get_task("demo/shapes"))[trial]
 
 
-def _torchrun(spec, tmp_path, name, **env):
-    spec_path = write_spec(spec, tmp_path / f"{name}.json")
-    out = tmp_path / name
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", **env)
+def _ddp(spec, tmp_path, name, **env):
+    """Run ``spec`` on 2 ranks as a sweep's worker does; ``(its row, the row files, seconds)``."""
+    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **env}
+    opts = replace(spec.options, nproc=2, env=tuple(sorted(env.items())))
+    store = RunStore(tmp_path / name)
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        launch_command(spec_path, out, 2),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-    rows = sorted((out / "runs").glob("*.csv")) if (out / "runs").exists() else []
-    return proc, rows, time.perf_counter() - t0
+    row = run_one(replace(spec, options=opts), store, RUN_TIMEOUT_S)
+    rows = sorted(store.runs.glob("*.csv")) if store.runs.exists() else []
+    return row, rows, time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------ spec JSON --
@@ -226,10 +223,9 @@ def test_two_ranks_train_like_one_process_on_uneven_batches(tmp_path):
 def test_two_process_run_writes_the_single_process_row_once(tmp_path):
     spec = _spec(tmp_path)
     single = RunStore(tmp_path / "single").record(*execute(spec))
-    proc, rows, _ = _torchrun(spec, tmp_path, "ddp")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [p.stem for p in rows] == [spec.base_row["run_id"]]  # one row, by rank 0
-    row = R.read_csv(rows[0])[0]
+    row, rows, _ = _ddp(spec, tmp_path, "ddp")
+    assert [p.stem for p in rows] == [spec.base_row["run_id"]]  # one row
+    assert row["run_id"] == R.read_csv(rows[0])[0]["run_id"]
     assert row["status"] == "ok", row["error"]
     assert {k: row[k] for k in R.IDENTITY} == {k: single[k] for k in R.IDENTITY}
     assert row["run_id"] == single["run_id"] == R.run_id(row)
@@ -244,18 +240,18 @@ def test_two_process_run_writes_the_single_process_row_once(tmp_path):
 #: loaded by every rank's interpreter (sitecustomize): rank 1's run raises (no hook in pebench)
 CRASH_RANK_1 = """\
 import os
-import pebench.run
+import pebench.trainer
 
-_real = pebench.run.execute
+_real = pebench.trainer.train_model
 
 
-def execute(spec, results_dir=None):
+def train_model(*args, **kwargs):
     if os.environ.get("RANK") == "1":
         raise RuntimeError("failure injected on rank 1")
-    return _real(spec, results_dir)
+    return _real(*args, **kwargs)
 
 
-pebench.run.execute = execute
+pebench.trainer.train_model = train_model
 """
 
 
@@ -266,11 +262,9 @@ def test_a_crash_on_rank_1_gives_a_failure_row_without_hanging(tmp_path):
     site.mkdir()
     (site / "sitecustomize.py").write_text(CRASH_RANK_1)
     path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
-    proc, rows, took = _torchrun(spec, tmp_path, "crash", PYTHONPATH=path)
-    assert proc.returncode != 0
+    row, rows, took = _ddp(spec, tmp_path, "crash", PYTHONPATH=path)
     assert took < RUN_TIMEOUT_S
     assert [p.stem for p in rows] == [spec.base_row["run_id"]]
-    row = R.read_csv(rows[0])[0]
     assert row["status"] == "failed"
     assert row["error"].startswith("rank 1: RuntimeError: failure injected on rank 1")
     assert math.isnan(row["val_top1"])
@@ -366,8 +360,7 @@ def test_epoch_val_with_two_processes_scores_every_epoch_without_hanging(tmp_pat
     spec = _spec(tmp_path)
     spec = replace(spec, options=replace(spec.options, epoch_val=True))
     single_row, single_rec = execute(spec)
-    proc, rows, took = _torchrun(spec, tmp_path, "epochval", PEBENCH_DDP_TIMEOUT_S="30")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    row, rows, took = _ddp(spec, tmp_path, "epochval", PEBENCH_DDP_TIMEOUT_S="30")
     assert took < RUN_TIMEOUT_S
     assert [p.stem for p in rows] == [spec.base_row["run_id"]]
     store = RunStore(tmp_path / "epochval")

@@ -76,7 +76,7 @@ def _leftovers(folder):
     bad = []
     for path in Path(folder).rglob("*"):
         name = path.name
-        if name.endswith((".tmp", ".running", ".takeover", ".ddp.json")) or (
+        if name.endswith((".tmp", ".running", ".takeover", ".ddp")) or (
             path.is_file() and path.stat().st_size == 0
         ):
             bad.append(str(path.relative_to(folder)))

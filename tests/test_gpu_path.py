@@ -25,8 +25,9 @@ from pebench.datasets import get_task
 from pebench.harness import synthetic_split
 from pebench.method import Guard, prepare
 from pebench.methods import build_method
-from pebench.run import RunOptions, RunSpec, _device, execute
+from pebench.run import RunOptions, RunSpec, device_of
 from pebench.store import RunStore
+from pebench.supervise import execute
 from pebench.sweep import executors as E
 from pebench.sweep.plan import plan_sweep
 
@@ -83,9 +84,9 @@ def test_a_split_copied_to_cuda_0_is_resident_for_a_run_on_cuda(monkeypatch, pro
     data = ImageArray(np.zeros((4, 2, 2, 3), np.uint8), np.zeros(4), 2, (0,) * 3, (1,) * 3)
     stub = SimpleNamespace(device=torch.device("cuda:0"))  # what .to("cuda") gives
     data._resident = (stub, stub)
-    device = _device(RunOptions(device="cuda"))
+    device = device_of(RunOptions(device="cuda"))
     assert device == torch.device("cuda:0")
-    assert _device(RunOptions(device="auto")) == torch.device("cuda:0")
+    assert device_of(RunOptions(device="auto")) == torch.device("cuda:0")
     assert data.resident_on(device)
     assert data.resident_on(torch.device("cuda"))  # an index-less device is the current one
     assert not data.resident_on(torch.device("cuda:1"))
@@ -107,7 +108,7 @@ def test_runs_and_every_speed_measurement_share_the_process_settings(entry, proc
     torch.set_flush_denormal(False)
     assert not _settings_applied()
     if entry == "run":
-        _device(RunOptions(device="cpu"))
+        device_of(RunOptions(device="cpu"))
     elif entry == "bench":
         bench.run_bench(["linear"], steps=1, rounds=1, batch_size=4)
     elif entry == "harness":
@@ -123,10 +124,10 @@ def test_gpu_runs_drop_the_deterministic_mode(monkeypatch, process_settings):
     backward nondeterministic: GPU runs go without it (reruns differ at round-off)."""
     _fake_gpu(monkeypatch)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    assert _device(RunOptions(device="cuda")).type == "cuda"
+    assert device_of(RunOptions(device="cuda")).type == "cuda"
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.backends.cuda.matmul.allow_tf32
-    _device(RunOptions(device="cpu"))  # the CPU keeps it: committed CPU rows are computed so
+    device_of(RunOptions(device="cpu"))  # the CPU keeps it: committed CPU rows are computed so
     assert torch.are_deterministic_algorithms_enabled()
 
 

@@ -37,7 +37,7 @@ SEED = 16
 VALUES = ("phase", "trial", "lr", "weight_decay", "seed", "val_top1", "test_top1", "status",
           "n_test", "n_test_correct", "n_val", "n_val_correct")  # fmt: skip
 #: what a finished folder never holds (markers, temp files, takeover locks, DDP specs)
-LEFTOVER = (".running", ".tmp", ".takeover", ".ddp.json")
+LEFTOVER = (".running", ".tmp", ".takeover", ".ddp")
 
 
 def _start(results: Path, log: Path) -> subprocess.Popen:

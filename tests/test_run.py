@@ -4,7 +4,7 @@ process settings it trains under."""
 import pytest
 import torch
 
-from pebench.run import ERROR_CHARS, RunOptions, _device, classify, error_text
+from pebench.run import ERROR_CHARS, RunOptions, classify, device_of, error_text
 
 
 def _raise(exc):
@@ -47,7 +47,7 @@ def test_a_cpu_run_flushes_subnormal_floats():
         torch.set_flush_denormal(False)  # an earlier in-process run may have turned it on
         tiny = torch.tensor([1e-40], dtype=torch.float32)  # subnormal (min normal 1.2e-38)
         assert (tiny * 1.0).item() != 0.0  # arithmetic keeps it when nothing flushes
-        assert _device(RunOptions(device="cpu")).type == "cpu"
+        assert device_of(RunOptions(device="cpu")).type == "cpu"
         assert (tiny * 1.0).item() == 0.0
     finally:
         torch.set_flush_denormal(False)

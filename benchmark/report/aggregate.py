@@ -44,6 +44,8 @@ ROW_KEYS = ("method", "preset", "backbone", "weights", "budget", "data_format", 
 CONTEXT = ("backbone", "weights", "budget", "data_format", SOURCE)
 RECONSTRUCTION = "(pebench reconstruction)"
 UNCHECKED = "(checks skipped)"
+#: marks a row of a third-party method plugin (its origin is named in a footnote)
+THIRD_PARTY = "‡"
 #: a row whose method did not pass the checks its numbers rest on: ``(count, merge unverified)``
 UNVERIFIED = "unverified)"
 
@@ -169,6 +171,15 @@ def label(method: str, preset: str, reconstruction: bool, weights: str) -> str:
     return out
 
 
+def third_party(origin: str) -> bool:
+    """Whether a row's ``method_origin`` names a third-party plugin.
+
+    Such an origin is a distribution and version (``pebench-ia3==0.1``); pebench's own methods
+    say ``builtin``, and its peft bridge names peft's version.
+    """
+    return origin not in ("", "builtin") and not origin.startswith("peft==")
+
+
 def _count(value: int | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -274,6 +285,8 @@ class Entry:
     #: sample std over seeds of the ranking mean (each seed's own suite mean); NaN when fewer
     #: than two seeds ran on every task
     rank_std: float = math.nan
+    #: the distribution and version of a third-party plugin (``""``: pebench's own method)
+    origin: str = ""
     #: the context values as a table shows them (long weights tags replaced by a short key)
     display: dict[str, str] = field(default_factory=dict)
     #: what the table's statistics say about the row (:class:`pebench.report.inference.RowStats`)
@@ -393,6 +406,7 @@ def entry(key: tuple, rows: list[dict], info: SuiteInfo) -> Entry:
         return mean([mean([_count(r[field]) for r in rs]) for rs in by_task.values()])
 
     params_method = per_task("params_method")
+    origins = sorted({r["method_origin"] for r in rows if third_party(r["method_origin"] or "")})
     return Entry(
         key=key,
         label=label(
@@ -401,8 +415,10 @@ def entry(key: tuple, rows: list[dict], info: SuiteInfo) -> Entry:
             any(r["method_reconstruction"] for r in rows),
             context["weights"],
         )
-        + _checks_mark(rows),
+        + _checks_mark(rows)
+        + (f" {THIRD_PARTY}" if origins else ""),
         context={c: context[c] for c in CONTEXT},
+        origin=", ".join(origins),
         random=context["weights"] == "random",
         params_method=params_method,
         params_varies=len({r["params_method"] for r in rows}) > 1,

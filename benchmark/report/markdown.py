@@ -19,6 +19,7 @@ from pebench.report import columns as cols
 from pebench.report.aggregate import (
     RECONSTRUCTION,
     SOURCE,
+    THIRD_PARTY,
     UNCHECKED,
     UNVERIFIED,
     Entry,
@@ -147,6 +148,11 @@ def _footnotes(entries: list[Entry]) -> list[str]:
         foot.append(UNCHECKED_NOTE)
     if any(UNVERIFIED in e.label for e in entries):
         foot.append(UNVERIFIED_NOTE)
+    if plugins := sorted({f"{e.context['method']}: {e.origin}" for e in entries if e.origin}):
+        foot.append(
+            f"{THIRD_PARTY} third-party method plugin (trusted code: what its numbers rest on is "
+            f"in the README, 'What protects the numbers from a plugin'): {'; '.join(plugins)}"
+        )
     # two trailing spaces: a Markdown line break between the notes
     return ["", *[f"{f}  " for f in foot[:-1]], foot[-1]] if foot else []
 

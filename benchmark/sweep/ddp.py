@@ -1,19 +1,21 @@
-"""One run on several processes with torch DDP: the entry point ``torchrun`` launches.
+"""The training stage of one run on several processes with torch DDP (``torchrun``'s entry point).
 
-``python -m torch.distributed.run --standalone --nproc-per-node N -m pebench.sweep.ddp SPEC
-RESULTS`` (see :func:`launch_command`) starts ``N`` ranks that each read the same :class:`RunSpec`
-(JSON, see :func:`write_spec`), join one process group (``nccl`` on CUDA, one GPU per
-``LOCAL_RANK``; ``gloo`` on CPU) and call :func:`pebench.run.execute`; :mod:`pebench.train` sees the
+The run's supervisor (:mod:`pebench.supervise`) calls :func:`train_ddp`, which runs
+``python -m torch.distributed.run --standalone --nproc-per-node N -m pebench.sweep.ddp SPEC OUT``
+(see :func:`launch_command`): ``N`` ranks that each read the same :class:`RunSpec` (JSON, see
+:func:`write_spec`), join one process group (``nccl`` on CUDA, one GPU per ``LOCAL_RANK``;
+``gloo`` on CPU) and call :func:`pebench.trainer.train_model`; :mod:`pebench.train` sees the
 group and trains with ``DistributedDataParallel`` on the same global batches as a single process.
-Only rank 0 writes the row and its record (:meth:`pebench.store.RunStore.record`); its ``device``
-says ``ddp Nx ...``.
+Only rank 0 reports: the trained report and the tunable state, as files in ``OUT``. The
+prediction stage and the scoring happen after, as for any run (one process); the row's
+``device`` says ``ddp Nx ...``.
 
 Failures: a rank that raises reports its error in the rendezvous store and waits (briefly) for
-rank 0, whose watcher thread writes the ``failed``/``oom``/``diverged`` row naming that rank and
-ends rank 0, which may be blocked in a collective. Collectives time out after
+rank 0, whose watcher thread reports the ``failed``/``oom``/``diverged`` outcome naming that rank
+and ends rank 0, which may be blocked in a collective. Collectives time out after
 ``PEBENCH_DDP_TIMEOUT_S`` seconds (default :data:`DEFAULT_TIMEOUT_S`), so a hung rank fails the
 others instead of hanging them. A rank killed outright (SIGKILL) reports nothing: ``torchrun``
-then stops the others and the caller records the run as it does for any child without a row.
+then stops the others and the supervisor records a run without a result.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pebench import fsio
 from pebench.budget_types import Budget, VideoProtocol
 from pebench.datasets.spec import TaskSpec
-from pebench.record import RunRecord
-from pebench.run import ERROR_CHARS, RunOptions, RunSpec, classify, error_text
-from pebench.store import RunStore
+from pebench.run import ERROR_CHARS, RunOptions, RunSpec, StageError, classify, error_text
 
 #: environment variable: seconds before a collective (or the rendezvous) gives up
 TIMEOUT_ENV = "PEBENCH_DDP_TIMEOUT_S"
@@ -133,7 +135,7 @@ def read_spec(path: str | Path) -> RunSpec:
         raise ValueError(f"{path}: {err}") from None
 
 
-def launch_command(spec_path: str | Path, results_dir: str | Path, nproc: int) -> list[str]:
+def launch_command(spec_path: str | Path, out_dir: str | Path, nproc: int) -> list[str]:
     """The ``torchrun`` command that executes the run in ``spec_path`` on ``nproc`` processes.
 
     Raises:
@@ -151,7 +153,7 @@ def launch_command(spec_path: str | Path, results_dir: str | Path, nproc: int) -
         "-m",
         "pebench.sweep.ddp",
         str(spec_path),
-        str(results_dir),
+        str(out_dir),
     ]
 
 
@@ -187,29 +189,41 @@ def guarded(cmd: list[str]) -> list[str]:
     return [sys.executable, "-m", "pebench.sweep.ddp", "--guard", str(os.getpid()), "--", *cmd]
 
 
-# --------------------------------------------------------------------------------- failures --
+# --------------------------------------------------------------------------------- outcome --
+#: what rank 0 leaves in the run's folder: the trained report (JSON) and the tunable state
+TRAINED_FILE, STATE_FILE, FAILED_FILE = "trained.json", "state.safetensors", "failed.json"
+#: largest trained report the supervisor reads (epoch records with validation predictions)
+MAX_REPORT = 1 << 26
+
+
 def _error_text(err: BaseException, rank: int) -> str:
     return error_text(err, prefix=f"rank {rank}: ")
 
 
-class _RowOnce:
-    """Rank 0's single row: the first of main thread and watcher to write it wins."""
+class _Outcome:
+    """Rank 0's single outcome in ``out``: the first of main thread and watcher to write it wins."""
 
-    def __init__(self, results_dir: str, spec: RunSpec) -> None:
-        self.runs, self.spec = RunStore(results_dir), spec
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
         self.lock = threading.Lock()
         self.written = False
 
-    def write(self, row: dict[str, Any], record: RunRecord | None = None) -> bool:
+    def _once(self, files: dict[str, bytes]) -> bool:
         with self.lock:
             if self.written:
                 return False
-            self.runs.record(row, record)
+            for name, data in files.items():  # the JSON last: its presence means complete
+                fsio.atomic_write_bytes(self.out / name, data, durable=False)
             self.written = True
             return True
 
+    def trained(self, row: dict[str, Any], epochs: list[dict[str, Any]], state: bytes) -> bool:
+        report = json.dumps({"row": row, "epochs": epochs}).encode()
+        return self._once({STATE_FILE: state, TRAINED_FILE: report})
+
     def failure(self, status: str, error: str) -> bool:
-        return self.write(dict(self.spec.base_row, status=status, error=error[:ERROR_CHARS]))
+        report = json.dumps({"status": status, "error": error[:ERROR_CHARS]}).encode()
+        return self._once({FAILED_FILE: report})
 
 
 def _peer_reports(store: Any, size: int) -> list[dict[str, Any]]:
@@ -221,21 +235,89 @@ def _peer_reports(store: Any, size: int) -> list[dict[str, Any]]:
     return out
 
 
-def _watch_peers(store: Any, size: int, row: _RowOnce) -> None:
-    """Rank 0: write the first error another rank reports, then end this process.
+def _watch_peers(store: Any, size: int, outcome: _Outcome) -> None:
+    """Rank 0: report the first error another rank reports, then end this process.
 
     Rank 0 may be blocked in a collective that the failed rank will never join.
     """
-    while not row.written:
+    while not outcome.written:
         if int(store.add("failures", 0)) > 0:
             first = _peer_reports(store, size)[0]
-            if row.failure(first["status"], first["error"]):
+            if outcome.failure(first["status"], first["error"]):
                 store.set("ack", "1")
                 sys.stderr.write(f"pebench.sweep.ddp: {first['error']}\n")
                 sys.stderr.flush()
                 os._exit(1)
             return
         time.sleep(POLL_S)
+
+
+def _read_outcome(out: Path, code: int | None) -> tuple[dict[str, Any], bytes, list[Any]]:
+    """What rank 0 left in ``out`` (it runs plugin code: JSON and safetensors bytes only).
+
+    Raises:
+        StageError: the run failed (the status and error rank 0 reported), or left nothing.
+    """
+
+    def report(name: str) -> Any:
+        path = out / name
+        if not path.is_file() or path.stat().st_size > MAX_REPORT:
+            return None
+        try:
+            return json.loads(path.read_bytes())
+        except ValueError:
+            return None
+
+    failed = report(FAILED_FILE)
+    if isinstance(failed, dict):
+        raise StageError(str(failed.get("status", "failed")), str(failed.get("error", "")))
+    trained = report(TRAINED_FILE)
+    if not isinstance(trained, dict) or not (out / STATE_FILE).is_file():
+        raise StageError("failed", f"torchrun exited with code {code} without a result")
+    row, epochs = trained.get("row"), trained.get("epochs")
+    if not isinstance(row, dict) or not isinstance(epochs, list):
+        raise StageError("failed", "rank 0 left a malformed trained report")
+    return row, (out / STATE_FILE).read_bytes(), epochs
+
+
+def train_ddp(spec: RunSpec, store: Any, on_message: Any) -> tuple[dict[str, Any], bytes]:
+    """The training stage of a DDP run: ``torchrun`` with ``spec.options.nproc`` ranks.
+
+    Called by the run's supervisor (:mod:`pebench.supervise`), which it leaves only the trained
+    report, the epoch records (given to ``on_message`` after the run) and the tunable state, all
+    through files in a folder of the run (:meth:`pebench.store.RunStore.ddp_dir`; a temporary
+    one without a store) that is removed afterwards. ``torchrun`` gets its own session and dies
+    with the supervisor (:func:`guarded`), which dies with its worker.
+
+    Raises:
+        StageError: as :func:`_read_outcome`.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    out = (
+        Path(tempfile.mkdtemp(prefix="pebench-ddp-"))
+        if store is None
+        else fsio.fresh_dir(store.ddp_dir(spec.run_id))
+    )
+    try:
+        spec_path = write_spec(spec, out / "spec.json")
+        cmd = guarded(launch_command(spec_path, out, spec.options.nproc))
+        env = {**os.environ, **dict(spec.options.env)}
+        code = subprocess.run(cmd, env=env, start_new_session=True).returncode
+        row, state, epochs = _read_outcome(out, code)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    for epoch in epochs:
+        if not isinstance(epoch, dict) or not isinstance(epoch.get("record"), dict):
+            continue
+        pred = epoch.get("pred")
+        block = None
+        if isinstance(pred, list) and all(type(p) is int for p in pred):
+            block = np.asarray(pred, dtype="<i8").tobytes()
+        on_message("epoch", epoch["record"], block)
+    return row, state
 
 
 # -------------------------------------------------------------------------------------- main --
@@ -250,14 +332,28 @@ def _device_for(spec: RunSpec, local_rank: int) -> str:
     return f"cuda:{local_rank}"
 
 
-def _run(spec: RunSpec, results_dir: str, rank: int, size: int, local_rank: int) -> int:
+def _blind_val(spec: RunSpec) -> Any:
+    """``--epoch-val`` on a search run: the validation split without labels, else ``None``."""
+    if not (spec.options.epoch_val and spec.phase == "search"):
+        return None
+    from pebench.scored import blind_eval_split
+
+    return blind_eval_split(spec)[1]
+
+
+def _run(spec: RunSpec, out: str, rank: int, size: int, local_rank: int) -> int:
     import torch.distributed as dist
 
-    from pebench.run import execute
+    from pebench.trainer import train_model
 
     timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
-    row = _RowOnce(results_dir, spec)
+    outcome = _Outcome(out)
     store = None
+    epochs: list[dict[str, Any]] = []
+
+    def on_epoch(record: dict[str, Any], pred: Any) -> None:
+        epochs.append({"record": record, "pred": None if pred is None else pred.tolist()})
+
     try:
         device = _device_for(spec, local_rank)
         spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, device=device))
@@ -268,18 +364,17 @@ def _run(spec: RunSpec, results_dir: str, rank: int, size: int, local_rank: int)
             "pebench/ddp/", dist.TCPStore(addr, port, is_master=False, timeout=timeout)
         )
         if rank == 0:
-            args = (store, size, row)
+            args = (store, size, outcome)
             threading.Thread(target=_watch_peers, args=args, daemon=True).start()
-        result, record = execute(spec, results_dir)
+        row, state = train_model(spec, _blind_val(spec), on_epoch)
         if rank == 0:
-            result["device"] = f"ddp {size}x {result['device']}"
-            row.write(result, record)
-    except BaseException as err:  # recorded by rank 0 (its own or, via the store, another's)
+            outcome.trained(row, epochs, state)
+    except BaseException as err:  # reported by rank 0 (its own or, via the store, another's)
         error = _error_text(err, rank)
         if rank == 0:
             peers = _peer_reports(store, size) if store is not None else []
             error += "".join(f"\n{p['error']}" for p in peers)
-            row.failure(classify(err), error)
+            outcome.failure(classify(err), error)
             if store is not None:
                 store.set("ack", "1")
         elif store is not None:
@@ -297,16 +392,14 @@ def _run(spec: RunSpec, results_dir: str, rank: int, size: int, local_rank: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pebench.sweep.ddp SPEC_JSON RESULTS_DIR`` under ``torchrun``: the exit code."""
+    """``python -m pebench.sweep.ddp SPEC_JSON OUT_DIR`` under ``torchrun``: the exit code."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--guard"] and len(args) > 3 and args[2] == "--":
         die_with_parent(int(args[1]))
         os.environ[AGENT_ENV] = str(os.getpid())  # torchrun keeps this pid: the ranks' parent
         os.execv(args[3], args[3:])  # torchrun: keeps the parent-death signal across exec
     if len(args) != 2:
-        sys.stderr.write(
-            "usage: python -m pebench.sweep.ddp SPEC_JSON RESULTS_DIR (under torchrun)\n"
-        )
+        sys.stderr.write("usage: python -m pebench.sweep.ddp SPEC_JSON OUT_DIR (under torchrun)\n")
         return 2
     if missing := [k for k in _TORCHRUN_ENV if k not in os.environ]:
         sys.stderr.write(
@@ -331,6 +424,7 @@ __all__ = [
     "guarded",
     "launch_command",
     "main",
+    "train_ddp",
     "read_spec",
     "spec_from_json",
     "spec_to_json",

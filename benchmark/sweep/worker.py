@@ -13,10 +13,8 @@ torch import once, in the forkserver.
 from __future__ import annotations
 
 import errno
-import multiprocessing as mp
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,30 +24,11 @@ from typing import Any, NoReturn
 from pebench import fsio
 from pebench.markers import CLAIM_POLL_S
 from pebench.run import ERROR_CHARS, RunSpec, classify, error_text
+from pebench.stage import context, die_with_parent
 from pebench.store import RunStore, as_store
 
 #: how often a worker waiting for its child looks at :data:`STOP`
 STOP_POLL_S = 0.25
-
-
-def _die_with_parent() -> None:
-    """Exit this child as soon as the process that started it is gone (no orphan ever writes).
-
-    A forkserver child's parent sentinel is its connection to the process that asked for it, so
-    it becomes readable when that worker dies (killed job, lost node), even though the forkserver
-    is the child's OS parent.
-    """
-    from multiprocessing.connection import wait
-
-    parent = mp.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        wait([parent.sentinel])
-        os._exit(70)
-
-    threading.Thread(target=watch, name="pebench-parent-watch", daemon=True).start()
 
 
 #: set by the driver when the user interrupts a sweep (Ctrl-C): every worker kills its child,
@@ -100,11 +79,11 @@ def _child(spec: RunSpec, results_dir: str) -> None:
     # Ctrl-C reaches the whole foreground process group; the driver decides what stops (it
     # kills this child without a row), so an interrupt never becomes a "failed" row here
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent()
     os.environ.update(
         dict(spec.options.env)
     )  # e.g. CUDA_VISIBLE_DEVICES, before CUDA is initialised
-    from pebench.run import execute  # preloaded in the forkserver
+    from pebench.supervise import execute  # preloaded in the forkserver
 
     store = RunStore(results_dir)
     record = None
@@ -121,14 +100,6 @@ def _child(spec: RunSpec, results_dir: str) -> None:
 
 
 # ----------------------------------------------------------------------------------- worker --
-def _context() -> mp.context.BaseContext:
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["pebench.run", "pebench.train", "pebench.metrics"])
-    return ctx
-
-
 def start_forkserver() -> None:
     """Start the run processes' forkserver now, from the main thread, with SIGINT ignored.
 
@@ -138,7 +109,7 @@ def start_forkserver() -> None:
     (:data:`STOP`). Without it, a Ctrl-C during the preload or in the instant between a fork and
     the child's own handler printed ``KeyboardInterrupt`` tracebacks.
     """
-    ctx = _context()
+    ctx = context()
     if ctx.get_start_method() != "forkserver":
         return
     if threading.current_thread() is not threading.main_thread():
@@ -150,52 +121,6 @@ def start_forkserver() -> None:
         forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, old)
-
-
-class _Torchrun:
-    """A DDP run: ``torchrun`` with ``spec.nproc`` processes; rank 0 writes the row.
-
-    Shaped like a ``Process`` for :func:`run_one` (start, pid, join, is_alive, kill, exitcode).
-    The processes get their own session, so a timeout kills the whole group, and each dies with
-    its parent (:func:`pebench.sweep.ddp.guarded`), so a killed worker leaves none behind.
-    """
-
-    def __init__(self, spec: RunSpec, store: RunStore) -> None:
-        self.spec, self.store = spec, store
-        self.path = store.spec_path(spec.base_row["run_id"])
-        self.popen: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        from pebench.sweep.ddp import guarded, launch_command, write_spec
-
-        write_spec(self.spec, self.path)
-        cmd = guarded(launch_command(self.path, self.store.root, self.spec.options.nproc))
-        env = {**os.environ, **dict(self.spec.options.env)}
-        self.popen = subprocess.Popen(cmd, env=env, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid if self.popen else 0
-
-    def join(self, timeout: float | None = None) -> None:
-        if self.popen is None:
-            return
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return
-        self.path.unlink(missing_ok=True)
-
-    def is_alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def kill(self) -> None:
-        if self.is_alive():
-            os.killpg(self.popen.pid, signal.SIGKILL)
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.popen.returncode if self.popen else None
 
 
 def run_one(spec: RunSpec, results_dir: str | Path | RunStore, timeout_s: float) -> dict[str, Any]:
@@ -215,12 +140,9 @@ def run_one(spec: RunSpec, results_dir: str | Path | RunStore, timeout_s: float)
         return done
     while store.claim(row, timeout_s) is not None:  # another worker runs it: wait
         time.sleep(CLAIM_POLL_S)
-    if spec.options.nproc > 1:
-        proc: Any = _Torchrun(spec, store)
-    else:
-        # not a daemon: a run may start DataLoader workers (video decoding); the child still
-        # dies with this worker (_die_with_parent) and is killed below on timeout
-        proc = _context().Process(target=_child, args=(spec, str(store.root)), daemon=False)
+    # not a daemon: it starts the run's stages (and torchrun for DDP); it still dies with this
+    # worker (die_with_parent) and is killed below on timeout, and its stages die with it
+    proc = context().Process(target=_child, args=(spec, str(store.root)), daemon=False)
     timed_out = stopped = False
     try:
         if (done := store.finished(rid)) is not None:  # the other worker finished it
