@@ -242,7 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--json", action="store_true", help="one JSON object instead of text")
 
     ch = sub.add_parser("check", help="run the conformance suite for one method")
-    ch.add_argument("method", help="method NAME (pebench list methods)")
+    ch.add_argument("method", help="method NAME[.PRESET] (pebench list methods)")
+    ch.add_argument("--preset", help="method preset (default: the NAME's, else default)")
+    _add_overrides(ch)
+    ch.add_argument(
+        "--eval-batch",
+        type=int,
+        default=32,
+        help="the largest evaluation batch to check outputs at (default: 32)",
+    )
+    ch.add_argument(
+        "--seed",
+        type=int,
+        help="draw sizes, classes, weights and inputs from this seed, as the pebench run gate "
+        "does (its failure names the seed); default: fixed draws",
+    )
 
     be = sub.add_parser("bench", help="side-by-side method speed relative to the frozen backbone")
     be.add_argument(
@@ -535,9 +549,13 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``pebench check METHOD``."""
-    from pebench.conformance import run_checks
+    from pebench.conformance import Setting, run_checks
+    from pebench.methods import split_spec
 
-    results = run_checks(args.method)
+    name, preset = split_spec(args.method)
+    overrides = tuple(sorted(dict(args.overrides or []).items()))
+    setting = Setting(args.preset or preset, overrides, args.eval_batch, args.seed)
+    results = run_checks(name, setting=setting)
     for r in results:
         print(
             f"{'PASS' if r.passed else 'FAIL'}  {r.name}"

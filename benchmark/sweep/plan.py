@@ -23,12 +23,12 @@ from pebench.budget import Budget, get_budget
 from pebench.checks_field import SKIPPED, passed_value
 from pebench.config import unknown_key, unknown_preset
 from pebench.datasets import TaskSpec, check_data, describe_data, get_suite, resolve_tasks
-from pebench.errors import PebenchError
 from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry, split_spec
 from pebench.registry import RegistryError, suggest
 from pebench.run import RunOptions, RunSpec
 from pebench.selection import select_trial, selection_fields, unsettled
 from pebench.store import RunStore
+from pebench.sweep.gate import RUN_CHECKS, ConformanceError, check_method, largest_eval_batch
 
 
 @dataclass
@@ -243,59 +243,6 @@ def _resolve_weights(backbone: str, weights: str | None, image_size: int, load: 
     return tag
 
 
-#: the conformance checks ``pebench run`` requires of a method before its first run: the whole
-#: suite (:data:`pebench.conformance.CHECKS`, in its order; under a second per method on the tiny
-#: test ViTs), so ``pebench check`` and the gate never disagree: a method whose closed-form count
-#: or merge is wrong does not run with rows that call it conformant. Spelled here (the planner
-#: imports no torch); ``tests/test_checks_field.py`` keeps it equal to the suite.
-RUN_CHECKS = (
-    "registration",
-    "timm_api",
-    "trainable_set",
-    "param_count",
-    "identity_at_init",
-    "training_step",
-    "merge",
-    "state_dict_roundtrip",
-    "dropout_modes",
-    "non_vit_fails",
-    "per_sample_independence",
-    "token_counts",
-    "measurable",
-)
-
-
-class ConformanceError(PebenchError, ValueError):
-    """A method fails the conformance checks ``pebench run`` requires (``--skip-checks``)."""
-
-
-def check_method(name: str, results_dir: Path) -> None:
-    """Run :data:`RUN_CHECKS` once per (method, origin, pebench version); refuse a failure.
-
-    A pass is remembered in the results folder's memo (:meth:`RunStore.memo_path`), so a
-    resumed or extended sweep does not pay for the checks again; a failure is never remembered.
-
-    Raises:
-        ConformanceError: naming the failed checks and what they saw.
-    """
-    from pebench.conformance import run_checks
-
-    store = RunStore(results_dir)
-    key = {"method": name, "origin": registry.origin(name), "pebench": pebench.__version__}
-    memo = key | {"checks": list(RUN_CHECKS)}
-    if store.read_memo(name) == memo:
-        return
-    failed = [r for r in run_checks(name, only=list(RUN_CHECKS)) if not r.passed]
-    if failed:
-        detail = "; ".join(f"{r.name}: {r.detail.splitlines()[0]}" for r in failed)
-        raise ConformanceError(
-            f"method {name!r} fails the conformance checks pebench run requires ({detail}); "
-            f"`pebench check {name}` shows every check; --skip-checks runs it anyway and marks "
-            "its rows `checks=skipped`"
-        )
-    store.write_memo(name, memo)
-
-
 def _checks_value(checks: bool) -> str:
     """What the rows of a sweep say about the gate: the checks passed, or ``skipped``."""
     return passed_value(RUN_CHECKS) if checks else SKIPPED
@@ -327,9 +274,10 @@ def plan_sweeps(
     method configs, the backbone and weights. The task list, budget and weights are resolved
     once for all methods: the weights file is hashed once and the backbone loaded once
     (``load_weights=False`` skips the load, for ``pebench status``, which needs only run ids).
-    With ``checks``, each method must pass :data:`RUN_CHECKS` (:func:`check_method`); without,
-    its rows say ``checks=skipped``. A relative ``data_dir`` is made absolute, since workers may
-    start elsewhere.
+    With ``checks``, each method must pass :data:`RUN_CHECKS` (:func:`check_method`, in a fresh
+    process, on the sweep's config and evaluation batch sizes) before a third-party method is
+    imported here; without, its rows say ``checks=skipped``. A relative ``data_dir`` is made
+    absolute, since workers may start elsewhere.
 
     Raises:
         pebench.errors.PebenchError: unknown method, preset, ``--set`` key or value, task, suite,
@@ -344,7 +292,9 @@ def plan_sweeps(
         budget.check_task(spec)  # an image budget for a video task (or the reverse) is refused
     presets = [s.preset or preset or "default" for _, preset in named]
     for (name, _), preset in zip(named, presets, strict=True):
-        build_method(name, s.overrides, preset=preset)  # presets, keys and values
+        if name.startswith(PEFT_PREFIX) or registry.origin_of(name) == "builtin":
+            # built-in code: checked here; a plugin is imported only after its checks
+            build_method(name, s.overrides, preset=preset)  # presets, keys and values
     backbone = s.backbone or budget.backbone
     weights = budget.weights_for(s.backbone, s.weights)  # smoke budgets: random init
     tag = _resolve_weights(backbone, weights, budget.image_size, load_weights)
@@ -354,8 +304,17 @@ def plan_sweeps(
     # a cache that was never prepared fails here, with the command that prepares it
     data = {t.name: describe_data(t, options.data_dir, budget.image_size) for t in task_specs}
     check_data(task_specs, options.data_dir, budget.image_size)  # every split a run reads
-    for name in dict.fromkeys(name for name, _ in named) if checks else ():
-        check_method(name, Path(s.results_dir))  # last: bad input fails before anything is written
+    # last: bad input fails before anything is written. The checks run in their own process on
+    # each (method, preset) as its sweep runs it; a plugin is imported here only once they pass
+    # (its import-time code cannot patch the gate)
+    eval_batch = largest_eval_batch(budget, options.device) if checks else 0
+    gated = [(name, preset) for (name, _), preset in zip(named, presets, strict=True)]
+    for name, preset in dict.fromkeys(gated) if checks else ():
+        check_method(
+            name, Path(s.results_dir), preset, s.overrides, eval_batch, options.env, options.threads
+        )
+    for (name, _), preset in zip(named, presets, strict=True):
+        build_method(name, s.overrides, preset=preset)  # third-party presets, keys and values
     seeds = tuple(s.seeds) if s.seeds else budget.seeds
     return [
         Sweep(
