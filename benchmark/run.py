@@ -1,13 +1,14 @@
-"""One run, one home: its spec, its options, how an exception becomes a status, and ``execute``.
+"""One run's description: its spec, its options, how an exception becomes a status, its model.
 
 A run is (method + config, backbone + weights, task, budget, seed, phase, trial) → one result row.
 Its identity lives in one place, the row the planner builds (:attr:`RunSpec.base_row`, whose
 ``run_id`` hashes it); how it executes (device, threads, data workers, processes, timeout) lives
 in one frozen :class:`RunOptions` built once by the CLI and carried unchanged to the run.
 
-Importing this module needs no torch: workers and engines unpickle a :class:`RunSpec` cheaply,
-and :func:`execute` imports the training stack when it runs. Everything that schedules runs
-(:mod:`pebench.sweep`) imports this module, never the reverse.
+Importing this module needs no torch: workers and engines unpickle a :class:`RunSpec` cheaply;
+:func:`build_model` imports the stack when a stage calls it. How a run executes (a supervisor
+and its training and prediction stages) is :mod:`pebench.supervise`. Everything that schedules
+runs (:mod:`pebench.sweep`) imports this module, never the reverse.
 """
 
 from __future__ import annotations

@@ -223,18 +223,14 @@ def test_epoch_val_runs_after_every_epoch_whether_or_not_anything_logs():
 # ----------------------------------------------------- items 7, 12: what a row records --
 def test_ddp_mfu_divides_by_every_gpus_peak_and_uses_the_steady_rate(monkeypatch, tmp_path):
     """A DDP run's img/s are global: its MFU is over world-size GPUs, not one."""
+    from pebench import trainer
+
     spec = _spec(tmp_path)
     fake = T.TrainStats(0.5, 2.0, 100.0, 0.1, steady_images_per_s=120.0, first_epoch_s=1.2)
-    monkeypatch.setattr(T, "train", lambda *a, **k: fake)
-    monkeypatch.setattr(T, "world", lambda: (0, 2))
-
-    def evaluate(model, split, *a, **k):
-        n = len(split)
-        return T.Evaluation(np.zeros(n, np.int64), np.zeros(n, bool), 50.0)
-
-    monkeypatch.setattr(T, "evaluate", evaluate)
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: fake)
+    monkeypatch.setattr(trainer, "world", lambda: (0, 2))
     monkeypatch.setattr(M, "peak_flops", lambda name: 1e12)
-    row, _ = execute(spec)
+    row, _ = trainer.train_model(spec)  # the training stage, in this process
     assert row["mfu"] == pytest.approx(row["train_flops_per_image"] * 120.0 / (2 * 1e12))
     assert row["train_images_per_s"] == 100.0 and row["train_images_per_s_steady"] == 120.0
     assert row["first_epoch_s"] == 1.2

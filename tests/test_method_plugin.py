@@ -95,4 +95,6 @@ def test_the_template_plugin_passes_check_runs_and_reaches_the_leaderboard(tmp_p
     board = _pebench("leaderboard", "--results", "r", cwd=tmp_path)
     assert board.returncode == 0, board.stderr
     md = (tmp_path / "r" / "leaderboard.md").read_text(encoding="utf-8")
-    assert "| ia3 † |" in md and "unverified" not in md and "checks skipped" not in md  # † random
+    assert "| ia3 † ‡ |" in md and "unverified" not in md and "checks skipped" not in md  # † random
+    # ‡ a third-party plugin, its distribution named (issue 26, 4)
+    assert "‡ third-party method plugin" in md and "ia3: pebench-ia3==0.1" in md

@@ -148,7 +148,7 @@ def _footnotes(entries: list[Entry]) -> list[str]:
         foot.append(UNCHECKED_NOTE)
     if any(UNVERIFIED in e.label for e in entries):
         foot.append(UNVERIFIED_NOTE)
-    if plugins := sorted({f"{e.context['method']}: {e.origin}" for e in entries if e.origin}):
+    if plugins := sorted({f"{e.runs[0]['method']}: {e.origin}" for e in entries if e.origin}):
         foot.append(
             f"{THIRD_PARTY} third-party method plugin (trusted code: what its numbers rest on is "
             f"in the README, 'What protects the numbers from a plugin'): {'; '.join(plugins)}"
