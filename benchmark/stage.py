@@ -50,6 +50,28 @@ def context() -> mp.context.BaseContext:
     return ctx
 
 
+def adopt_forkserver() -> None:
+    """In a child of the forkserver: start stages through that server, not a new one.
+
+    A forkserver child inherits the server's address and its "alive" pipe but not its pid, so
+    ``multiprocessing`` would start a second server (importing torch and pebench again: about
+    3 s per run). The server is alive as long as the process that asked for this child is,
+    and this process dies with that one (:func:`die_with_parent`), so it is used as is. Relies
+    on CPython's ``multiprocessing.forkserver`` internals (unchanged since 3.4); where they
+    differ nothing is adopted and a stage start only costs a server of its own.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    server = getattr(forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", 0) is not None:
+        return
+    if getattr(server, "_forkserver_address", None) is None:
+        return
+    if getattr(server, "_forkserver_alive_fd", None) is None:
+        return
+    server.ensure_running = resource_tracker.ensure_running
+
+
 def die_with_parent() -> None:
     """Exit this child as soon as the process that started it is gone (no orphan ever writes).
 
@@ -168,4 +190,10 @@ def run_stage(
     raise StageError("failed", f"{name} process {how} without a result")
 
 
-__all__ = ["Channel", "context", "die_with_parent", "run_stage"]
+__all__ = [
+    "Channel",
+    "adopt_forkserver",
+    "context",
+    "die_with_parent",
+    "run_stage",
+]

@@ -399,3 +399,69 @@ def test_every_ok_row_is_its_declared_state_honestly_evaluated(installed, swept)
         assert row["checkpoint_bytes"] == store.state_path(row["run_id"]).stat().st_size
         checked += 1
     assert checked == 6  # both kinds: 2 search trials and 1 final each
+
+
+# ------------------------------------------------------- what a stage sends is only data --
+def _state(**tensors):
+    import numpy as np
+    from safetensors.numpy import save
+
+    return save({k: np.zeros(shape, np.float32) for k, shape in tensors.items()})
+
+
+def test_the_state_is_counted_with_the_backbones_head_and_nothing_else():
+    from pebench.method import ContractError
+    from pebench.supervise import count_state
+
+    heads = {"head.weight": (4, 8), "head.bias": (4,)}
+    state = _state(**{"head.weight": (4, 8), "head.bias": (4,), "blocks.0.a": (8, 2)})
+    counted = count_state(state, heads, "m")
+    assert (counted.method, counted.head, counted.nbytes) == (16, 36, len(state))
+    # a method tensor named like the head is the method's; the head itself must be there
+    state = _state(**{"head.weight": (4, 8), "head.bias": (4,), "head.extra": (3,)})
+    assert count_state(state, heads, "m").method == 3
+    for bad in (
+        _state(**{"head.weight": (4, 8)}),
+        _state(**{"head.weight": (4, 9), "head.bias": (4,)}),
+    ):
+        with pytest.raises(ContractError, match="the tunable state's head is"):
+            count_state(bad, heads, "m")
+    with pytest.raises(ContractError, match="unreadable tunable state"):
+        count_state(b"\x00" * 16, heads, "m")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"extra": 1}, "unexpected fields"),
+        ({"params_method": "64"}, "params_method='64'"),
+        ({"params_method": True}, "params_method=True"),
+        ({"train_loss": [1.0]}, "train_loss=[1.0]"),
+    ],
+)
+def test_a_training_report_is_checked_field_by_field(change, message):
+    from pebench.run import StageError
+    from pebench.supervise import TRAINED, trained_fields
+
+    good = {k: kind() if kind is not bool else False for k, kind in TRAINED.items()}
+    assert trained_fields(good) == good
+    with pytest.raises(StageError, match=message):
+        trained_fields(dict(good, **change))
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        (None, "sent nothing for 3 examples"),
+        (b"\x00" * 16, "sent 2 values for 3 examples"),
+        ((5).to_bytes(8, "little") * 3, "classes outside 0..4"),
+        ((-1).to_bytes(8, "little", signed=True) * 3, "classes outside 0..4"),
+    ],
+)
+def test_predictions_are_n_classes_or_the_run_fails(block, message):
+    from pebench.run import StageError
+    from pebench.supervise import predictions
+
+    assert predictions((4).to_bytes(8, "little") * 3, 3, 5).tolist() == [4, 4, 4]
+    with pytest.raises(StageError, match=message):
+        predictions(block, 3, 5)

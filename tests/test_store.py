@@ -149,6 +149,33 @@ def test_tidy_completes_a_move_killed_between_row_and_record(tmp_path, where):
     assert not store.record_path(RID).exists()
 
 
+def test_a_kept_state_goes_where_its_row_goes_and_an_orphan_is_tidied(tmp_path):
+    """--keep-state: the state is written before the row; it moves, is discarded and is tidied
+    with it (a kill between state and row leaves an orphan no reader sees)."""
+    store = RunStore(tmp_path)
+    store.keep_state(RID, b"state")
+    store.record(_row(), _record())
+    assert store.tidy() == [] and store.state_path(RID).read_bytes() == b"state"
+    (moved,) = store.retire([RID])
+    assert (moved.parent / store.state_path(RID).name).read_bytes() == b"state"
+    store.keep_state(RID, b"orphan")  # a rerun killed after its state, before its row
+    assert store.tidy() == [store.state_path(RID)] and not store.state_path(RID).exists()
+    store.keep_state(RID, b"again")
+    store.discard(RID)  # an unfinished run about to be redone
+    assert not store.state_path(RID).exists()
+
+
+def test_tidy_removes_the_folder_of_a_ddp_run_killed_while_training(tmp_path):
+    store = RunStore(tmp_path)
+    folder = store.ddp_dir(RID)
+    folder.mkdir(parents=True)
+    (folder / "state.safetensors").write_bytes(b"x")
+    assert store.claim(_row(), 60.0) is None  # while its run is held it stays
+    assert store.tidy() == [] and folder.is_dir()
+    store.release(RID)
+    assert store.tidy() == [folder] and not folder.exists()
+
+
 def test_a_failure_row_never_claims_a_record(tmp_path):
     store = RunStore(tmp_path)
     row = store.record(_row(status="failed", test_top1=float("nan"), record_sha256="ab" * 32))

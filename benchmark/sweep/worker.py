@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from pebench import fsio
 from pebench.markers import CLAIM_POLL_S
 from pebench.run import ERROR_CHARS, RunSpec, classify, error_text
-from pebench.stage import context, die_with_parent
+from pebench.stage import adopt_forkserver, context, die_with_parent
 from pebench.store import RunStore, as_store
 
 #: how often a worker waiting for its child looks at :data:`STOP`
@@ -80,6 +80,7 @@ def _child(spec: RunSpec, results_dir: str) -> None:
     # kills this child without a row), so an interrupt never becomes a "failed" row here
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+    adopt_forkserver()  # the run's stages come from the worker's forkserver
     os.environ.update(
         dict(spec.options.env)
     )  # e.g. CUDA_VISIBLE_DEVICES, before CUDA is initialised
