@@ -436,7 +436,7 @@ def test_the_state_is_counted_with_the_backbones_head_and_nothing_else():
         ({"extra": 1}, "unexpected fields"),
         ({"params_method": "64"}, "params_method='64'"),
         ({"params_method": True}, "params_method=True"),
-        ({"train_loss": [1.0]}, "train_loss=[1.0]"),
+        ({"train_loss": [1.0]}, r"train_loss=\[1.0\]: not a <class 'float'>"),
     ],
 )
 def test_a_training_report_is_checked_field_by_field(change, message):
