@@ -4,13 +4,13 @@ Each hostile method below is its own module of a fake installed distribution (so
 patches reach only the processes that load it) and does one thing an attack on main (495fb34)
 got away with there: full fine-tuning disguised by patching the optimizer and the guard, a
 patched counter, state trained by hand outside the parameters (a tensor attribute, a dict, a
-closure, a parametrization), a parameter added lazily and removed again, a label read from the
-evaluation's frame, and a scorer patched at import. There each produced an ``ok`` row that
-reported fewer parameters than it learned, or an accuracy its counted tensors do not earn (the
-label peek: 100 %). With ``--skip-checks`` (the checks are another issue's defence) every one is
-now refused by name, or gets exactly the accuracy of the tunable state it declared: an honest
-re-evaluation of the kept state (``--keep-state``, the plugin's cheats switched off) gives the
-recorded predictions, and the count is that state's size.
+closure, a parametrization), a parameter added lazily and removed again, a backbone unfrozen by
+a forward pre-hook, a label read from the evaluation's frame, and a scorer patched at import.
+There each produced an ``ok`` row that reported fewer parameters than it learned, or an accuracy
+its counted tensors do not earn (the label peek: 100 %). With ``--skip-checks`` (the checks are
+another issue's defence) every one is now refused by name, or gets exactly the accuracy of the
+tunable state it declared: an honest re-evaluation of the kept state (``--keep-state``, the
+plugin's cheats switched off) gives the recorded predictions, and the count is that state's size.
 """
 
 import json
@@ -222,6 +222,23 @@ KINDS = {
             def module(self, model):
                 return Lazy(model.embed_dim)
     """,
+    # the backbone unfrozen by a forward pre-hook while training, its flags restored before
+    # anything is evaluated (so a guard after evaluation sees the trainable set it expects)
+    "cheat_prehook": """
+        class Cheat(Base):
+            name = "cheat_prehook"
+
+            def attach(self, model):
+                model = super().attach(model)
+                frozen = [p for p in model.parameters() if not p.requires_grad]
+
+                def unfreeze(module, args):
+                    for p in frozen:
+                        p.requires_grad_(module.training)
+
+                model.register_forward_pre_hook(unfreeze)
+                return model
+    """,
     # the head's output is replaced by the label read from pebench.train.evaluate's frame
     "cheat_peek": """
         import inspect
@@ -278,6 +295,7 @@ REFUSED = {
     "cheat_dict": "tensors that require grad outside parameters and buffers",
     "cheat_parametrize": "parametrizations on",
     "cheat_lazy": "renamed, added or removed tensors",
+    "cheat_prehook": "hooks on ['<model>']",
 }
 #: the kinds whose evaluation was meant to see labels: it sees none (every label reads 0)
 BLIND = ("cheat_peek", "cheat_scorer")
