@@ -230,9 +230,11 @@ KINDS = {
 
             def attach(self, model):
                 model = super().attach(model)
-                frozen = [p for p in model.parameters() if not p.requires_grad]
+                frozen = []
 
                 def unfreeze(module, args):
+                    if not frozen:  # the first forward: prepare has set the trainable set
+                        frozen.extend(p for p in module.parameters() if not p.requires_grad)
                     for p in frozen:
                         p.requires_grad_(module.training)
 
