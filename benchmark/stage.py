@@ -158,18 +158,11 @@ def run_stage(
     proc.start()
     send.close()
     try:
-        while True:
+        while proc.is_alive() or recv.poll(0):  # what a dead stage sent is still read
             if not recv.poll(POLL_S):
-                if proc.is_alive():
-                    continue
-                if not recv.poll(0):
-                    break
+                continue
             try:
                 head, block = _receive(recv, name)
-            except StageError:
-                if not recv.poll(0) and not proc.is_alive():
-                    break
-                raise
             except EOFError:
                 break
             kind, body = head.get("kind"), head["body"]

@@ -59,7 +59,13 @@ TRAINED = {
     "peak_mem_bytes": float,
     "peak_mem_kind": str,
 }
-_EPOCH_TYPES = {"epoch": int, "train_loss": float, "lr": float, "epoch_time_s": float}
+_EPOCH_TYPES = {
+    "epoch": int,
+    "train_loss": float,
+    "lr": float,
+    "epoch_time_s": float,
+    "data_time_s": float,
+}
 
 
 def _typed(value: Any, kind: type, what: str) -> Any:
@@ -83,7 +89,7 @@ def trained_fields(body: dict[str, Any]) -> dict[str, Any]:
 def epoch_record(body: dict[str, Any]) -> EpochRecord:
     """An epoch record the training stage sent, checked."""
     vals = {k: _typed(body.get(k), kind, f"epoch.{k}") for k, kind in _EPOCH_TYPES.items()}
-    return EpochRecord(**vals, data_time_s=_typed(body.get("data_time_s"), float, "data_time"))
+    return EpochRecord(**vals)
 
 
 @dataclass(frozen=True)
