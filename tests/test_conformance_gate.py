@@ -17,6 +17,7 @@ import sys
 import textwrap
 
 import pytest
+from fakedist import install
 
 import pebench
 from pebench.sweep import plan
@@ -124,14 +125,8 @@ SMOKE = ["--tasks", "demo/shapes", "--budget", "demo-smoke", "--weights", "rando
 
 def _install(root, source=COMMON, version="0.1"):
     """A fake installed distribution ``pebench-gate`` whose entry points name the methods."""
-    dist = root / "pebench_gate-0.1.dist-info"
-    dist.mkdir(exist_ok=True)
-    meta = f"Metadata-Version: 2.1\nName: pebench-gate\nVersion: {version}\n"
-    (dist / "METADATA").write_text(meta)
-    eps = "".join(f"{n} = gate_mod:{cls}\n" for n, cls in NAMES.items())
-    (dist / "entry_points.txt").write_text("[pebench.methods]\n" + eps)
-    (root / "gate_mod.py").write_text(source)
-    return root
+    eps = {n: f"gate_mod:{cls}" for n, cls in NAMES.items()}
+    return install(root, "pebench-gate", eps, {"gate_mod": source}, version=version)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import sys
 import textwrap
 
 import pytest
+from fakedist import install
 
 from pebench.store import RunStore
 
@@ -338,14 +339,9 @@ REEVALUATE = textwrap.dedent("""
 def installed(tmp_path_factory):
     """A fake installed distribution with one module per hostile method."""
     root = tmp_path_factory.mktemp("cheats")
-    dist = root / "pebench_cheats-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pebench-cheats\nVersion: 0.1\n")
-    eps = "".join(f"{name} = {name}:Cheat\n" for name in KINDS)
-    (dist / "entry_points.txt").write_text("[pebench.methods]\n" + eps)
-    for name, body in KINDS.items():
-        (root / f"{name}.py").write_text(COMMON + "\n\n" + textwrap.dedent(body))
-    return root
+    eps = {name: f"{name}:Cheat" for name in KINDS}
+    modules = {name: COMMON + "\n\n" + textwrap.dedent(body) for name, body in KINDS.items()}
+    return install(root, "pebench-cheats", eps, modules)
 
 
 def _env(installed, **extra):

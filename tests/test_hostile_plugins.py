@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import pytest
+from fakedist import install
 
 from pebench.store import RunStore
 
@@ -129,13 +130,8 @@ SMOKE = ["--tasks", "demo/shapes", "--budget", "demo-smoke", "--weights", "rando
 def installed(tmp_path_factory):
     """A fake installed distribution whose entry points name the hostile methods."""
     root = tmp_path_factory.mktemp("hostile")
-    dist = root / "pebench_hostile-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pebench-hostile\nVersion: 0.1\n")
-    eps = "".join(f"{n} = hostile_mod:{cls}\n" for n, cls in NAMES.items())
-    (dist / "entry_points.txt").write_text("[pebench.methods]\n" + eps)
-    (root / "hostile_mod.py").write_text(HOSTILE)
-    return root
+    eps = {n: f"hostile_mod:{cls}" for n, cls in NAMES.items()}
+    return install(root, "pebench-hostile", eps, {"hostile_mod": HOSTILE})
 
 
 def _pebench(installed, *argv):
