@@ -10,7 +10,14 @@ without bumping the version; the hash tells the two apart. Definition (issue 24,
 * a built-in method: its method file's code without docstrings or comments (the hash of
   ``ast.unparse`` of the parsed file, docstrings removed), so a docstring edit does not churn
   committed rows;
-* a method registered at run time (``peft:`` names included): the file its class is defined in.
+* a method registered at run time (``peft:`` names included): the code of the file its class is
+  defined in (without docstrings) and its origin (``peft==<version>``: a new peft is new code).
+
+A distribution's install records that depend on where or how it was installed (``RECORD``,
+``INSTALLER``, ``REQUESTED``, ``direct_url.json``, ``.pth`` path hooks, files outside the
+distribution's root such as scripts) are left out, so the same code installed elsewhere, or by
+``pebench verify --install``, hashes the same. :func:`source_files` returns the hashed files
+themselves, which is what a submission carries (:mod:`pebench.submission`).
 
 Paths enter the hash relative to their root, so the hash does not depend on where the code is
 installed. Nothing is imported to compute it except, for a method registered at run time, nothing
@@ -85,11 +92,24 @@ def _module_files(module: str) -> list[tuple[str, bytes]]:
     return [(f"module:{module}", b"<no file>")]
 
 
+#: install records that say where or how a distribution was installed, not what its code is
+INSTALL_RECORDS = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
+
+
+#: the metadata files hashed even when a distribution has no ``RECORD`` (the version is here)
+METADATA_FILES = ("METADATA", "entry_points.txt")
+
+
 def _distribution_files(dist: metadata.Distribution) -> list[tuple[str, bytes]]:
-    """Every file ``dist``'s ``RECORD`` lists (``.pyc`` left out), relative names."""
-    files = []
+    """Every file ``dist``'s ``RECORD`` lists but its install records, relative names.
+
+    Its ``METADATA`` (name, version) and ``entry_points.txt`` are always among them.
+    """
+    files = [(f"meta:{name}", (dist.read_text(name) or "").encode()) for name in METADATA_FILES]
     for file in dist.files or ():
-        if file.suffix == ".pyc" or "__pycache__" in file.parts:
+        if file.suffix in (".pyc", ".pth") or "__pycache__" in file.parts or ".." in file.parts:
+            continue
+        if file.name in INSTALL_RECORDS and file.parent.name.endswith(".dist-info"):
             continue
         files.append((f"dist:{file.as_posix()}", _read(Path(str(dist.locate_file(file))))))
     return files
@@ -102,14 +122,26 @@ def _entry_point(name: str) -> metadata.EntryPoint | None:
     return None
 
 
-def method_source(name: str) -> str:
-    """The hash of registered method ``name``'s source files (:data:`DIGITS` hex digits).
+def _code(path: Path | None, fallback: str) -> bytes:
+    """A built-in file's code without docstrings (``fallback`` when there is no file)."""
+    text = _read(path).decode("utf-8", "replace") if path else fallback
+    return code_without_docstrings(text).encode()
+
+
+def source_files(name: str) -> list[tuple[str, bytes]]:
+    """What :func:`method_source` hashes for method ``name``: ``(name, content)`` pairs.
+
+    An entry-point plugin's are its files as installed (``dist:<path>`` for a file its
+    distribution lists, ``<package>/<path>`` for its module's package); a built-in method's is its
+    file's code without docstrings; a method registered at run time, its file's code and origin.
 
     Raises:
         pebench.registry.RegistryError: unknown method.
     """
-    from pebench.methods import registry
+    from pebench.methods import PEFT_PREFIX, registry
 
+    if name.startswith(PEFT_PREFIX):
+        registry.get(name)  # a peft type is registered when first asked for
     origin = registry.origin_of(name)
     target = registry.target_of(name)
     if target is None:  # registered at run time: the file its class is defined in
@@ -118,19 +150,31 @@ def method_source(name: str) -> str:
             file = inspect.getsourcefile(cls)
         except TypeError:
             file = None
-        if file is None:
-            return _digest([("runtime", f"{cls.__module__}:{cls.__qualname__}".encode())])
-        return _digest([(Path(file).name, _read(Path(file)))])
+        where = f"{cls.__module__}:{cls.__qualname__}"
+        code = _code(Path(file), where) if file else where.encode()
+        return [(Path(file).name if file else "runtime", code), ("origin", origin.encode())]
     module = target.partition(":")[0]
     if origin == "builtin":
         spec = importlib.util.find_spec(module)
-        path = Path(spec.origin) if spec and spec.origin else None
-        text = _read(path).decode("utf-8", "replace") if path else module
-        return _digest([(module, code_without_docstrings(text).encode())])
+        return [(module, _code(Path(spec.origin) if spec and spec.origin else None, module))]
     ep = _entry_point(name)
     dist = getattr(ep, "dist", None)
     files = _distribution_files(dist) if dist is not None else []
-    return _digest(files + _module_files(module))
+    return list(dict(files + _module_files(module)).items())
+
+
+def source_hash(files: Iterable[tuple[str, bytes]]) -> str:
+    """The hash of ``(name, content)`` pairs as :func:`method_source` computes it."""
+    return _digest(files)
+
+
+def method_source(name: str) -> str:
+    """The hash of registered method ``name``'s source files (:data:`DIGITS` hex digits).
+
+    Raises:
+        pebench.registry.RegistryError: unknown method.
+    """
+    return _digest(source_files(name))
 
 
 def pebench_source() -> str:
@@ -151,4 +195,11 @@ def pebench_source() -> str:
     return _digest(files + [("version", pebench.__version__.encode())])
 
 
-__all__ = ["DIGITS", "code_without_docstrings", "method_source", "pebench_source"]
+__all__ = [
+    "DIGITS",
+    "code_without_docstrings",
+    "method_source",
+    "pebench_source",
+    "source_files",
+    "source_hash",
+]

@@ -35,6 +35,8 @@ SCHEMA: dict[str, str] = {
     "preset": "str",
     "method_config": "str",
     "method_origin": "str",
+    #: hash of the method's source files (:func:`pebench.method_source.method_source`)
+    "method_source": "str",
     "method_reconstruction": "bool",
     "checks": "str",
     "backbone": "str",
@@ -128,6 +130,7 @@ ADDED_COLUMNS = (
     "data_resident",
     "device_runs",
     "replicate",
+    "method_source",
 )
 PHASES = ("search", "final")
 #: ``blocked``: finals not run because a search trial of their task has no final outcome
@@ -136,6 +139,7 @@ STATUSES = ("ok", "diverged", "oom", "failed", "timeout", "blocked")
 DONE_STATUSES = ("ok", "diverged")
 #: what makes two runs the same run. ``data_manifest`` (the prepared data's lineage, known before
 #: the run) identifies the data; ``data_hash`` (the arrays the run read) is recorded by the run.
+#: ``method_source`` identifies the method's code: an edited plugin's runs are new runs.
 IDENTITY = (
     "phase",
     "trial",
@@ -143,6 +147,7 @@ IDENTITY = (
     "weight_decay",
     "method",
     "method_config",
+    "method_source",
     "backbone",
     "weights",
     "task",

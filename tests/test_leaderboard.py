@@ -86,6 +86,7 @@ def make_row(**over) -> dict:
         "checkpoint_bytes": 1000.0,
         "created_at": "2025-01-01T00:00:00Z",
         "pebench_version": "0.1.0",
+        "method_source": "5ea7c0de5ea7c0de",
         "git_sha": "deadbeef",
         "git_dirty": False,
         "python_version": "3.11",

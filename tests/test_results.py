@@ -31,6 +31,7 @@ def make_row(**kw):
         budget="demo-v1",
         seed=0,
         pebench_version="0.1.0",
+        method_source="5ea7c0de5ea7c0de",
         test_top1=0.5,
         params_method=10,
         params_head=5,

@@ -40,6 +40,8 @@ SOURCE = "results_dir"
 SORT_KEYS = ("suite", "task", "method", "preset", "phase", "seed", "trial", "run_id", SOURCE)
 #: one leaderboard row per distinct value of these columns (plus ``method_config``)
 ROW_KEYS = ("method", "preset", "backbone", "weights", "budget", "data_format", SOURCE)
+#: one configuration: the :data:`ROW_KEYS`, its method config and the method's code
+CONFIG_KEYS = (*ROW_KEYS, "method_config", "method_source")
 #: context columns: printed once above a table when constant, as table columns when they vary
 CONTEXT = ("backbone", "weights", "budget", "data_format", SOURCE)
 RECONSTRUCTION = "(pebench reconstruction)"
@@ -82,6 +84,15 @@ def aggregate(results_dir: ResultsArg, skipped: list[str] | None = None) -> pd.D
     df = pd.DataFrame(rows, columns=columns)
     df = df.sort_values(list(SORT_KEYS), kind="mergesort").reset_index(drop=True)
     return df
+
+
+def config_key(r: Mapping[str, Any]) -> tuple:
+    """The configuration a row belongs to (:data:`CONFIG_KEYS`): one leaderboard row's runs.
+
+    Rows of another ``method_source`` (the method's code changed between them) are another
+    configuration: they are never averaged together.
+    """
+    return tuple(r[k] for k in CONFIG_KEYS)
 
 
 def check_lineage(rows: Sequence[dict]) -> None:
@@ -385,7 +396,7 @@ def entry(key: tuple, rows: list[dict], info: SuiteInfo) -> Entry:
     so adding *other* rows to a table never changes a row's numbers.
 
     Args:
-        key: the :data:`ROW_KEYS` values plus ``method_config``.
+        key: the :data:`CONFIG_KEYS` values (:func:`config_key`).
         rows: the configuration's final ``ok`` rows on the suite's tasks (one per task and seed).
         info: the suite.
 

@@ -28,10 +28,10 @@ import numpy as np
 
 from pebench.report import stats as S
 from pebench.report.aggregate import (
-    ROW_KEYS,
     SOURCE,
     Entry,
     SuiteInfo,
+    config_key,
     load_correct,
     ranking_weights,
 )
@@ -123,7 +123,7 @@ def _search_of(rows: Sequence[Row]) -> dict[tuple, list[Row]]:
 
 
 def _cell_key(r: Row) -> tuple:
-    return (*(r[k] for k in ROW_KEYS), r["method_config"], r["task"])
+    return (*config_key(r), r["task"])
 
 
 def selection_flags(trials: Sequence[Row], chosen: Row, num_classes: int | None) -> list[str]:

@@ -22,11 +22,12 @@ from pebench import results
 from pebench.datasets import Suite, TaskSpec
 from pebench.report import inference
 from pebench.report.aggregate import (
+    CONFIG_KEYS,
     CONTEXT,
-    ROW_KEYS,
     SOURCE,
     Entry,
     SuiteInfo,
+    config_key,
     entry,
     label,
     records,
@@ -99,12 +100,18 @@ def status_counts(rows: list[dict], show_source: bool = False) -> list[StatusCou
     """Runs per label: per phase and per status (both phases), every row, sorted by label.
 
     With ``show_source`` (several results folders) each folder's runs count apart, their label
-    followed by `` · <folder>``.
+    followed by `` · <folder>``. A method whose rows come from several versions of its code
+    (``method_source``) counts each apart, its label followed by `` · code <hash>``.
     """
+    codes: dict[str, set[str]] = {}
+    for r in rows:
+        codes.setdefault(_row_label(r), set()).add(r["method_source"])
     phases: dict[str, dict[str, int]] = {}
     statuses: dict[str, dict[str, int]] = {}
     for r in rows:
         lab = _row_label(r) + (f" · {r[SOURCE]}" if show_source else "")
+        if len(codes[_row_label(r)]) > 1:
+            lab += f" · code {r['method_source'][:8] or 'unrecorded'}"
         phases.setdefault(lab, dict.fromkeys(results.PHASES, 0))[r["phase"]] += 1
         statuses.setdefault(lab, dict.fromkeys(results.STATUSES, 0))[r["status"]] += 1
     return [(lab, phases[lab], statuses[lab]) for lab in sorted(phases)]
@@ -140,15 +147,11 @@ def shown_final_rows(info: SuiteInfo, rows: list[dict], notes: list[str]) -> lis
     ]
 
 
-def _config_key(r: dict) -> tuple:
-    return (*(r[k] for k in ROW_KEYS), r["method_config"])
-
-
 def latest_runs(final: list[dict], notes: list[str]) -> list[dict]:
     """Keep the newest row per (configuration, task, seed); the superseded are counted in notes."""
     latest: dict[tuple, dict] = {}
     for r in sorted(final, key=lambda r: (r["created_at"], r["run_id"])):
-        latest[(*_config_key(r), r["task"], r["seed"])] = r
+        latest[(*config_key(r), r["task"], r["seed"])] = r
     if len(latest) < len(final):
         notes.append(
             f"{len(final) - len(latest)} final row(s) superseded by a newer run of the same "
@@ -168,10 +171,10 @@ def matching_selection(final: list[dict], rows: list[dict], notes: list[str]) ->
     search: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["phase"] == "search":
-            search.setdefault((*_config_key(r), r["task"]), []).append(r)
+            search.setdefault((*config_key(r), r["task"]), []).append(r)
     kept, stale = [], 0
     for r in final:
-        trials = search.get((*_config_key(r), r["task"]), [])
+        trials = search.get((*config_key(r), r["task"]), [])
         best = select_trial(trials)
         if trials and (best is None or unsettled(trials) or best["trial"] != r["trial"]):
             stale += 1
@@ -193,7 +196,7 @@ def build_entries(info: SuiteInfo, final: list[dict]) -> list[Entry]:
     """One :class:`Entry` per configuration, in order of first appearance in ``final``."""
     groups: dict[tuple, list[dict]] = {}
     for r in final:
-        groups.setdefault(_config_key(r), []).append(r)
+        groups.setdefault(config_key(r), []).append(r)
     return [entry(key, grp, info) for key, grp in groups.items()]
 
 
@@ -237,14 +240,24 @@ def context_columns(
 
 
 def disambiguate(entries: list[Entry]) -> None:
-    """Same label and context but different configs (``--set``): add a short config hash."""
-    seen: dict[tuple, int] = {}
+    """Same label and context but different configs (``--set``) or code: add a short hash of each.
+
+    A config is named by the hash of its JSON (``cfg``), code by its ``method_source``.
+    """
+    config, source = CONFIG_KEYS.index("method_config"), CONFIG_KEYS.index("method_source")
+    groups: dict[tuple, list[Entry]] = {}
     for e in entries:
-        k = (e.label, *e.context.values())
-        seen[k] = seen.get(k, 0) + 1
-    for e in entries:
-        if seen[(e.label, *e.context.values())] > 1:
-            e.label += f" [cfg {hashlib.sha256(e.key[-1].encode()).hexdigest()[:8]}]"
+        groups.setdefault((e.label, *e.context.values()), []).append(e)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        configs = {e.key[config] for e in group}
+        sources = {e.key[source] for e in group}
+        for e in group:
+            if len(configs) > 1:
+                e.label += f" [cfg {hashlib.sha256(e.key[config].encode()).hexdigest()[:8]}]"
+            if len(sources) > 1:
+                e.label += f" [code {e.key[source][:8] or 'unrecorded'}]"
 
 
 def _rank_key(e: Entry) -> tuple:

@@ -23,6 +23,7 @@ from pebench.budget import Budget, get_budget
 from pebench.checks_field import SKIPPED, passed_value
 from pebench.config import unknown_key, unknown_preset
 from pebench.datasets import TaskSpec, check_data, describe_data, get_suite, resolve_tasks
+from pebench.method_source import method_source
 from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry, split_spec
 from pebench.registry import RegistryError, suggest
 from pebench.run import RunOptions, RunSpec
@@ -255,6 +256,7 @@ def _static(
     return {
         "method_config": build_method(name, overrides, preset).config_json(),
         "method_origin": registry.origin(name),
+        "method_source": method_source(name),
         "method_reconstruction": bool(registry.get(name).reconstruction),
         "checks": checks,
         "weights": tag,

@@ -9,11 +9,16 @@ finals cannot be named yet and count as missing). A run is
   older than the run's timeout plus a grace, is stale and ignored);
 - ``failed``: its row has another status (``failed``, ``oom``, ``timeout``; rerun on resubmission);
 - ``missing``: no row and no live marker.
+
+Rows of the same method and preset recorded by other code (another ``method_source``: the plugin
+was edited or upgraded since) are never counted as runs of the grid; :func:`other_code` counts
+them, and the table names them below its runs.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -97,8 +102,31 @@ def sweep_states(sweeps: list[Sweep]) -> list[RunState]:
     return out
 
 
-def summarize(states: list[RunState]) -> dict[str, Any]:
-    """Counts per (method, suite) and in total, plus the failed and running runs."""
+def other_code(sweeps: list[Sweep]) -> list[dict[str, Any]]:
+    """Rows of each sweep's method and preset in its folder from other code than the current.
+
+    Returns:
+        One ``{"method", "source", "current", "rows"}`` per other ``method_source`` found (``""``
+        for rows written before sources were recorded).
+    """
+    out: list[dict[str, Any]] = []
+    for sweep in sweeps:
+        current = sweep.static.get("method_source", "")
+        found = Counter(
+            r["method_source"]
+            for r in (sweep.store.rows(skipped=[]) if sweep.store.exists() else [])
+            if r["method"] == sweep.method and r["preset"] == sweep.preset
+            and r["method_source"] != current
+        )  # fmt: skip
+        out += [
+            {"method": _label(sweep), "source": src, "current": current, "rows": n}
+            for src, n in sorted(found.items())
+        ]
+    return out
+
+
+def summarize(states: list[RunState], other: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Counts per (method, suite) and in total, the failed and running runs, rows of other code."""
     groups: dict[tuple[str, str], Counter] = {}
     for s in states:
         groups.setdefault((s.method, s.suite), Counter())[s.state] += 1
@@ -113,6 +141,7 @@ def summarize(states: list[RunState]) -> dict[str, Any]:
         "complete": total.get("done", 0) == len(states),
         "failed": [asdict(s) for s in states if s.state == "failed"],
         "running": [asdict(s) for s in states if s.state == "running"],
+        "other_code": list(other),
     }
 
 
@@ -130,7 +159,13 @@ def format_table(summary: dict[str, Any]) -> str:
             f"failed: {f['method']} {f['task']} {f['phase']} trial={f['trial']} seed={f['seed']} "
             f"{f['status']}{where}{log}: {f['error']}"
         )
+    for o in summary.get("other_code", ()):
+        lines.append(
+            f"other code: {o['rows']} rows of {o['method']} come from method_source "
+            f"{o['source'] or '(not recorded)'}, not the current {o['current']}: they are not "
+            "runs of this grid (the method's code changed since; its leaderboard rows are separate)"
+        )
     return "\n".join(lines)
 
 
-__all__ = ["STATES", "RunState", "format_table", "summarize", "sweep_states"]
+__all__ = ["STATES", "RunState", "format_table", "other_code", "summarize", "sweep_states"]
