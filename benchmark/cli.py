@@ -18,17 +18,15 @@ from pebench import __version__
 from pebench.cli_args import (
     device,
     executor_options,
-    key_value,
     print_outcome,
     progress_line,
     run_options,
-    seeds,
 )
+from pebench.cli_plan import add_overrides, add_selection, method_list, plan
 from pebench.errors import PebenchError, UserError
+from pebench.submission import cli as submission_cli
 
 EXIT_USAGE = 2
-#: where a user's runs go by default: never the committed reference results (``results/``)
-USER_RESULTS = "my-results"
 #: what a shell reports for a process stopped by SIGINT (128 + 2)
 EXIT_INTERRUPTED = 130
 #: the top-level ``--help`` text (plain text: argparse prints it as is)
@@ -44,52 +42,6 @@ HARNESS_METHODS = "linear,lora"
 EXIT_BROKEN_PIPE = 141
 
 
-def _add_overrides(p: argparse.ArgumentParser) -> None:
-    """``--set KEY=VALUE`` (repeatable): method config overrides."""
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="override a method config field (repeatable)",
-    )
-
-
-def _add_selection(p: argparse.ArgumentParser) -> None:
-    """The options that select a grid of runs (shared by ``run`` and ``status``)."""
-    p.add_argument(
-        "--method", required=True, help="NAME[.PRESET], a comma-separated list, or 'all'"
-    )
-    p.add_argument("--preset", help="method preset (alternative to NAME.PRESET)")
-    _add_overrides(p)
-    p.add_argument("--tasks", default="demo", help="suite(s) and/or task(s), comma-separated")
-    p.add_argument(
-        "--budget",
-        help="budget id (pebench list budgets) or a budget file PATH (.toml or .json, the fields "
-        "of a budget; its rows record file:<name>@<content hash>) (default: the suite's budget)",
-    )
-    p.add_argument("--backbone", help="timm model name (default: the budget's backbone)")
-    p.add_argument(
-        "--weights",
-        help="local checkpoint PATH, or 'random' (default: the budget's weights: the backbone's "
-        "pretrained ones, i.e. the embedded checkpoint for pebench_vit_micro (the demo) and the "
-        "Hugging Face hub otherwise; random init for the smoke budgets)",
-    )
-    p.add_argument("--seeds", type=seeds, help="final-run seeds, e.g. 0,1,2 (default: budget's)")
-    p.add_argument(
-        "--results",
-        default=USER_RESULTS,
-        help=f"results folder (default: {USER_RESULTS}; the committed reference runs live in "
-        "results/, written only when named)",
-    )
-    p.add_argument(
-        "--data-dir",
-        help="prepared cache folder of real suites, image and video (the --cache-dir of "
-        "`pebench prepare`; default: $PEBENCH_CACHE or ~/.cache/pebench)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="pebench", description=DESCRIPTION)
@@ -97,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train and evaluate a method on tasks under a budget")
-    _add_selection(r)
+    add_selection(r)
     r.add_argument("--device", default="auto", type=device, help="auto, cpu, cuda or cuda:N")
     r.add_argument(
         "--threads", type=int, help="torch threads per run (default: the cores shared out)"
@@ -180,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--gpus-per-run", type=float, help="ray: GPUs per run (default 0)")
 
     st = sub.add_parser("status", help="done / running / failed / missing runs of a sweep")
-    _add_selection(st)
+    add_selection(st)
     st.add_argument("--json", action="store_true")
 
     es = sub.add_parser(
@@ -238,13 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument(
         "--num-classes", type=int, default=100, help="classes of the head (default: 100)"
     )
-    _add_overrides(pa)
+    add_overrides(pa)
     pa.add_argument("--json", action="store_true", help="one JSON object instead of text")
 
     ch = sub.add_parser("check", help="run the conformance suite for one method")
     ch.add_argument("method", help="method NAME[.PRESET] (pebench list methods)")
     ch.add_argument("--preset", help="method preset (default: the NAME's, else default)")
-    _add_overrides(ch)
+    add_overrides(ch)
     ch.add_argument(
         "--eval-batch",
         type=int,
@@ -329,7 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out result files that fail validation (each named on stderr) instead of "
         "refusing to build",
     )
+    lb.add_argument(
+        "--submissions",
+        metavar="DIR",
+        help="folder of verified submissions (`pebench verify --out`): each verified one joins "
+        "the tables marked ✓; an unverified or failed one is listed with its reason, never "
+        "mixed into the tables",
+    )
     export_cli.add_parser(sub)
+    submission_cli.add_parsers(sub)
     from pebench import compare_cli
 
     compare_cli.add_parser(sub)
@@ -337,44 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------- commands --
-def _method_list(spec: str) -> list[str]:
-    """The names ``--method`` selects; ``all`` skips (and reports) plugins that cannot load."""
-    if spec != "all":
-        return [m.strip() for m in spec.split(",") if m.strip()]
-    from pebench.methods import get_method_class, registry
-
-    usable = []
-    for name in registry.names():
-        try:
-            get_method_class(name)
-            usable.append(name)
-        except PebenchError as err:
-            print(f"pebench: skipping {err}", file=sys.stderr)
-    for problem in registry.problems:
-        print(f"pebench: refused {problem}", file=sys.stderr)
-    return usable
-
-
-def _plan(args: argparse.Namespace, options: object = None, checks: bool = True) -> list:
-    """One validated sweep per method of ``--method`` (nothing runs or is written)."""
-    from pebench.run import RunOptions
-    from pebench.sweep.plan import Selection, plan_sweeps
-
-    selection = Selection(
-        tasks=args.tasks,
-        budget=args.budget,
-        seeds=args.seeds,
-        backbone=args.backbone,
-        weights=args.weights,
-        overrides=dict(args.overrides or []),
-        preset=args.preset,
-        results_dir=args.results,
-    )
-    options = options or RunOptions(data_dir=args.data_dir, progress=False)
-    load_weights = checks  # pebench status needs run ids only: no weights, no checks
-    return plan_sweeps(_method_list(args.method), selection, options, load_weights, checks)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """``pebench run``: every method in ``--method`` (comma-separated, or ``all``)."""
     from pebench.sweep.dispatch import dispatch
@@ -383,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pebench.sweep.rerun import announce
 
     where = executor_options(args)
-    sweeps = _plan(args, run_options(args), checks=not args.skip_checks)  # before any run
+    sweeps = plan(args, run_options(args), checks=not args.skip_checks)  # before any run
     for sweep in sweeps:
         print(f"pebench run {config_summary(sweep)}", file=sys.stderr)
     if line := announce(sweeps, args.rerun):
@@ -429,9 +351,10 @@ def _progress_printer(sweeps: list) -> Callable[[dict[str, Any]], None]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``pebench status``: done / running / failed / missing runs of the selected grid."""
-    from pebench.sweep.status import format_table, summarize, sweep_states
+    from pebench.sweep.status import format_table, other_code, summarize, sweep_states
 
-    summary = summarize(sweep_states(_plan(args, checks=False)))
+    sweeps = plan(args, checks=False)
+    summary = summarize(sweep_states(sweeps), other_code(sweeps))
     print(json.dumps(summary, indent=1) if args.json else format_table(summary))
     return 0
 
@@ -480,7 +403,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     budget = get_budget(args.budget or get_suite(specs[0].suite).default_budget)
     views = budget.video.views if budget.video else 1
     out = []
-    methods = _method_list(args.method)
+    methods = method_list(args.method)
     say = _say("pebench estimate --measure")
     if args.measure:
         say(
@@ -573,12 +496,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     folders = results_of(args)
     if args.check:
-        stale = leaderboard.is_stale(folders, args.output)
+        stale = leaderboard.is_stale(folders, args.output, submissions=args.submissions)
         output = leaderboard.outputs(folders, args.output).leaderboard
         print(f"{output} is {'STALE' if stale else 'up to date'}")
         return 1 if stale else 0
     skipped: list[str] | None = [] if args.skip_bad else None
-    written = leaderboard.generate(folders, args.output, skipped=skipped)
+    written = leaderboard.generate(
+        folders, args.output, skipped=skipped, submissions=args.submissions
+    )
     for err in skipped or []:
         print(f"pebench leaderboard: skipped {err}", file=sys.stderr)
     paths = [written["results_csv"], written["leaderboard"], *written["plots"]]
@@ -609,7 +534,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from pebench.bench import as_dicts, run_bench, to_markdown
 
     spec = args.methods or (HARNESS_METHODS if args.harness else "all")
-    methods = _method_list(spec)
+    methods = method_list(spec)
     extra: dict[str, Any] = {}
     if args.harness:
         if spec == "all":
@@ -688,6 +613,7 @@ COMMANDS = {
     "export": cmd_export,
     "compare": cmd_compare,
 }
+COMMANDS.update(submission_cli.COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

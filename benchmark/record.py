@@ -36,6 +36,8 @@ MAX_BYTES = 64 * 1024 * 1024
 SPLIT_OF_PHASE = {"search": "val", "final": "test"}
 #: the row's count columns per scored split: (examples, correct)
 COUNT_COLUMNS = {"val": ("n_val", "n_val_correct"), "test": ("n_test", "n_test_correct")}
+#: the row's score column per scored split: its value is the record's correct fraction
+SCORE_COLUMN = {"val": "val_top1", "test": "test_top1"}
 #: the fields of one epoch record, in order
 EPOCH_FIELDS = ("epoch", "train_loss", "lr", "epoch_time_s", "data_time_s", "val_top1")
 
@@ -186,6 +188,7 @@ __all__ = [
     "SPLIT_OF_PHASE",
     "RecordError",
     "RunRecord",
+    "SCORE_COLUMN",
     "check_pair",
     "make",
     "parse",

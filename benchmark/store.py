@@ -394,9 +394,33 @@ class RunStore:
         fsio.atomic_write_text(self.memo_path(method), json.dumps(memo))
 
 
+def run_files(rid: str) -> tuple[str, str]:
+    """Run ``rid``'s row and record as paths relative to a results folder (POSIX)."""
+    return f"{RUNS}/{rid}{ROW_SUFFIX}", f"{RUNS}/{rid}{RECORD_SUFFIX}"
+
+
+def file_of_run(name: str) -> tuple[str, str] | None:
+    """``(run id, "row" or "record")`` of a relative path :func:`run_files` names, else None."""
+    folder, _, file = name.partition("/")
+    if folder != RUNS or "/" in file:
+        return None
+    for suffix, kind in ((RECORD_SUFFIX, "record"), (ROW_SUFFIX, "row")):
+        if file.endswith(suffix) and len(file) > len(suffix):
+            return file.removesuffix(suffix), kind
+    return None
+
+
 def as_store(where: str | os.PathLike | RunStore) -> RunStore:
     """``where`` as a :class:`RunStore` (a path or a store)."""
     return where if isinstance(where, RunStore) else RunStore(where)
 
 
-__all__ = ["LogPaths", "ResultsFullError", "RunStore", "as_store", "read_row_file"]
+__all__ = [
+    "LogPaths",
+    "ResultsFullError",
+    "RunStore",
+    "as_store",
+    "file_of_run",
+    "read_row_file",
+    "run_files",
+]

@@ -7,6 +7,9 @@ per run, raw numbers) -> :func:`~pebench.report.aggregate.aggregate` (one sorted
 happens in the report modules; the CSVs stay raw. Where the outputs go by default is
 :func:`pebench.report.sources.outputs`. The public names of those modules are re-exported here
 for convenience.
+
+Verified submissions (``submissions=``, :mod:`pebench.report.submissions`) join the rows as
+more results folders, their rows marked ✓ and footnoted; they never choose where the outputs go.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pebench.report.markdown import (
 from pebench.report.plots import NAME_PATTERN, pareto_front, plot, plot_bytes
 from pebench.report.reported import Cell, ReportedError, read_reported
 from pebench.report.sources import Outputs, ResultsArg, display, outputs, results_dirs, runs_glob
+from pebench.report.submissions import VERIFIED, Submission, read_submissions, screen
 from pebench.report.tables import SuiteTable, tables
 
 __all__ = [
@@ -86,6 +90,53 @@ def _reported(
     return list(cells.values()), files
 
 
+def read_rows(
+    dirs: Sequence[Path],
+    skipped: list[str] | None = None,
+    submissions: str | Path | None = None,
+) -> tuple[pd.DataFrame, list[Submission]]:
+    """The rows of ``dirs`` and of the shown submissions (each its own folder), and those read.
+
+    Args:
+        dirs: the results folders.
+        skipped: see :func:`generate` (only ``dirs`` can have bad files: a shown submission's
+            rows were read whole).
+        submissions: the submissions folder, or None for none.
+
+    Returns:
+        ``(rows as aggregate() returns them, every submission found)``.
+
+    Raises:
+        ResultsError: a malformed result file of ``dirs``, or no folder ``submissions``.
+
+    """
+    if submissions is None:
+        return aggregate(dirs, skipped), []
+    found = read_submissions(submissions)
+    df = aggregate(dirs, skipped)
+    found = screen(found, records(df))
+    extra = [s.results for s in found if s.shown and s.results is not None]
+    if extra:  # read again, all together: one frame, as one aggregate() builds it
+        df = aggregate([*dirs, *extra], None if skipped is None else [])
+    return df, found
+
+
+def marked_tables(
+    df: pd.DataFrame,
+    suites: Mapping[str, Suite] | None,
+    tasks: Mapping[str, TaskSpec] | None,
+    found: Sequence[Submission] = (),
+) -> list[SuiteTable]:
+    """The suite tables of ``df``, the rows of each shown submission marked ✓."""
+    suite_tables = tables(df, suites, tasks)
+    verified = {str(s.results) for s in found if s.shown}
+    for table in suite_tables:
+        for e in table.entries:
+            if e.context[SOURCE] in verified:
+                e.label += f" {VERIFIED}"
+    return suite_tables
+
+
 def render(
     df: pd.DataFrame,
     dirs: Sequence[Path],
@@ -93,18 +144,27 @@ def render(
     suites: Mapping[str, Suite] | None,
     tasks: Mapping[str, TaskSpec] | None,
     suite_tables: Sequence[SuiteTable] | None = None,
+    found: Sequence[Submission] = (),
 ) -> str:
-    """The text of ``leaderboard.md`` at ``leaderboard_path`` for the rows ``df`` of ``dirs``."""
+    """The text of ``leaderboard.md`` at ``leaderboard_path`` for the rows ``df`` of ``dirs``.
+
+    ``found`` are the submissions read (:func:`read_rows`): the published numbers come from
+    ``dirs`` only, and the first line names the shown submissions' run files after theirs.
+    """
     start = Path(os.path.abspath(leaderboard_path)).parent
     reported, files = _reported(dirs, start, suites, tasks)
+    if suite_tables is None:
+        suite_tables = marked_tables(df, suites, tasks, found)
+    read_from = [*dirs, *(s.results for s in found if s.shown and s.results is not None)]
     return render_markdown(
         df,
         suites=suites,
         tasks=tasks,
         reported=reported,
-        runs=runs_glob(dirs, leaderboard_path),
+        runs=runs_glob(results_dirs(read_from), leaderboard_path),
         reported_files=files,
         suite_tables=suite_tables,
+        submissions=found,
     )
 
 
@@ -161,6 +221,7 @@ def generate(
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
     skipped: list[str] | None = None,
+    submissions: str | Path | None = None,
 ) -> dict[str, Any]:
     """Aggregate the runs and write ``results.csv``, ``leaderboard.md`` and the plots.
 
@@ -180,21 +241,27 @@ def generate(
         tasks: see :func:`~pebench.report.markdown.render_markdown`.
         skipped: when given, bad result files are left out and their errors collected here
             (``pebench leaderboard --skip-bad``); otherwise the first one raises.
+        submissions: a folder of verified submissions (``pebench verify --out``): each shown
+            one (:mod:`pebench.report.submissions`) is read as one more results folder, its
+            rows marked ✓ and footnoted; the others are listed under "Submissions not shown".
+            It never changes where the outputs go. None: no submissions.
 
     Returns:
         ``{"results_csv": Path, "leaderboard": Path, "plots": [PNG paths],
         "plots_pdf": [PDF paths]}``.
 
     Raises:
-        ResultsError: a malformed result file or ``reported.csv`` (nothing written).
+        ResultsError: a malformed result file or ``reported.csv``, or no folder
+            ``submissions`` (nothing written; a bad submission is only left out).
         WriteError: the files could not be written (nothing changed).
 
     """
     dirs = results_dirs(results_dir)
     out = outputs(dirs, leaderboard_path, plots_dir)
-    df = aggregate(dirs, skipped)
-    suite_tables = tables(df, suites, tasks)  # once: the markdown and the figures share them
-    markdown = render(df, dirs, out.leaderboard, suites, tasks, suite_tables)
+    df, found = read_rows(dirs, skipped, submissions)
+    # once: the markdown and the figures share them
+    suite_tables = marked_tables(df, suites, tasks, found)
+    markdown = render(df, dirs, out.leaderboard, suites, tasks, suite_tables, found)
     figures = plot_bytes(df, suites, tasks, suite_tables)
     files: dict[Path, bytes] = {out.results_csv: results_csv(df).encode("utf-8")}
     files.update({out.plots / name: figures[name] for name in sorted(figures)})
@@ -235,6 +302,7 @@ def is_stale(
     *,
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
+    submissions: str | Path | None = None,
 ) -> bool:
     """Whether ``leaderboard_path`` differs from what the runs in ``results_dir`` render to now.
 
@@ -247,6 +315,7 @@ def is_stale(
             :func:`pebench.report.sources.outputs`).
         suites: see :func:`~pebench.report.markdown.render_markdown`.
         tasks: see :func:`~pebench.report.markdown.render_markdown`.
+        submissions: see :func:`generate`.
 
     Returns:
         True when the file is missing or its text is not exactly the fresh rendering.
@@ -254,7 +323,8 @@ def is_stale(
     """
     dirs = results_dirs(results_dir)
     out = outputs(dirs, leaderboard_path)
-    fresh = render(aggregate(dirs), dirs, out.leaderboard, suites, tasks)
+    df, found = read_rows(dirs, submissions=submissions)
+    fresh = render(df, dirs, out.leaderboard, suites, tasks, found=found)
     if (out.home / JOURNAL).exists() or not out.leaderboard.exists():
         return True
     return out.leaderboard.read_text(encoding="utf-8") != fresh

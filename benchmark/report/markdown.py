@@ -29,6 +29,7 @@ from pebench.report.aggregate import (
 )
 from pebench.report.reported import Cell, render_reported
 from pebench.report.stats import MIN_SEEDS_FOR_CLAIMS, RANK_DRAWS
+from pebench.report.submissions import VERIFIED, Submission
 from pebench.report.tables import SuiteTable, tables
 from pebench.store import REFERENCE_ROWS
 
@@ -136,7 +137,7 @@ def _context_line(table: SuiteTable) -> str:
     return " · ".join(parts)
 
 
-def _footnotes(entries: list[Entry]) -> list[str]:
+def _footnotes(entries: list[Entry], verified: Mapping[str, str]) -> list[str]:
     foot = []
     if any(e.random for e in entries):
         foot.append(RANDOM_NOTE)
@@ -153,11 +154,15 @@ def _footnotes(entries: list[Entry]) -> list[str]:
             f"{THIRD_PARTY} third-party method plugin (trusted code: what its numbers rest on is "
             f"in the README, 'What protects the numbers from a plugin'): {'; '.join(plugins)}"
         )
+    folders = sorted({e.context[SOURCE] for e in entries if e.context[SOURCE] in verified})
+    foot += [f"{VERIFIED} {text(verified[f])}" for f in folders]
     # two trailing spaces: a Markdown line break between the notes
     return ["", *[f"{f}  " for f in foot[:-1]], foot[-1]] if foot else []
 
 
-def _measured(table: SuiteTable, columns: Sequence[cols.Spec]) -> list[str]:
+def _measured(
+    table: SuiteTable, columns: Sequence[cols.Spec], verified: Mapping[str, str]
+) -> list[str]:
     """The ranked table of one suite, with its context line and footnotes."""
     if not table.entries:
         return ["No finished final run yet."]
@@ -167,7 +172,7 @@ def _measured(table: SuiteTable, columns: Sequence[cols.Spec]) -> list[str]:
     edges, picks = table.edge_counts
     lines += ["", f"Selections on an edge of the search grid: {edges} of {picks} (⚑)."]
     lines += _resolution(table)
-    return lines + _footnotes(table.entries)
+    return lines + _footnotes(table.entries, verified)
 
 
 def _resolution(table: SuiteTable) -> list[str]:
@@ -240,14 +245,45 @@ def _failure_lines(failures: list[dict], with_source: bool = False) -> list[str]
     return lines
 
 
-def render_suite(table: SuiteTable, columns: Sequence[cols.Spec] = cols.COLUMNS) -> list[str]:
-    """The lines of one suite's section: measured table, run counts, failures, notes."""
-    lines = _suite_intro(table.info) + _measured(table, columns)
+def render_suite(
+    table: SuiteTable,
+    columns: Sequence[cols.Spec] = cols.COLUMNS,
+    verified: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The lines of one suite's section: measured table, run counts, failures, notes.
+
+    Args:
+        table: the suite's table.
+        columns: the measured table's columns.
+        verified: results folder (as the rows name it) -> the footnote of a verified
+            submission (:attr:`pebench.report.submissions.Submission.note`).
+
+    Returns:
+        The lines, the last one empty.
+
+    """
+    lines = _suite_intro(table.info) + _measured(table, columns, verified or {})
     several = SOURCE in table.varying or SOURCE in table.fixed
     lines += _status_section(table) + _failure_lines(table.failures, several)
     if table.notes:
         lines += ["", *[f"Note: {n}" for n in table.notes]]
     return lines + [""]
+
+
+def not_shown(submissions: Sequence[Submission]) -> list[str]:
+    """The section naming the submissions whose rows are in no table, and why (none: [])."""
+    left = [s for s in submissions if not s.shown]
+    if not left:
+        return []
+    lines = [
+        "## Submissions not shown",
+        "",
+        "Their verification failed, is missing, or no longer matches their files: their rows "
+        "are in no table.",
+        "",
+    ]
+    lines += [f"- {text(s.name)}: {text(s.verdict)}: {text(s.reason)}" for s in left]
+    return [*lines, ""]
 
 
 def legend(columns: Sequence[cols.Spec]) -> list[str]:
@@ -266,6 +302,7 @@ def render_markdown(
     runs: str = REFERENCE_ROWS,
     reported_files: Sequence[str] = ("results/reported.csv",),
     suite_tables: Sequence[SuiteTable] | None = None,
+    submissions: Sequence[Submission] = (),
 ) -> str:
     """Render the full text of ``leaderboard.md``.
 
@@ -284,6 +321,10 @@ def render_markdown(
             (:func:`pebench.report.sources.runs_glob`).
         reported_files: the files ``reported`` came from, as the reported section names them.
         suite_tables: the tables of ``df`` when the caller has built them already.
+        submissions: the submissions read (:func:`pebench.report.submissions.read_submissions`):
+            each shown one's rows (in ``df``, under its results folder) get its footnote, and
+            the others are listed in their own section. Marking the shown ones' labels is the
+            caller's (it builds ``suite_tables``).
 
     Returns:
         Markdown text, deterministic for a given ``df``; its first line says it is generated.
@@ -295,8 +336,10 @@ def render_markdown(
         suite_tables = tables(df, suites, tasks)
     if not suite_tables:
         lines += ["No results yet.", ""]
+    verified = {str(s.results): s.note for s in submissions if s.shown}
     for table in suite_tables:
-        lines += render_suite(table, columns)
+        lines += render_suite(table, columns, verified)
+    lines += not_shown(submissions)
     if reported:
         lines += render_reported(list(reported), *registry(suites, tasks), files=reported_files)
     return "\n".join(lines).rstrip("\n") + "\n"
