@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument(
         "--output",
         metavar="PATH",
-        help="leaderboard.md to write or check (default: see above)",
+        help="leaderboard.md to write or check; results.csv and plots/ go beside it (default: "
+        "see above)",
     )
     lb.add_argument(
         "--check",
@@ -302,7 +303,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pebench.sweep.dispatch import dispatch
     from pebench.sweep.executors import make_executor
     from pebench.sweep.plan import config_summary
-    from pebench.sweep.rerun import announce
+    from pebench.sweep.rerun import announce, finish
 
     where = executor_options(args)
     sweeps = plan(args, run_options(args), checks=not args.skip_checks)  # before any run
@@ -327,6 +328,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    finish(sweeps)  # a journalled --rerun of these grids ran to the end
     return print_outcome(rows, args.results)
 
 
@@ -353,7 +355,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """``pebench status``: done / running / failed / missing runs of the selected grid."""
     from pebench.sweep.status import format_table, other_code, summarize, sweep_states
 
-    sweeps = plan(args, checks=False)
+    sweeps = plan(args, checks=False, unprepared_ok=True)
     summary = summarize(sweep_states(sweeps), other_code(sweeps))
     print(json.dumps(summary, indent=1) if args.json else format_table(summary))
     return 0

@@ -80,8 +80,17 @@ def method_list(spec: str) -> list[str]:
     return usable
 
 
-def plan(args: argparse.Namespace, options: object = None, checks: bool = True) -> list:
-    """One validated sweep per method of ``--method`` (nothing runs or is written)."""
+def plan(
+    args: argparse.Namespace,
+    options: object = None,
+    checks: bool = True,
+    unprepared_ok: bool = False,
+) -> list:
+    """One validated sweep per method of ``--method`` (nothing runs or is written).
+
+    ``unprepared_ok`` (``pebench status`` only): tasks without prepared data are noted in each
+    sweep instead of refused (:func:`pebench.sweep.plan.plan_sweeps`).
+    """
     from pebench.run import RunOptions
     from pebench.sweep.plan import Selection, plan_sweeps
 
@@ -97,7 +106,9 @@ def plan(args: argparse.Namespace, options: object = None, checks: bool = True) 
     )
     options = options or RunOptions(data_dir=args.data_dir, progress=False)
     load_weights = checks  # pebench status needs run ids only: no weights, no checks
-    return plan_sweeps(method_list(args.method), selection, options, load_weights, checks)
+    return plan_sweeps(
+        method_list(args.method), selection, options, load_weights, checks, unprepared_ok
+    )
 
 
 __all__ = ["USER_RESULTS", "add_overrides", "add_selection", "method_list", "plan"]

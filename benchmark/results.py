@@ -102,6 +102,9 @@ SCHEMA: dict[str, str] = {
     #: SHA-256 of the run's record (per-image predictions, per-epoch values); "" when none
     "record_sha256": "str",
     # outcome
+    #: executions of this run since its last final outcome, this one included (empty in rows
+    #: written before the column); drivers sharing a folder count retries with it
+    "attempt": "count",
     "status": "str",
     "error": "str",
 }
@@ -131,6 +134,7 @@ ADDED_COLUMNS = (
     "device_runs",
     "replicate",
     "method_source",
+    "attempt",
 )
 PHASES = ("search", "final")
 #: ``blocked``: finals not run because a search trial of their task has no final outcome

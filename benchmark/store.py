@@ -14,7 +14,8 @@ its slot (a marker naming the worker), :meth:`~RunStore.discard` an old unfinish
       runs/<run_id>.running           the marker of the worker executing it (pebench.markers)
       runs/.<run_id>.ddp/             a DDP run's spec and rank 0's outcome, while it trains
       runs/stale/                     finals another selection made obsolete (never read)
-      runs/replaced/<UTC time>/       rows ``--rerun`` set aside (never read)
+      runs/replaced/<UTC time>/       rows ``--rerun`` set aside (never read), and its
+                                      rerun.json: the grid and when the rerun began
       logs/<run_id>.log, .epochs.csv  what a run reported while it trained
       tensorboard/<run_id>/, wandb/   trackers (``--log-to``)
       checks/<method>.json            the conformance memo (local state, not committed)
@@ -32,6 +33,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,8 @@ STALE, REPLACED = "stale", "replaced"
 ROW_SUFFIX, RECORD_SUFFIX, MARKER_SUFFIX = ".csv", ".record.json", ".running"
 STATE_SUFFIX = ".state.safetensors"
 DDP_SUFFIX = ".ddp"
+#: a ``--rerun``'s journal, in its ``replaced/<UTC time>/`` folder
+RERUN_JOURNAL = "rerun.json"
 #: the row files of the committed reference results, as generated text names them
 REFERENCE_ROWS = f"results/{RUNS}/*{ROW_SUFFIX}"
 
@@ -296,6 +300,52 @@ class RunStore:
         """Move the rows of ``rids`` that exist to ``runs/replaced/<UTC time>/``."""
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         return [self._move(rid, self.runs / REPLACED / stamp) for rid in self.recorded(rids)]
+
+    # ----------------------------------------------------------------------------- reruns --
+    def begin_rerun(self, rids: Iterable[str]) -> list[Path]:
+        """Start a ``--rerun`` of the grid ``rids``: journal it, then set its rows aside.
+
+        The journal (``replaced/<UTC time>/rerun.json``: the grid and the time it began) is
+        written durably before any row moves, so a kill during the moves, or a Ctrl-C during the
+        runs, leaves an unfinished rerun that the next run of the grid resumes
+        (:meth:`resume_rerun`) instead of mixing old rows with new ones.
+        """
+        rids = list(dict.fromkeys(rids))
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        folder = self.runs / REPLACED / stamp
+        folder.mkdir(parents=True, exist_ok=True)
+        journal = {"started": time.time(), "rids": rids, "finished": None}
+        fsio.atomic_write_bytes(folder / RERUN_JOURNAL, json.dumps(journal).encode())
+        return [self._move(rid, folder) for rid in self.recorded(rids)]
+
+    def pending_rerun(self, rids: Iterable[str]) -> tuple[Path, float] | None:
+        """The unfinished ``--rerun`` of a grid sharing runs with ``rids``: (folder, start time)."""
+        wanted = set(rids)
+        for path in sorted((self.runs / REPLACED).glob(f"*/{RERUN_JOURNAL}"), reverse=True):
+            try:
+                journal = json.loads(path.read_bytes()[: 64 * 1024 * 1024])
+                started, grid = float(journal["started"]), set(journal["rids"])
+                finished = journal.get("finished")
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not a journal this code wrote: ignored, never acted on
+            if finished is None and grid & wanted:
+                return path.parent, started
+        return None
+
+    def resume_rerun(self, folder: Path, started: float, rids: Iterable[str]) -> list[Path]:
+        """Set aside the rows of ``rids`` older than the rerun's start (a kill cut its moves).
+
+        Rows written since it began are its fresh rows: kept.
+        """
+        old = [rid for rid in self.recorded(rids) if self.row_path(rid).stat().st_mtime < started]
+        return [self._move(rid, folder) for rid in old]
+
+    def finish_rerun(self, folder: Path) -> None:
+        """Mark the ``--rerun`` journalled in ``folder`` finished (its grid ran to the end)."""
+        path = folder / RERUN_JOURNAL
+        journal = json.loads(path.read_bytes())
+        journal["finished"] = time.time()
+        fsio.atomic_write_bytes(path, json.dumps(journal).encode())
 
     # ----------------------------------------------------------------------------- markers --
     def claim(self, row: Row, timeout_s: float) -> dict[str, Any] | None:

@@ -31,7 +31,8 @@ runner which one a task reads.
 The tasks' loader (:func:`load`) reads this cache: the ``data_dir`` a runner passes to it (``pebench
 run --data-dir``) is the **cache** folder (``--cache-dir`` of ``pebench prepare``), not the raw
 data; ``None`` means :func:`default_cache_dir`. A missing cache raises :class:`CacheMissingError`
-with the ``pebench prepare`` command to run.
+with the ``pebench prepare`` command to run (for a raw data folder given instead: the command
+preparing it into a cache folder, and to pass that one).
 
 Checks, at prepare and again at load: split sizes against the task spec, labels in
 ``0..C-1`` (and, at prepare, every class present in the dataset; exactly ``k`` images per class in
@@ -70,6 +71,8 @@ import numpy as np
 from pebench.datasets.cache_errors import CacheError, CacheMissingError, ManifestError
 from pebench.datasets.cache_layout import (
     _prepare_command,
+    _raw_advice,
+    _raw_source,
     _role_parts,
     _test,
     _train_side,
@@ -98,6 +101,7 @@ from pebench.datasets.cache_store import _installed, _sizes
 from pebench.datasets.catalog import get_task, resolve_specs
 from pebench.datasets.sources import RESIZE, RESIZE_ARRAYS, SourceOptions
 from pebench.datasets.spec import ROLES, Loader, TaskSpec, array_sha256
+from pebench.registry import RegistryError
 
 
 # ---------------------------------------------------------------------------- prepare --
@@ -205,6 +209,10 @@ def _checked_manifest(cache_dir: Path, spec: TaskSpec, image_size: int) -> tuple
             f"task {spec.name!r}: {err}; the cache cannot be trusted: prepare it again with "
             f"--force: {command}"
         ) from err
+    if manifest is None and (raw := _raw_source(_suite_of(spec), cache_dir)) is not None:
+        raise CacheMissingError(
+            f"task {spec.name!r}: {_raw_advice(raw[1], cache_dir, raw[0], image_size)}"
+        )
     if manifest is None or spec.name not in manifest["tasks"]:
         have = _sizes(final.parent)
         what = "no task entry in" if manifest is not None else "no prepared cache at"
@@ -233,6 +241,14 @@ def _checked_manifest(cache_dir: Path, spec: TaskSpec, image_size: int) -> tuple
             f"prepare the cache again with --force: {command}"
         )
     return folder, manifest
+
+
+def _suite_of(spec: TaskSpec) -> list[TaskSpec]:
+    """``spec``, then the other tasks of its suite (none if the suite is not registered)."""
+    try:
+        return [spec, *resolve_specs(spec.suite)]
+    except RegistryError:
+        return [spec]
 
 
 #: the three arrays of a stored split: file kind -> (dtype, shape after ``N``)

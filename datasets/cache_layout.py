@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pebench.datasets.cache_errors import CacheError
-from pebench.datasets.sources import source_of
+from pebench.datasets.sources import source_for, source_of
 from pebench.datasets.spec import TaskSpec
 
 
@@ -62,4 +62,27 @@ def _prepare_command(spec: TaskSpec, cache_dir: Path, image_size: int) -> str:
         f"pebench prepare {spec.name} --source {source_of(spec.data_format)} --data-dir "
         f"<raw data folder> --cache-dir {cache_dir} --image-size {image_size}"
         + (f" (other sources: {', '.join(others)})" if others else "")
+    )
+
+
+def _raw_source(specs: Iterable[TaskSpec], folder: Path) -> tuple[str, TaskSpec] | None:
+    """The ``--source`` and task of the first of ``specs`` whose raw data ``folder`` holds.
+
+    A raw data folder given where a cache folder is expected (``pebench run --data-dir``).
+    """
+    for spec in specs:
+        for data_format in spec.data_formats:
+            source = source_for(data_format)
+            if source is not None and source.present(spec, folder):
+                return source.name, spec
+    return None
+
+
+def _raw_advice(spec: TaskSpec, folder: Path, source: str, image_size: int) -> str:
+    """What to do with a raw data ``folder`` (holding ``spec``'s) given as a cache folder."""
+    return (
+        f"{folder} holds raw {source} data (a folder of {unit_name(spec)}), not a prepared "
+        f"cache: the --data-dir of pebench run is the cache folder. Prepare it with: pebench "
+        f"prepare {spec.suite} --source {source} --data-dir {folder} --cache-dir <cache folder> "
+        f"--image-size {image_size}, then pass --data-dir <cache folder>"
     )

@@ -468,6 +468,49 @@ def _by_unit(specs: list[TaskSpec]) -> str:
     )
 
 
+def _folder_key(name: str) -> str:
+    """A folder name without case and punctuation (``CIFAR-100`` -> ``cifar100``)."""
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+def _misplaced(source: Source, missing: list[TaskSpec], data_dir: Path) -> list[str]:
+    """What ``data_dir`` holds instead of the folders of ``missing`` (one hint each).
+
+    ``data_dir`` may itself be a task's folder (its parent is the data folder), or hold a task's
+    folder under another name: another case, dashes, or a name other code bases use (the
+    task's aliases). Both are recognised by name, ignoring case and punctuation.
+    """
+    if source.folders is None:
+        return []
+    try:
+        subs = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+    except OSError:  # no such folder: the missing list says enough
+        subs = []
+    exact = "folder names must match exactly, case included"
+    hints: dict[str, None] = {}
+    renamed = []
+    for spec in missing:
+        expected = source.folders(spec)
+        names = (*expected, *(n.split("/")[-1] for n in (spec.name, *spec.aliases)))
+        keys = {_folder_key(n) for n in names}
+        want = " or ".join(map(repr, expected))
+        if _folder_key(data_dir.name) in keys:
+            rename = "" if data_dir.name in expected else f", named {want} ({exact})"
+            hints[
+                f"{data_dir} is the folder of {unit_name(spec)}, not the folder holding the "
+                f"task folders: pass its parent {data_dir.parent} as --data-dir{rename}"
+            ] = None
+        renamed += [
+            f"{sub!r} where {unit_name(spec)} expects {want}"
+            for sub in subs
+            if _folder_key(sub) in keys
+        ]
+    if renamed := list(dict.fromkeys(renamed)):
+        them = "them" if len(renamed) > 1 else "it"
+        hints[f"found {', '.join(renamed)} ({exact}: rename or link {them})"] = None
+    return list(hints)
+
+
 def _check_present(
     source: Source, specs: list[TaskSpec], data_dir: Path, cache_dir: Path, image_size: int
 ) -> None:
@@ -477,7 +520,7 @@ def _check_present(
         CacheError: one line listing the tasks found and missing, and the command preparing
             only the found ones (nothing is prepared unless the user asks for those).
     """
-    if source.present is None:
+    if source.folders is None:
         return
     found = [s for s in specs if source.present(s, data_dir)]
     if len(found) == len(specs):
@@ -487,6 +530,7 @@ def _check_present(
         f"--data-dir {data_dir} holds the folders of {len(found)} of the {len(specs)} selected "
         f"tasks (--source {source.name}: {source.layout}); missing: {_by_unit(missing)}"
     )
+    text += "".join(f"; {hint}" for hint in _misplaced(source, missing, data_dir))
     if found:
         text += (
             f"; found: {_by_unit(found)}. To prepare only those: pebench prepare "

@@ -68,9 +68,9 @@ class Source:
         help: what the source is, for ``pebench prepare --help``.
         resize: the decode and resize rule recorded in the cache manifest.
         fetch_options: accepts ``manual_dir`` and ``download`` (TFDS).
-        present: ``(spec, data_dir) -> bool``: whether ``data_dir`` holds the task's folder, so
-            ``pebench prepare`` can list what is there and what is missing before reading
-            anything. ``None``: not known in advance (TFDS builders).
+        folders: ``spec -> names``: the folder names a task's data may have in the data
+            folder (:meth:`present`), so ``pebench prepare`` can list what is there and what is
+            missing before reading anything. ``None``: not known in advance (TFDS builders).
         layout: where a task's files go, for the missing-folder message.
     """
 
@@ -80,26 +80,30 @@ class Source:
     help: str
     resize: str = RESIZE
     fetch_options: bool = False
-    present: Callable[[TaskSpec, Path], bool] | None = None
+    folders: Callable[[TaskSpec], tuple[str, ...]] | None = None
     layout: str = ""
+
+    def present(self, spec: TaskSpec, data_dir: Path) -> bool:
+        """Whether ``data_dir`` holds a folder of ``spec`` (never if :attr:`folders` is None)."""
+        names = self.folders(spec) if self.folders is not None else ()
+        return any((data_dir / name).is_dir() for name in names)
 
 
 def _dataset(specs: list[TaskSpec]) -> str:
     return specs[0].name.split("/")[1]
 
 
-def _noah_present(spec: TaskSpec, data_dir: Path) -> bool:
-    return (data_dir / _dataset([spec])).is_dir()
+def _noah_folders(spec: TaskSpec) -> tuple[str, ...]:
+    return (_dataset([spec]),)
 
 
-def _named_present(table: dict[str, tuple]) -> Callable[[TaskSpec, Path], bool]:
-    """``present`` of a source whose dataset folder may have one of several names."""
+def _named_folders(table: dict[str, tuple]) -> Callable[[TaskSpec], tuple[str, ...]]:
+    """``folders`` of a source whose dataset folder may have one of several names."""
 
-    def present(spec: TaskSpec, data_dir: Path) -> bool:
-        names = table[_dataset([spec])][0]
-        return any((data_dir / name).is_dir() for name in names)
+    def folders(spec: TaskSpec) -> tuple[str, ...]:
+        return tuple(table[_dataset([spec])][0])
 
-    return present
+    return folders
 
 
 def _read_noah(specs: list[TaskSpec], data_dir: Path, splits: list[str], opts: SourceOptions):
@@ -129,7 +133,7 @@ SOURCES: dict[str, Source] = {
             "noah-jpeg",
             _read_noah,
             "NOAH VTAB-1k folders",
-            present=_noah_present,
+            folders=_noah_folders,
             layout="<data-dir>/<task>/{train800,val200,train800val200,test}.txt + images/",
         ),
         Source(
@@ -137,7 +141,7 @@ SOURCES: dict[str, Source] = {
             "vpt-json",
             _read_vpt,
             "VPT FGVC json",
-            present=_named_present(VPT_DATASETS),
+            folders=_named_folders(VPT_DATASETS),
             layout="<data-dir>/<dataset folder>/{train,val,test}.json",
         ),
         Source(
@@ -145,7 +149,7 @@ SOURCES: dict[str, Source] = {
             "coop-list",
             _read_coop,
             "CoOp few-shot lists",
-            present=_named_present(COOP_DATASETS),
+            folders=_named_folders(COOP_DATASETS),
             layout="<data-dir>/<dataset folder>/annotations/*.list* + images/",
         ),
         Source(

@@ -37,6 +37,19 @@ def test_committed_rows_are_valid_and_cover_the_demo_suite():
             assert (method, task) in demo, f"no committed demo result for {method} on {task}"
 
 
+def test_committed_rows_are_runs_of_the_current_code():
+    """Every committed row names its method's current source (else it is not a current run)."""
+    from pebench.method_source import method_source
+
+    rows = RunStore(ROOT / "results").rows()
+    current = {m: method_source(m) for m in {r["method"] for r in rows}}
+    stale = sorted({r["method"] for r in rows if r["method_source"] != current[r["method"]]})
+    assert not stale, (
+        f"the code of {stale} changed since its committed rows were run (method_source): rerun "
+        "their sweeps into results/ and regenerate the leaderboard"
+    )
+
+
 def test_committed_leaderboard_is_fresh():
     assert not leaderboard.is_stale(ROOT / "results", ROOT / "leaderboard.md"), (
         "leaderboard.md is stale: run `pebench leaderboard` and commit the result"

@@ -573,14 +573,37 @@ def test_several_results_folders_are_kept_apart(tmp_path):
         f"lora · {mine}",
         f"lora · {ref}",
     ]
-    out = lb.generate([ref, mine], tmp_path / "lb.md", **REG)
+    out = lb.generate([ref, mine], **REG)
     # the outputs of several folders go into the first one that is not ./results
-    assert out["results_csv"] == ref / "results.csv"
+    assert (out["results_csv"], out["leaderboard"]) == (ref / "results.csv", ref / "leaderboard.md")
     text = out["results_csv"].read_text()
     assert text.startswith("results_dir,run_id,") and len(text.splitlines()) == 5
+    lb.generate([ref, mine], tmp_path / "lb.md", **REG)
     assert (tmp_path / "lb.md").read_text().splitlines()[0] == lb.header(
         "ref/runs/*.csv + mine/runs/*.csv"
     )
+
+
+def test_an_output_path_takes_results_csv_and_plots_with_it(tmp_path, monkeypatch):
+    """``--output PATH``: the whole set goes to PATH's folder; the default path changes nothing."""
+    ref, mine = _two_folders(tmp_path)
+    board = tmp_path / "out" / "board.md"  # a folder that does not exist yet
+    out = lb.generate([ref, mine], board, **REG)
+    assert (out["results_csv"], out["leaderboard"]) == (tmp_path / "out" / "results.csv", board)
+    assert {p.parent for p in out["plots"] + out["plots_pdf"]} == {tmp_path / "out" / "plots"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "board.md",
+        "plots",
+        "results.csv",
+    ]
+    assert not (ref / "results.csv").exists() and not (ref / "plots").exists()
+    assert not lb.is_stale([ref, mine], board, **REG)
+    assert lb.outputs([ref, mine], board).home == tmp_path / "out"
+    # the default path, named: the default set (the reference's results.csv stays in results/)
+    monkeypatch.chdir(tmp_path)
+    assert lb.outputs("results", "leaderboard.md") == lb.outputs("results")
+    assert lb.outputs("results", "leaderboard.md").results_csv == Path("results/results.csv")
+    assert lb.outputs(mine, mine / "leaderboard.md").home == mine
 
 
 def test_header_names_the_results_folder_relative_to_the_leaderboard(tmp_path):
@@ -632,6 +655,13 @@ def test_cli_default_outputs_per_results_folder(tmp_path, monkeypatch):
     assert Path("leaderboard.md").read_bytes() == committed  # never overwritten
     proc = pebench("leaderboard", "--results", "results", "--results", "my-results", "--check")
     assert (proc.returncode, proc.stdout) == (0, "my-results/leaderboard.md is up to date\n")
+    proc = pebench("leaderboard", "--results", "my-results", "--output", "out/board.md")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:3] == [
+        "out/results.csv",
+        "out/board.md",
+        "out/plots/lbtest_acc_improvement.png",
+    ]
     # a missing folder among several: one line, exit 2, nothing changed
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     proc = pebench("leaderboard", "--results", "results", "--results", "typo")

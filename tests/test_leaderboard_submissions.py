@@ -167,7 +167,8 @@ def test_a_verified_submission_is_its_own_marked_row(tmp_path, setup):
     assert [r["mean"] for r in rows if r["method"] == "lora ✓"] == [alone[0]["mean"]]
     assert md.splitlines()[0] == lb.header("mine/runs/*.csv + subs/lora-x/results/runs/*.csv")
     dirs = [
-        r["results_dir"] for r in csv.DictReader(io.StringIO((mine / "results.csv").read_text()))
+        r["results_dir"]
+        for r in csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text()))
     ]
     assert (dirs.count(str(sub / "results")), dirs.count(str(mine))) == (40, 40)
     assert not (sub / "results" / "results.csv").exists()
@@ -180,7 +181,7 @@ def test_a_failed_submission_is_listed_and_in_no_table(tmp_path, setup):
     assert not any("lora" in line for line in table_lines(md))
     assert [r["method"] for r in demo_rows(md)] == ["ssf"]
     assert left_out(md) == ["- lora-x: failed: run 123 differs"]
-    assert "lora" not in (mine / "results.csv").read_text()
+    assert "lora" not in (tmp_path / "results.csv").read_text()
     # nothing else changes: the board without the section is the board without submissions
     without = build(tmp_path, mine, None, "plain.md")
     assert md == without + (
@@ -321,12 +322,12 @@ def test_a_submission_that_read_other_data_is_left_out_not_blocking(tmp_path, se
 def test_without_submissions_the_board_is_unchanged(tmp_path, setup):
     mine, subs, _ = setup
     plain = build(tmp_path, mine, None, "plain.md")
-    csv_plain = (mine / "results.csv").read_bytes()
+    csv_plain = (tmp_path / "results.csv").read_bytes()
     lb.generate([mine], leaderboard_path=tmp_path / "default.md")
     assert (tmp_path / "default.md").read_text(encoding="utf-8") == plain
     (tmp_path / "nothing").mkdir()
     assert build(tmp_path, mine, tmp_path / "nothing", "empty.md") == plain
-    assert (mine / "results.csv").read_bytes() == csv_plain
+    assert (tmp_path / "results.csv").read_bytes() == csv_plain
     assert build(tmp_path, mine, subs, "with.md") != plain
     assert not lb.is_stale([mine], tmp_path / "with.md", submissions=subs)
     assert lb.is_stale([mine], tmp_path / "with.md")

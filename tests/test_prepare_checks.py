@@ -179,6 +179,52 @@ def test_prepare_fewshot_summarises_missing_datasets(tmp_path):
         prepare("fgvc", "json", raw, tmp_path / "cache", 8)
 
 
+def test_prepare_names_a_task_folder_and_a_differently_named_one(tmp_path, capsys):
+    """A task folder given as --data-dir, or a task folder in another case: both named."""
+    raw, cache = tmp_path / "raw", tmp_path / "cache"
+    for folder in ("Caltech101", "CIFAR-100"):
+        (raw / folder).mkdir(parents=True)
+    layout = "<data-dir>/<task>/{train800,val200,train800val200,test}.txt + images/"
+    exact = "folder names must match exactly, case included"
+
+    def line(tasks, data_dir):
+        argv = [tasks, "--source", "noah", "--data-dir", str(data_dir), "--cache-dir", str(cache)]
+        assert _cli([*argv, "--quiet"]) == 2
+        return _one_line(capsys).removeprefix("pebench: error: ")
+
+    head = f"--data-dir {raw} holds the folders of 0 of the 2 selected tasks (--source noah: "
+    assert line("vtab/cifar,vtab/caltech101", raw) == (
+        f"{head}{layout}); missing: vtab/cifar, vtab/caltech101; found 'CIFAR-100' where "
+        f"vtab/cifar expects 'cifar', 'Caltech101' where vtab/caltech101 expects 'caltech101' "
+        f"({exact}: rename or link them) (the layouts are in docs/data.md)"
+    )
+    task = raw / "Caltech101"
+    assert line("vtab/caltech101", task) == (
+        f"--data-dir {task} holds the folders of 0 of the 1 selected tasks (--source noah: "
+        f"{layout}); missing: vtab/caltech101; {task} is the folder of vtab/caltech101, not the "
+        f"folder holding the task folders: pass its parent {raw} as --data-dir, named "
+        f"'caltech101' ({exact}) (the layouts are in docs/data.md)"
+    )
+    assert not cache.exists()
+
+
+def test_run_on_a_raw_folder_says_to_prepare_it_into_a_cache(tmp_path, capsys):
+    """A raw NOAH folder given to pebench run: prepare it into another folder, pass that."""
+    from pebench.cli import main
+
+    raw = tmp_path / "raw"
+    (raw / "dtd").mkdir(parents=True)  # raw data of another task of the suite
+    argv = ["run", "--method", "lora", "--tasks", "vtab/cifar", "--budget", "vtab1k-smoke"]
+    assert main([*argv, "--data-dir", str(raw), "--results", str(tmp_path / "results")]) == 2
+    assert _one_line(capsys) == (
+        f"pebench: error: task 'vtab/cifar': {raw} holds raw noah data (a folder of vtab/dtd), "
+        "not a prepared cache: the --data-dir of pebench run is the cache folder. Prepare it "
+        f"with: pebench prepare vtab --source noah --data-dir {raw} --cache-dir <cache folder> "
+        "--image-size 32, then pass --data-dir <cache folder>"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # nothing written
+
+
 # -------------------------------------------------------------------- damaged caches --
 def test_corrupt_manifest_is_reported_as_corrupt_not_missing(small, capsys, monkeypatch):
     spec, raw, cache = small

@@ -134,7 +134,7 @@ for k in range(1, 200):
         report.append({"k": k, "killed": False, "after": classify(snapshot(), old, new)})
         break
     before = classify(snapshot(), old, new)
-    journal = (home / ".pebench-write.json").exists()
+    journal = (lb.outputs(home, board).home / ".pebench-write.json").exists()  # the output folder
     assert lb.is_stale(home, board) or not journal  # the check reports, never recovers
     assert classify(snapshot(), old, new) == before
     lb.recover_outputs(home, board)  # what the next write does first

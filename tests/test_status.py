@@ -118,3 +118,36 @@ def test_finals_are_missing_until_the_search_is_recorded(swept, capsys, tmp_path
         ("final", "missing", True),
         ("final", "missing", True),
     ]
+
+
+def test_tasks_without_prepared_data_count_missing_and_name_the_command(tmp_path, capsys):
+    """Status needs no data: a cache never prepared leaves its runs missing, one line says why."""
+    empty = tmp_path / "empty"
+    sel = ["--tasks", "vtab/cifar,vtab/dtd", "--budget", "vtab1k-smoke", "--seeds", "0,1"]
+    argv = ["--method", "lora,linear", *sel, "--data-dir", str(empty)]
+    results = ["--results", str(tmp_path / "results")]
+    assert main(["status", *argv, *results]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:5] == [
+        f"{'lora':<20} {'vtab':<10}" + "".join(f"{n:>9}" for n in (0, 0, 0, 8, 8)),
+        f"{'linear':<20} {'vtab':<10}" + "".join(f"{n:>9}" for n in (0, 0, 0, 8, 8)),
+        f"{'all':<20} {'':<10}" + "".join(f"{n:>9}" for n in (0, 0, 0, 16, 16)),
+    ]
+    command = (
+        f"pebench prepare vtab/cifar --source noah --data-dir <raw data folder> --cache-dir "
+        f"{empty} --image-size 32 (other sources: tfds)"
+    )
+    assert lines[5:] == [
+        "not prepared: 2 vtab tasks without prepared data, so their 16 runs count as missing (a "
+        f"run id names the data it reads); for example task 'vtab/cifar': no prepared cache at "
+        f"{empty}/vtab/cifar/32px (image size 32). Run: {command}"
+    ]
+    assert main(["status", *argv, *results, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [(u["task"], u["runs"]) for u in summary["unprepared"]] == [
+        ("vtab/cifar", 8),
+        ("vtab/dtd", 8),
+    ]
+    assert main(["run", *argv, *results]) == 2  # a run still refuses, naming the command
+    assert capsys.readouterr().err.strip().endswith(command)
+    assert not (tmp_path / "results").exists()

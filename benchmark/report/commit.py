@@ -305,7 +305,7 @@ def write_unit(
     """Replace ``files`` and delete ``remove`` as one unit (see the module docstring).
 
     Args:
-        home: the output folder (must exist): holds the journal during the write.
+        home: the output folder (created if missing): holds the journal during the write.
         files: target path -> new content.
         remove: files the new set no longer has (deleted with the commit).
         litter: ``(folder, glob)`` pairs of temp files killed writes may have left there.
@@ -330,6 +330,7 @@ def write_unit(
     made: list[Path] = []
     current = home / JOURNAL
     try:
+        made += _makedirs(home)  # a new output folder: removed again if the write fails
         with locked(home):
             _recover_locked(home, litter, allowed)
             try:

@@ -9,7 +9,9 @@ The outputs (``results.csv``, ``plots/``, ``leaderboard.md``) of the reference f
 (``results`` in the working folder) go where they always went: ``results/results.csv``,
 ``results/plots/`` and ``./leaderboard.md``. A report that reads any other folder writes into
 the first such folder (``<dir>/results.csv``, ``<dir>/plots/``, ``<dir>/leaderboard.md``), so a
-user's leaderboard never overwrites the committed one.
+user's leaderboard never overwrites the committed one. A leaderboard path other than that default
+(``pebench leaderboard --output PATH``) takes the whole set with it: ``results.csv`` and
+``plots/`` go beside it, in its folder.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def outputs(
 
     Args:
         results: the results folder(s) read.
-        leaderboard: the ``leaderboard.md`` path, or None for the default.
+        leaderboard: the ``leaderboard.md`` path, or None for the default; another path than
+            the default makes its folder the home (``results.csv`` and ``plots/`` beside it).
         plots: the figures folder, or None for ``<home>/plots``.
 
     Returns:
@@ -101,8 +104,11 @@ def outputs(
     own = [d for d in dirs if not is_reference(d)]
     # a single folder is its own home, whatever its name (the API's historical behaviour)
     home = dirs[0] if len(dirs) == 1 else (own[0] if own else dirs[0])
+    default = home / LEADERBOARD if own else Path(LEADERBOARD)
     if leaderboard is None:
-        leaderboard = home / LEADERBOARD if own else Path(LEADERBOARD)
+        leaderboard = default
+    elif os.path.abspath(leaderboard) != os.path.abspath(default):
+        home = Path(leaderboard).parent  # the set goes where its leaderboard goes
     return Outputs(home, Path(leaderboard), home / PLOTS if plots is None else Path(plots))
 
 

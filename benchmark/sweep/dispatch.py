@@ -13,14 +13,16 @@ written are kept).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pebench import fsio
+from pebench.results import ResultsError
 from pebench.selection import SETTLED, unsettled
 from pebench.store import ResultsFullError, RunStore
 from pebench.sweep.worker import STOP
@@ -52,8 +54,8 @@ class Cell:
     search: list[RunSpec]
     finals: list[RunSpec] | None = None
     rows: dict[str, Row] = field(default_factory=dict)
-    #: run id -> executions of that search trial in this dispatch
-    attempts: dict[str, int] = field(default_factory=dict)
+    #: run id -> the ``attempt`` its row had when this dispatch began (0: none, or settled)
+    base: dict[str, int] = field(default_factory=dict)
 
     def search_done(self) -> bool:
         """Whether every search trial has a recorded row."""
@@ -88,6 +90,8 @@ class Dispatcher:
     ) -> None:
         self.executor, self.on_row, self.poll_s = executor, on_row, poll_s
         self.cells = [Cell(s, t, s.search_specs(t)) for s in sweeps for t in s.tasks]
+        for cell in self.cells:
+            cell.base = {s.run_id: _attempts(cell.sweep.store, s.run_id) for s in cell.search}
         self.handles: list[Any] = []  # executor handles, parallel to ``owners``
         self.owners: list[tuple[Cell, RunSpec]] = []
         self.foreign: list[tuple[Cell, RunSpec]] = []  # runs a live marker of another worker holds
@@ -141,8 +145,7 @@ class Dispatcher:
                 self.record(cell, done)
                 continue
             if not again and (fresh := self._fresh_row(key)) is not None:
-                cell.attempts[spec.run_id] = TRIAL_ATTEMPTS
-                self.record(cell, fresh)
+                self.record(cell, fresh)  # another driver executed it: its retries count here
                 continue
             self.waiting[key] = [cell]
             if store.running(rid) is not None:
@@ -182,16 +185,26 @@ class Dispatcher:
         self.launch(ready)
 
     def _retry(self, cell: Cell) -> list[RunSpec]:
-        """The unsettled search trials of ``cell`` that may run once more (forgotten here)."""
-        again = [
-            s
-            for s in cell.search
-            if cell.rows[s.run_id]["status"] not in SETTLED
-            and cell.attempts.get(s.run_id, 1) < TRIAL_ATTEMPTS
-        ]
-        for s in again:
-            cell.attempts[s.run_id] = cell.attempts.get(s.run_id, 1) + 1
-            del cell.rows[s.run_id]
+        """The unsettled search trials of ``cell`` that may run once more (forgotten here).
+
+        Executions are counted from the rows (their ``attempt``), not by this driver, so
+        drivers sharing a results folder execute a failing trial :data:`TRIAL_ATTEMPTS` times
+        in all: a newer row another driver wrote is recorded here instead of retried blindly.
+        """
+        store, again = cell.sweep.store, []
+        for s in cell.search:
+            rid = s.run_id
+            if cell.rows[rid]["status"] in SETTLED:
+                continue
+            with contextlib.suppress(ResultsError):
+                if (now := store.read(rid)) is not None:
+                    cell.rows[rid] = now  # the newest execution, whoever ran it
+            if cell.rows[rid]["status"] in SETTLED:
+                continue
+            if (done := _attempts(store, rid)) - cell.base.get(rid, 0) < TRIAL_ATTEMPTS:
+                del cell.rows[rid]
+                # attempt done + 1: run_one skips it if another driver executed that one already
+                again.append(replace(s, base_row=dict(s.base_row, attempt=done + 1)))
         return again
 
     def _block(self, cell: Cell, search_rows: list[Row]) -> None:
@@ -294,6 +307,17 @@ class Dispatcher:
         folder = next((f for f in folders if name.is_relative_to(Path(f).absolute())), folders[0])
         recorded = {(c.sweep.results_dir, rid) for c in self.cells for rid in c.rows}
         return ResultsFullError(folder, err.errno, len(recorded))
+
+
+def _attempts(store: RunStore, rid: str) -> int:
+    """Executions run ``rid``'s row counts since its last final outcome (0: none, settled)."""
+    try:
+        row = store.read(rid)
+    except ResultsError:
+        return 0
+    if row is None or row["status"] in SETTLED:
+        return 0
+    return row["attempt"] or 1  # a row written before the column: one execution
 
 
 def _ignore_interrupts() -> None:

@@ -23,6 +23,7 @@ from pebench.budget import Budget, get_budget
 from pebench.checks_field import SKIPPED, passed_value
 from pebench.config import unknown_key, unknown_preset
 from pebench.datasets import TaskSpec, check_data, describe_data, get_suite, resolve_tasks
+from pebench.datasets.cache_errors import CacheMissingError
 from pebench.method_source import method_source
 from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry, split_spec
 from pebench.registry import RegistryError, suggest
@@ -50,6 +51,10 @@ class Sweep:
         static: metadata of every row computed once per sweep (method config and origin, the
             weights tag) by :func:`plan_sweeps`.
         data: task name -> (data format, manifest hash), read once, before any run.
+        unprepared: task name -> why its data cannot be described (a cache never prepared:
+            the loader's message, naming the command that prepares it); only
+            ``plan_sweeps(..., unprepared_ok=True)`` (``pebench status``) leaves tasks here,
+            and such a task's runs cannot be named.
     """
 
     method: str
@@ -64,6 +69,7 @@ class Sweep:
     options: RunOptions = RunOptions()
     static: dict[str, Any] = field(default_factory=dict)
     data: dict[str, tuple[str, str]] = field(default_factory=dict)
+    unprepared: dict[str, str] = field(default_factory=dict)
 
     @property
     def timeout(self) -> float:
@@ -244,6 +250,27 @@ def _resolve_weights(backbone: str, weights: str | None, image_size: int, load: 
     return tag
 
 
+def _describe(
+    specs: list[TaskSpec], data_dir: str | None, image_size: int, unprepared_ok: bool
+) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """``(data lineage by task, why by unprepared task)``; see :func:`plan_sweeps`.
+
+    Raises:
+        pebench.datasets.cache_errors.CacheMissingError: a cache never prepared, unless
+            ``unprepared_ok``.
+    """
+    data: dict[str, tuple[str, str]] = {}
+    unprepared: dict[str, str] = {}
+    for spec in specs:
+        try:
+            data[spec.name] = describe_data(spec, data_dir, image_size)
+        except CacheMissingError as err:
+            if not unprepared_ok:
+                raise
+            unprepared[spec.name] = str(err)
+    return data, unprepared
+
+
 def _checks_value(checks: bool) -> str:
     """What the rows of a sweep say about the gate: the checks passed, or ``skipped``."""
     return passed_value(RUN_CHECKS) if checks else SKIPPED
@@ -269,6 +296,7 @@ def plan_sweeps(
     options: RunOptions = DEFAULT_OPTIONS,
     load_weights: bool = True,
     checks: bool = True,
+    unprepared_ok: bool = False,
 ) -> list[Sweep]:
     """One validated sweep per method; every input is checked before anything runs or is written.
 
@@ -279,7 +307,9 @@ def plan_sweeps(
     With ``checks``, each method must pass :data:`RUN_CHECKS` (:func:`check_method`, in a fresh
     process, on the sweep's config and evaluation batch sizes) before a third-party method is
     imported here; without, its rows say ``checks=skipped``. A relative ``data_dir`` is made
-    absolute, since workers may start elsewhere.
+    absolute, since workers may start elsewhere. ``unprepared_ok`` (``pebench status`` only,
+    never a run): a task whose cache was never prepared is named in each sweep's ``unprepared``
+    instead of failing the plan.
 
     Raises:
         pebench.errors.PebenchError: unknown method, preset, ``--set`` key or value, task, suite,
@@ -303,9 +333,11 @@ def plan_sweeps(
     if options.data_dir:
         options = replace(options, data_dir=os.path.abspath(options.data_dir))
     # the data lineage of every task (format and manifest hash), read once, before any run:
-    # a cache that was never prepared fails here, with the command that prepares it
-    data = {t.name: describe_data(t, options.data_dir, budget.image_size) for t in task_specs}
-    check_data(task_specs, options.data_dir, budget.image_size)  # every split a run reads
+    # a cache that was never prepared fails here, with the command that prepares it (status
+    # only notes it: that task's runs cannot be named)
+    data, unprepared = _describe(task_specs, options.data_dir, budget.image_size, unprepared_ok)
+    prepared = [t for t in task_specs if t.name in data]
+    check_data(prepared, options.data_dir, budget.image_size)  # every split a run reads
     # last: bad input fails before anything is written. The checks run in their own process on
     # each (method, preset) as its sweep runs it; a plugin is imported here only once they pass
     # (its import-time code cannot patch the gate)
@@ -332,6 +364,7 @@ def plan_sweeps(
             options=options,
             static=_static(name, preset, s.overrides, tag, _checks_value(checks)),
             data=data,
+            unprepared=unprepared,
         )  # fmt: skip
         for (name, _), preset in zip(named, presets, strict=True)
     ]

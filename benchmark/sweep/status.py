@@ -10,6 +10,10 @@ finals cannot be named yet and count as missing). A run is
 - ``failed``: its row has another status (``failed``, ``oom``, ``timeout``; rerun on resubmission);
 - ``missing``: no row and no live marker.
 
+A task whose data was never prepared (``plan_sweeps(..., unprepared_ok=True)``) has no run ids
+yet (a run id names the data's manifest): all its runs count as missing, each carrying the
+loader's message, and the table says in one line which tasks and how to prepare them.
+
 Rows of the same method and preset recorded by other code (another ``method_source``: the plugin
 was edited or upgraded since) are never counted as runs of the grid; :func:`other_code` counts
 them, and the table names them below its runs.
@@ -23,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pebench import results as R
+from pebench.datasets import TaskSpec
 from pebench.run import RunSpec
 from pebench.sweep.plan import Sweep
 
@@ -31,7 +36,11 @@ STATES = ("done", "running", "failed", "missing")
 
 @dataclass(frozen=True)
 class RunState:
-    """One run of the grid and its state (``run_id`` empty for finals not expandable yet)."""
+    """One run of the grid and its state.
+
+    ``run_id`` is empty for finals not expandable yet and for every run of a task without
+    prepared data (``error`` then says why, and what prepares it).
+    """
 
     run_id: str
     method: str
@@ -85,11 +94,26 @@ def _state(sweep: Sweep, spec: RunSpec) -> tuple[RunState, dict[str, Any] | None
     return info, row
 
 
+def _unprepared(sweep: Sweep, task: TaskSpec) -> list[RunState]:
+    """The runs of a task without prepared data: all missing, none nameable yet."""
+    why = dict(method=_label(sweep), suite=task.suite, task=task.name, state="missing")
+    why["error"] = sweep.unprepared[task.name]
+    search = [
+        RunState("", **why, phase="search", trial=i, seed=seed)
+        for i, _ in enumerate(sweep.budget.trials())
+        for seed in sweep.budget.search_seeds()
+    ]
+    return search + [RunState("", **why, phase="final", trial=None, seed=s) for s in sweep.seeds]
+
+
 def sweep_states(sweeps: list[Sweep]) -> list[RunState]:
     """Every run of ``sweeps`` in grid order, with its state."""
     out: list[RunState] = []
     for sweep in sweeps:
         for task in sweep.tasks:
+            if task.name in sweep.unprepared:
+                out.extend(_unprepared(sweep, task))
+                continue
             states, rows = zip(*(_state(sweep, s) for s in sweep.search_specs(task)), strict=True)
             out.extend(states)
             if all(r is not None for r in rows):  # the dispatcher's rule (Sweep.after_search)
@@ -126,7 +150,11 @@ def other_code(sweeps: list[Sweep]) -> list[dict[str, Any]]:
 
 
 def summarize(states: list[RunState], other: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """Counts per (method, suite) and in total, the failed and running runs, rows of other code."""
+    """Counts per (method, suite) and in total, the failed and running runs, rows of other code.
+
+    ``unprepared``: one ``{"task", "suite", "runs", "error"}`` per task without prepared data
+    (``runs``: its missing runs, every method together), in grid order.
+    """
     groups: dict[tuple[str, str], Counter] = {}
     for s in states:
         groups.setdefault((s.method, s.suite), Counter())[s.state] += 1
@@ -142,7 +170,31 @@ def summarize(states: list[RunState], other: Sequence[dict[str, Any]] = ()) -> d
         "failed": [asdict(s) for s in states if s.state == "failed"],
         "running": [asdict(s) for s in states if s.state == "running"],
         "other_code": list(other),
+        "unprepared": _unprepared_tasks(states),
     }
+
+
+def _unprepared_tasks(states: list[RunState]) -> list[dict[str, Any]]:
+    """One entry per task whose runs cannot be named for want of prepared data."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for s in states:
+        if s.state == "missing" and s.error:  # only a task without data has such runs
+            entry = tasks.setdefault(
+                s.task, dict(task=s.task, suite=s.suite, runs=0, error=s.error)
+            )
+            entry["runs"] += 1
+    return list(tasks.values())
+
+
+def _unprepared_line(unprepared: Sequence[dict[str, Any]]) -> str:
+    """The table's one line on tasks without prepared data: which, and what prepares them."""
+    counts = Counter(u["suite"] for u in unprepared)
+    which = ", ".join(f"{n} {suite} task{'s' if n > 1 else ''}" for suite, n in counts.items())
+    runs = sum(u["runs"] for u in unprepared)
+    return (
+        f"not prepared: {which} without prepared data, so their {runs} runs count as missing "
+        f"(a run id names the data it reads); for example {unprepared[0]['error']}"
+    )
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -165,6 +217,8 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{o['source'] or '(not recorded)'}, not the current {o['current']}: they are not "
             "runs of this grid (the method's code changed since; its leaderboard rows are separate)"
         )
+    if summary.get("unprepared"):
+        lines.append(_unprepared_line(summary["unprepared"]))
     return "\n".join(lines)
 
 

@@ -18,10 +18,12 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pebench import fsio
+from pebench import results as R
 from pebench.markers import CLAIM_POLL_S
 from pebench.run import ERROR_CHARS, RunSpec, classify, error_text
 from pebench.stage import adopt_forkserver, context, die_with_parent
@@ -124,6 +126,17 @@ def start_forkserver() -> None:
         signal.signal(signal.SIGINT, old)
 
 
+def next_attempt(store: RunStore, rid: str) -> int:
+    """The ``attempt`` of run ``rid``'s next execution: 1 after a final outcome (or none)."""
+    try:
+        old = store.read(rid)
+    except R.ResultsError:
+        return 1  # unreadable: redone from scratch
+    if old is None or old["status"] in R.DONE_STATUSES:
+        return 1
+    return (old["attempt"] or 1) + 1
+
+
 def run_one(spec: RunSpec, results_dir: str | Path | RunStore, timeout_s: float) -> dict[str, Any]:
     """Execute ``spec`` in a child process (unless finished) and return its row.
 
@@ -139,8 +152,23 @@ def run_one(spec: RunSpec, results_dir: str | Path | RunStore, timeout_s: float)
     row, rid = spec.base_row, spec.base_row["run_id"]
     if (done := store.finished(rid)) is not None:
         return done
+    since = time.time()
+    waited = False
     while store.claim(row, timeout_s) is not None:  # another worker runs it: wait
+        waited = True
         time.sleep(CLAIM_POLL_S)
+    if waited and (theirs := store.fresh(rid, since)) is not None:
+        # the other worker executed it while this one waited: that execution was this one's
+        # attempt too (two drivers never apply their attempts one after the other's)
+        store.release(rid)
+        return theirs
+    attempt = next_attempt(store, rid)
+    if (intended := row.get("attempt")) and attempt > intended:
+        store.release(rid)  # another driver executed this retry while this one decided on it
+        if (theirs := store.read(rid)) is not None:
+            return theirs
+    spec = replace(spec, base_row=dict(row, attempt=attempt))
+    row = spec.base_row
     # not a daemon: it starts the run's stages (and torchrun for DDP); it still dies with this
     # worker (die_with_parent) and is killed below on timeout, and its stages die with it
     proc = context().Process(target=_child, args=(spec, str(store.root)), daemon=False)
