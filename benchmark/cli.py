@@ -306,7 +306,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pebench.sweep.rerun import announce, finish
 
     where = executor_options(args)
-    sweeps = plan(args, run_options(args), checks=not args.skip_checks)  # before any run
+    # before any run; the weights load even with --skip-checks (a bad file is one line)
+    sweeps = plan(args, run_options(args), checks=not args.skip_checks, load_weights=True)
     for sweep in sweeps:
         print(f"pebench run {config_summary(sweep)}", file=sys.stderr)
     if line := announce(sweeps, args.rerun):

@@ -85,11 +85,15 @@ def plan(
     options: object = None,
     checks: bool = True,
     unprepared_ok: bool = False,
+    load_weights: bool | None = None,
 ) -> list:
     """One validated sweep per method of ``--method`` (nothing runs or is written).
 
     ``unprepared_ok`` (``pebench status`` only): tasks without prepared data are noted in each
-    sweep instead of refused (:func:`pebench.sweep.plan.plan_sweeps`).
+    sweep instead of refused (:func:`pebench.sweep.plan.plan_sweeps`). ``load_weights``
+    (default: with the checks) loads the backbone's weights once, so a bad weights file is one
+    line before anything runs; ``pebench run --skip-checks`` loads them too, only commands that
+    need run ids alone (``status``, ``submit``) do not.
     """
     from pebench.run import RunOptions
     from pebench.sweep.plan import Selection, plan_sweeps
@@ -105,7 +109,7 @@ def plan(
         results_dir=args.results,
     )
     options = options or RunOptions(data_dir=args.data_dir, progress=False)
-    load_weights = checks  # pebench status needs run ids only: no weights, no checks
+    load_weights = checks if load_weights is None else load_weights
     return plan_sweeps(
         method_list(args.method), selection, options, load_weights, checks, unprepared_ok
     )
