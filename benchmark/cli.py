@@ -342,12 +342,12 @@ def _progress_printer(sweeps: list) -> Callable[[dict[str, Any]], None]:
     from pebench.sweep.rerun import grid_size
 
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    total, count = grid_size(sweeps), [0]
+    total, seen = grid_size(sweeps), set()
 
     def on_row(row: dict[str, Any]) -> None:
-        count[0] += 1
+        seen.add(row["run_id"])  # a retried run delivers a row per attempt: count it once
         if str(row.get("created_at") or "") >= started:  # run now, not found recorded
-            tqdm.write(progress_line(row, count[0], total), file=sys.stderr)
+            tqdm.write(progress_line(row, len(seen), total), file=sys.stderr)
 
     return on_row
 

@@ -12,10 +12,13 @@ module says what a valid row is: its columns and their kinds, which of them make
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import math
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -300,8 +303,26 @@ def parse_csv(text: str, source: str) -> list[dict[str, Any]]:
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate every row of one result CSV file."""
     path = Path(path)
+    try:  # never follow a link at the file itself (its target's text would reach the errors),
+        # never wait on a FIFO: opened non-blocking, then refused unless a regular file
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ResultsError(
+                f"{path}: a symbolic link; result files must be regular files"
+            ) from None
+        raise ResultsError(f"{path}: unreadable ({err.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ResultsError(
+                f"{path}: not a regular file (a FIFO, device or folder); result files must be"
+                " regular files"
+            )
+        data = fh.read()
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (spreadsheet export) is fine
-    except (OSError, UnicodeDecodeError) as err:
+        text = data.decode("utf-8-sig")  # a BOM (spreadsheet export) is fine
+    except UnicodeDecodeError as err:
         raise ResultsError(f"{path}: unreadable ({err})") from err
     return parse_csv(text, str(path))

@@ -32,6 +32,7 @@ from torch import nn
 from typing_extensions import override
 
 from pebench._compat import import_timm
+from pebench.errors import PebenchError
 
 timm = import_timm()
 from timm.models.vision_transformer import Block, VisionTransformer  # noqa: E402
@@ -39,8 +40,11 @@ from timm.models.vision_transformer import Block, VisionTransformer  # noqa: E40
 SLOTS = ("pre", "attn_in", "attn_out", "attn_branch", "mlp_in", "mlp_out", "mlp_branch", "post")
 
 
-class NotAViTError(TypeError):
-    """Raised when a method is attached to a model that is not a timm VisionTransformer."""
+class NotAViTError(PebenchError, TypeError):
+    """Raised when a method is attached to a model that is not a timm VisionTransformer.
+
+    A user error (``--backbone resnet50``): one line, never a traceback.
+    """
 
 
 class PetlModule(nn.Module):

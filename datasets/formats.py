@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -445,17 +446,29 @@ def decode_image(path: Path, image_size: int) -> tuple[np.ndarray, bytes]:
         resizing)``; equal digests mean identical images (used for the train/test overlap check).
 
     Raises:
-        ImageError: the file is missing or cannot be decoded (names the path).
+        ImageError: the file is missing, not a regular file (a FIFO would block the read
+            forever) or cannot be decoded (names the path).
     """
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
+        # non-blocking open: a FIFO (or device) is refused by its type instead of waited on
+        fh = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
     except FileNotFoundError as err:
         raise ImageError(f"missing image {path}") from err
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"cannot decode image {path}: {err}") from err
+    except OSError as err:
+        raise ImageError(f"cannot read image {path}: {err.strerror}") from err
+    with fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ImageError(
+                f"image {path} is not a regular file (a FIFO, device or folder); list image "
+                "files only"
+            )
+        try:
+            with Image.open(fh) as im:
+                rgb = im.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise ImageError(f"cannot decode image {path}: {err}") from err
     return _digest_and_resize(rgb, image_size)
 
 

@@ -61,3 +61,21 @@ def test_two_concurrent_drivers_execute_a_failing_trial_trial_attempts_times(tmp
     assert len(trials) == 2 and {r["status"] for r in trials} == {"failed"}
     executions = count.read_text().splitlines()
     assert len(executions) == len(trials) * TRIAL_ATTEMPTS, outs
+
+
+def test_the_progress_counter_counts_runs_not_the_rows_of_their_retries(capsys):
+    """A retried run delivers a row per attempt; the counter used to overrun (``[51/45]``)."""
+    from datetime import datetime, timezone
+
+    from pebench.cli import _progress_printer
+    from pebench.sweep.plan import plan_sweep
+
+    sweep = plan_sweep("linear", tasks="demo/shapes", budget="demo-smoke", weights="random",
+                       seeds=[0], checks=False, load_weights=False)  # fmt: skip
+    on_row = _progress_printer([sweep])
+    now = datetime.now(timezone.utc).isoformat()
+    trial = dict(sweep.search_specs(sweep.tasks[0])[0].base_row, created_at=now, val_top1=0.5)
+    for attempt, status in ((1, "timeout"), (2, "ok")):
+        on_row(dict(trial, attempt=attempt, status=status))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line[:6] for line in lines] == ["[1/3] ", "[1/3] "], lines

@@ -118,6 +118,10 @@ def test_the_cli_refuses_a_code_running_weights_file_in_one_line(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 2 and not marker.exists()
     assert out.stderr.strip().startswith(f"pebench: error: could not load weights file {path}")
+    assert len(out.stderr.splitlines()) == 1, out.stderr  # torch's refusal spans 7 lines
+    assert (
+        "unsupported GLOBAL posix.system" in out.stderr and "not a plain state dict" in out.stderr
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -198,3 +202,30 @@ def test_an_npz_holding_pickles_is_refused_without_unpickling(tmp_path):
     with pytest.raises(BackboneError, match=f"could not load weights file {path}"):
         create_backbone("pebench_vit_test_cls", str(path))
     assert not marker.exists()
+
+
+def test_a_backbone_that_is_not_a_vit_is_a_model_type_error_in_one_line(tmp_path, capsys):
+    """``--backbone resnet50`` was blamed on the hub (run) or a NotAViTError traceback (params)."""
+    from pebench.cli import main
+    from pebench.errors import PebenchError
+    from pebench.vit import NotAViTError
+
+    expect = (
+        "backbone 'resnet50' cannot be adapted: pebench methods attach to timm VisionTransformer "
+        "models; got timm.models.resnet.ResNet"
+    )
+    for weights in (None, "random"):
+        with pytest.raises(BackboneError) as err:
+            create_backbone("resnet50", weights)
+        assert str(err.value).startswith(expect)
+    assert issubclass(NotAViTError, PebenchError)
+    results = tmp_path / "r"
+    for argv in (
+        ["params", "--method", "lora", "--backbone", "resnet50"],
+        ["run", "--method", "lora", "--backbone", "resnet50", "--weights", "random",
+         "--results", str(results)],
+    ):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"pebench: error: {expect}") and err.count("\n") == 1, err
+    assert not results.exists()

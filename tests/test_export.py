@@ -147,6 +147,21 @@ def test_latex_structure_and_escaping(tmp_path):
     _compile(tex, tmp_path)
 
 
+def test_latex_keeps_row_fields_on_one_line_and_gives_the_leaderboard_notes(tmp_path):
+    """A line break in a caption field ended a paragraph in \\caption: pdflatex refused."""
+    for task in LB.tasks:
+        write(tmp_path, task=task, backbone="vit\n\ntiny\r\n%x", test_top1=0.5)
+    write(tmp_path, task="lbtest/gamma\nsecret", backbone="vit\n\ntiny\r\n%x", test_top1=0.5)
+    tex = export.export(lb.aggregate(tmp_path), "latex", **REG)
+    assert "backbone vit tiny \\%x;" in tex
+    assert tex.splitlines()[2] == (
+        f"% Note ({LB.name}): Final rows for tasks outside the suite definition are not shown: "
+        "`lbtest/gamma secret`."
+    )
+    assert len(_tabulars(tex)) == 1
+    _compile(tex, tmp_path)
+
+
 @committed
 def test_latex_export_of_the_committed_results(capsys, tmp_path):
     tex = _export(capsys, "--format", "latex")
@@ -194,3 +209,11 @@ def test_export_to_a_file(tmp_path, monkeypatch, capsys):
     assert main(["export", "--format", "csv", "--output", "t.csv"]) == 0
     assert capsys.readouterr().out == "t.csv\n"
     assert pd.read_csv(tmp_path / "t.csv")["task"].tolist() == ["zzz/one"]
+
+
+def test_csv_export_writes_formula_like_text_inert(tmp_path):
+    """The tidy CSV opens in spreadsheets too: a formula-like text cell gets a leading ``'``."""
+    write(tmp_path, task="lbtest/alpha", seed=0, preset="@SUM(A1)", test_top1=0.5)
+    got = pd.read_csv(io.StringIO(export.to_csv(lb.aggregate(tmp_path), **REG)))
+    assert list(got["preset"]) == ["'@SUM(A1)"] and list(got["task"]) == ["lbtest/alpha"]
+    assert list(got["top1_pct_mean"]) == [50.0]

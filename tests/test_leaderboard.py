@@ -6,6 +6,8 @@ the default path through the global registry is exercised in a subprocess.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -684,3 +686,15 @@ def test_rows_of_one_manifest_that_read_other_arrays_are_refused(tmp_path, capsy
 
     assert main(["leaderboard", "--results", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "leaderboard.md").exists()
+
+
+def test_results_csv_writes_formula_like_text_inert(tmp_path):
+    """A ``=HYPERLINK(...)`` text cell would run in a spreadsheet: written with a leading ``'``."""
+    link = '=HYPERLINK("http://evil.example","click")'
+    write(tmp_path, seed=0, git_sha=link)
+    write(tmp_path, seed=1, test_top1=math.nan, status="oom", error="-1 bytes left")
+    rows = {
+        r["seed"]: r for r in csv.DictReader(io.StringIO(lb.results_csv(lb.aggregate(tmp_path))))
+    }
+    assert rows["0"]["git_sha"] == "'" + link and rows["1"]["error"] == "'-1 bytes left"
+    assert rows["0"]["method"] == "lora" and rows["1"]["seed"] == "1"  # plain values untouched

@@ -239,6 +239,36 @@ def test_prepare_is_atomic_and_keeps_the_old_cache(small):
     assert sorted(p.name for p in (cache / "vtab/kitti").iterdir()) == ["8px"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_listed_as_an_image_is_refused_not_waited_on(small):
+    """Reading a FIFO blocks until a writer comes: prepare refused it by type, in one line."""
+    import threading
+
+    spec, raw, cache = small
+    fifo = raw / "kitti/images/test/000003.jpg"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    errors: list[str] = []
+
+    def run() -> None:
+        try:
+            prepare([spec], "noah", raw, cache, 8)
+        except ImageError as err:
+            errors.append(str(err))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # the old code blocks in open(): a writer lets it go on
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(30)
+    assert errors == [
+        f"image {fifo} is not a regular file (a FIFO, device or folder); list image files only "
+        f"(listed in {raw / 'kitti/test.txt'} line 4)"
+    ]
+    assert not cache.exists()
+
+
 def test_label_class_and_source_errors(small):
     spec, raw, cache = small
     with pytest.raises(

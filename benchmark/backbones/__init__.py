@@ -40,6 +40,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from pebench.backbones.checkpoint import CheckpointError, names, read_checkpoint  # noqa: E402
 from pebench.backbones.videomae import is_video_model_name  # noqa: E402 - registers video models
 from pebench.backbones.videomae_checkpoint import load_videomae_checkpoint  # noqa: E402
+from pebench.vit import NotAViTError, check_vit  # noqa: E402
 
 RANDOM = "random"
 _SMALL: dict[str, dict[str, Any]] = {
@@ -121,12 +122,18 @@ class Backbone:
 
 
 def known_backbone(name: str) -> None:
-    """Raise :class:`BackboneError` with suggestions if timm does not know ``name``."""
+    """Refuse a name timm does not know (with suggestions) or a model pebench cannot adapt.
+
+    Raises:
+        BackboneError: unknown name, or not a timm Vision Transformer (``resnet50``).
+    """
     base = name.split(".")[0]
     if not timm.is_model(base):
         close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise BackboneError(f"unknown backbone {name!r} (not a timm model).{hint}")
+    if not is_video_model_name(name) and base not in _SMALL:
+        _check_architecture(name)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -184,6 +191,29 @@ def create_backbone(
         image_size=int(cfg["input_size"][-1]),
         num_frames=getattr(model, "num_frames", None),
     )
+
+
+def _check_architecture(name: str) -> None:
+    """Refuse a timm model pebench cannot adapt before any weights are fetched or read.
+
+    The model is built on the meta device (no memory, no init cost) and checked as methods check
+    it, so ``--backbone resnet50`` is a model-type error, not a hub or ``img_size`` failure.
+
+    Raises:
+        BackboneError: the model is not a timm ``VisionTransformer`` with adaptable blocks.
+    """
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(name, pretrained=False, num_classes=0)
+    except Exception:  # not buildable this way: creating it for real reports the cause
+        return
+    try:
+        check_vit(probe)
+    except NotAViTError as err:
+        raise BackboneError(
+            f"backbone {name!r} cannot be adapted: {err} (pebench needs a timm Vision "
+            "Transformer, e.g. vit_base_patch16_224; see `pebench list budgets` for the ones used)"
+        ) from None
 
 
 def _from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:

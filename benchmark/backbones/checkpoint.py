@@ -8,6 +8,8 @@ tensors only by construction.
 from __future__ import annotations
 
 import argparse
+import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,12 +43,11 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
             raw: Any = load_file(str(path))
         else:
-            with torch.serialization.safe_globals([argparse.Namespace]):
+            with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": noise here
                 raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip/safetensors errors come in many types
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {err}"
-        ) from err
+        raise CheckpointError(f"cannot read checkpoint {path}: {_reason(err)}") from err
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(raw).__name__}, not a state dict")
     for key in _WRAPPERS:
@@ -60,6 +61,27 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             f"(weights are looked for under the top-level keys {', '.join(_WRAPPERS)})"
         )
     return dict(raw)
+
+
+#: the lines of torch's weights-only refusal that say nothing about the file
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _reason(err: Exception) -> str:
+    """Why a checkpoint could not be read, in one line (torch's pickle refusal spans seven).
+
+    A refused pickle is named by its one telling line (``Trying to load unsupported GLOBAL
+    posix.system ...``); any other error by its type and first line.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, pickle.UnpicklingError):
+        telling = [line for line in lines if not line.startswith(_BOILERPLATE)]
+        detail = f" ({telling[0].rstrip('.')})" if telling else ""
+        return (
+            f"it is not a plain state dict of tensors{detail}; pebench reads weights only "
+            "and never runs a pickle's code (save the state dict, or use safetensors)"
+        )
+    return f"{type(err).__name__}: {lines[0] if lines else 'no detail'}"
 
 
 def names(keys: list[str], limit: int = 8) -> str:

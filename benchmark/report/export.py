@@ -31,7 +31,7 @@ from pebench.datasets import Suite, TaskSpec
 from pebench.report import columns as cols
 from pebench.report.aggregate import CONTEXT, SOURCE, peak_memory
 from pebench.report.latex import caption, to_latex
-from pebench.report.markdown import md_table, text
+from pebench.report.markdown import inert_cell, md_table, text
 from pebench.report.tables import SuiteTable, tables
 
 FORMATS = ("latex", "markdown", "csv")
@@ -164,8 +164,15 @@ def to_csv(
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
 ) -> str:
-    """The tidy export (:func:`tidy`) as CSV text (pandas' writer)."""
-    return tidy(df, suites, tasks).to_csv(index=False, lineterminator="\n")
+    """The tidy export (:func:`tidy`) as CSV text (pandas' writer), text cells inert.
+
+    A text value a spreadsheet would run as a formula gets a leading ``'``
+    (:func:`~pebench.report.markdown.inert_cell`).
+    """
+    frame = tidy(df, suites, tasks)
+    for column in frame.columns:  # Series.map: DataFrame.map needs pandas >= 2.1
+        frame[column] = frame[column].map(lambda v: inert_cell(v) if isinstance(v, str) else v)
+    return frame.to_csv(index=False, lineterminator="\n")
 
 
 # ---------------------------------------------------------------------------- tables --

@@ -34,6 +34,7 @@ from pebench.report.markdown import (
     RECON_NOTE,
     VARIES_NOTE,
     header,
+    inert_cell,
     render_markdown,
 )
 from pebench.report.plots import NAME_PATTERN, pareto_front, plot, plot_bytes
@@ -172,9 +173,14 @@ def results_csv(df: pd.DataFrame) -> str:
     """The raw rows as ``results.csv``, in the row schema.
 
     Rows from several folders get a leading ``results_dir`` column (the same run id may then
-    appear once per folder).
+    appear once per folder). Text values a spreadsheet would run as a formula are written
+    inert (:func:`~pebench.report.markdown.inert_cell`).
     """
-    rows = records(df)
+    text_columns = {k for k, kind in results.SCHEMA.items() if kind == "str"}
+    rows = [
+        {k: inert_cell(v) if k in text_columns and isinstance(v, str) else v for k, v in r.items()}
+        for r in records(df)
+    ]
     if len({r[SOURCE] for r in rows}) <= 1:
         return results.rows_to_csv({k: v for k, v in r.items() if k != SOURCE} for r in rows)
     body = io.StringIO()

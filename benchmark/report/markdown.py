@@ -87,6 +87,21 @@ def text(value: object) -> str:
     )
 
 
+#: the first characters with which a spreadsheet reads a CSV cell as a formula (OWASP)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert_cell(value: str) -> str:
+    """A text value as a CSV cell no spreadsheet runs: a leading ``'`` before a formula start.
+
+    Text columns of the rows (method, task, error ...) come from result files anyone can edit;
+    ``=HYPERLINK(...)`` there would be a live formula once ``results.csv`` or the tidy export is
+    opened in a spreadsheet. Such a value is written as ``'=HYPERLINK(...)`` (shown as text);
+    numbers are never text cells, so a negative number is left as it is.
+    """
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
 def _cell(value: object) -> str:
     return text(value).replace("|", "\\|")
 
