@@ -167,6 +167,16 @@ IDENTITY = (
 )
 
 
+def executions(row: Mapping[str, Any] | None) -> int:
+    """Executions a run's ``row`` counts since its last final outcome (0: none, or a final one).
+
+    A row written before the ``attempt`` column counts one execution.
+    """
+    if row is None or row["status"] in DONE_STATUSES:
+        return 0
+    return row["attempt"] or 1
+
+
 class ResultsError(PebenchError, ValueError):
     """A malformed result file; the message names the file, the row and the column."""
 

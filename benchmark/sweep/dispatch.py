@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pebench import fsio
-from pebench.results import ResultsError
+from pebench.results import ResultsError, executions
 from pebench.selection import SETTLED, unsettled
 from pebench.store import ResultsFullError, RunStore
 from pebench.sweep.worker import STOP
@@ -91,7 +91,7 @@ class Dispatcher:
         self.executor, self.on_row, self.poll_s = executor, on_row, poll_s
         self.cells = [Cell(s, t, s.search_specs(t)) for s in sweeps for t in s.tasks]
         for cell in self.cells:
-            cell.base = {s.run_id: _attempts(cell.sweep.store, s.run_id) for s in cell.search}
+            cell.base = {s.run_id: _executions(cell.sweep.store, s.run_id) for s in cell.search}
         self.handles: list[Any] = []  # executor handles, parallel to ``owners``
         self.owners: list[tuple[Cell, RunSpec]] = []
         self.foreign: list[tuple[Cell, RunSpec]] = []  # runs a live marker of another worker holds
@@ -201,7 +201,7 @@ class Dispatcher:
                     cell.rows[rid] = now  # the newest execution, whoever ran it
             if cell.rows[rid]["status"] in SETTLED:
                 continue
-            if (done := _attempts(store, rid)) - cell.base.get(rid, 0) < TRIAL_ATTEMPTS:
+            if (done := executions(cell.rows[rid])) - cell.base.get(rid, 0) < TRIAL_ATTEMPTS:
                 del cell.rows[rid]
                 # attempt done + 1: run_one skips it if another driver executed that one already
                 again.append(replace(s, base_row=dict(s.base_row, attempt=done + 1)))
@@ -309,15 +309,12 @@ class Dispatcher:
         return ResultsFullError(folder, err.errno, len(recorded))
 
 
-def _attempts(store: RunStore, rid: str) -> int:
-    """Executions run ``rid``'s row counts since its last final outcome (0: none, settled)."""
+def _executions(store: RunStore, rid: str) -> int:
+    """:func:`pebench.results.executions` of run ``rid``'s row (0 when unreadable)."""
     try:
-        row = store.read(rid)
+        return executions(store.read(rid))
     except ResultsError:
         return 0
-    if row is None or row["status"] in SETTLED:
-        return 0
-    return row["attempt"] or 1  # a row written before the column: one execution
 
 
 def _ignore_interrupts() -> None:

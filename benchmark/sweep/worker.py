@@ -126,15 +126,12 @@ def start_forkserver() -> None:
         signal.signal(signal.SIGINT, old)
 
 
-def next_attempt(store: RunStore, rid: str) -> int:
-    """The ``attempt`` of run ``rid``'s next execution: 1 after a final outcome (or none)."""
+def _current(store: RunStore, rid: str) -> dict[str, Any] | None:
+    """Run ``rid``'s row, ``None`` when there is none or it cannot be read (then it is redone)."""
     try:
-        old = store.read(rid)
+        return store.read(rid)
     except R.ResultsError:
-        return 1  # unreadable: redone from scratch
-    if old is None or old["status"] in R.DONE_STATUSES:
-        return 1
-    return (old["attempt"] or 1) + 1
+        return None
 
 
 def run_one(spec: RunSpec, results_dir: str | Path | RunStore, timeout_s: float) -> dict[str, Any]:
@@ -150,23 +147,19 @@ def run_one(spec: RunSpec, results_dir: str | Path | RunStore, timeout_s: float)
     """
     store = as_store(results_dir)
     row, rid = spec.base_row, spec.base_row["run_id"]
-    if (done := store.finished(rid)) is not None:
-        return done
-    since = time.time()
-    waited = False
+    old = _current(store, rid)
+    if old is not None and old["status"] in R.DONE_STATUSES:
+        return old
+    # the execution this worker means to run: a retry names it, else the next one
+    intended = row.get("attempt") or R.executions(old) + 1
     while store.claim(row, timeout_s) is not None:  # another worker runs it: wait
-        waited = True
         time.sleep(CLAIM_POLL_S)
-    if waited and (theirs := store.fresh(rid, since)) is not None:
-        # the other worker executed it while this one waited: that execution was this one's
+    attempt = R.executions(theirs := _current(store, rid)) + 1
+    if attempt > intended and theirs is not None:
+        # another worker executed it since this one decided to: that execution was this one's
         # attempt too (two drivers never apply their attempts one after the other's)
         store.release(rid)
         return theirs
-    attempt = next_attempt(store, rid)
-    if (intended := row.get("attempt")) and attempt > intended:
-        store.release(rid)  # another driver executed this retry while this one decided on it
-        if (theirs := store.read(rid)) is not None:
-            return theirs
     spec = replace(spec, base_row=dict(row, attempt=attempt))
     row = spec.base_row
     # not a daemon: it starts the run's stages (and torchrun for DDP); it still dies with this
