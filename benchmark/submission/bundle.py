@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import pebench
-from pebench import results as R
 from pebench.checks_field import SKIPPED
 from pebench.errors import PebenchError
 from pebench.method_source import source_files, source_hash
@@ -40,7 +39,7 @@ from pebench.store import run_files
 from pebench.submission.archive import write_archive
 from pebench.submission.card import card
 from pebench.sweep.plan import Sweep
-from pebench.sweep.status import other_code
+from pebench.sweep.status import grid_rows, other_code
 
 #: what the manifest's ``meta["kind"]`` says
 KIND = "pebench-submission"
@@ -64,29 +63,17 @@ def sweep_rows(sweep: Sweep) -> list[dict[str, Any]]:
     Raises:
         SubmissionError: naming the first thing missing (and how many more there are).
     """
-    store, problems, rows = sweep.store, [], []
-    for task in sweep.tasks:
-        search = [store.read(s.run_id) for s in sweep.search_specs(task)]
-        open_trials = [
-            s.trial
-            for s, r in zip(sweep.search_specs(task), search, strict=True)
-            if r is None or r["status"] not in R.DONE_STATUSES
-        ]
-        if open_trials:
-            problems.append(f"{task.name}: search trial {open_trials[0]} has no final outcome")
-            continue
-        kind, finals = sweep.after_search(task, search)
-        if kind != "finals":
-            problems.append(f"{task.name}: no search trial finished ok (finals {kind})")
-            continue
-        for spec in finals:
-            row = store.read(spec.run_id)
-            if row is None or row["status"] not in R.DONE_STATUSES:
-                state = "missing" if row is None else row["status"]
-                problems.append(f"{task.name}: the final of seed {spec.seed} is {state}")
-            else:
-                search.append(row)
-        rows += search
+    problems, rows = [], []
+    for state, row in grid_rows(sweep):  # the grid as pebench status walks it
+        if state.state == "done":
+            rows.append(row)
+        elif state.phase == "search":
+            problems.append(f"{state.task}: search trial {state.trial} has no final outcome")
+        elif state.trial == -1:  # a placeholder: no trial to retrain
+            problems.append(f"{state.task}: no search trial finished ok")
+        elif state.run_id:  # (finals not nameable yet follow an open trial, named above)
+            problems.append(f"{state.task}: the final of seed {state.seed} is "
+                            f"{state.status or 'missing'}")  # fmt: skip
     skipped = sum(r["checks"] == SKIPPED for r in rows)
     if skipped:
         problems.append(f"{skipped} rows were run with --skip-checks (checks=skipped)")
@@ -108,8 +95,8 @@ def sweep_rows(sweep: Sweep) -> list[dict[str, Any]]:
     return rows
 
 
-def environment(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The submitter's environment: versions, platform, the rows' devices, installed packages."""
+def versions() -> dict[str, str]:
+    """Python, torch, timm and pebench versions here (what a bit-identical re-run needs)."""
 
     def version(dist: str) -> str:
         try:
@@ -117,12 +104,19 @@ def environment(rows: list[dict[str, Any]]) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return ""
 
-    freeze = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()})
     return {
         "python": platform.python_version(),
         "torch": version("torch"),
         "timm": version("timm"),
         "pebench": pebench.__version__,
+    }
+
+
+def environment(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The submitter's environment: versions, platform, the rows' devices, installed packages."""
+    freeze = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()})
+    return {
+        **versions(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "devices": sorted({r["device"] for r in rows}),
@@ -201,4 +195,12 @@ def submit(sweep: Sweep, out: str | Path, budget_file: str | Path | None = None)
     return write_archive(out, members, meta)
 
 
-__all__ = ["KIND", "SubmissionError", "environment", "members_of", "source_member", "submit"]
+__all__ = [
+    "KIND",
+    "SubmissionError",
+    "environment",
+    "members_of",
+    "source_member",
+    "submit",
+    "versions",
+]

@@ -29,17 +29,15 @@ import math
 import platform
 import random
 import statistics
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import pebench
 from pebench import record as REC
 from pebench import results as R
 from pebench.method_source import source_hash
 from pebench.store import RunStore, file_of_run, run_files
 from pebench.submission.archive import Archive
-from pebench.submission.bundle import KIND, SubmissionError
+from pebench.submission.bundle import KIND, SubmissionError, versions
 
 #: the identity fields every row of one submission shares with its manifest
 SHARED = {
@@ -56,22 +54,8 @@ ALPHA = 0.01
 
 
 def environment() -> dict[str, str]:
-    """The verifier's versions, device and platform (what a bit-identical re-run needs)."""
-
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return ""
-
-    return {
-        "pebench": pebench.__version__,
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "timm": version("timm"),
-        "device": "cpu",
-        "platform": f"{platform.system()}-{platform.machine()}",
-    }
+    """The verifier's versions, device and platform (re-runs here run on the CPU)."""
+    return {**versions(), "device": "cpu", "platform": f"{platform.system()}-{platform.machine()}"}
 
 
 def _json_member(arc: Archive, name: str) -> Any:
@@ -165,7 +149,6 @@ def check_budget(arc: Archive, work: Path) -> str:
 
 def check_data(arc: Archive, rows: dict[str, dict], data_dir: str | None) -> None:
     """Step 5: the rows' data lineage is that of the data prepared here."""
-    from pebench.budget import get_budget  # noqa: F401  (registers the budgets' tasks)
     from pebench.datasets import describe_data, get_task
 
     data = _json_member(arc, "data.json")

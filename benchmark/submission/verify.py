@@ -30,13 +30,13 @@ from typing import Any
 
 from pebench import fsio
 from pebench.errors import PebenchError
+from pebench.report.submissions import VERIFICATION as RECORD
 from pebench.store import RunStore, file_of_run
 from pebench.submission import checks as C
 from pebench.submission.archive import read_archive
 from pebench.submission.bundle import SubmissionError
 from pebench.submission.install import make_env
 
-RECORD = "verification.json"
 FORMAT = 1
 
 

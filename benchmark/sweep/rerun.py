@@ -19,15 +19,18 @@ if TYPE_CHECKING:
     from pebench.sweep.plan import Sweep
 
 
+def _grids(sweeps: list[Sweep]) -> dict[RunStore, list[str]]:
+    """Each results folder's run ids of the sweeps' grids."""
+    out: dict[RunStore, list[str]] = {}
+    for sw in sweeps:
+        for task in sw.tasks:
+            out.setdefault(sw.store, []).extend(sw.grid_ids(task))
+    return out
+
+
 def recorded(sweeps: list[Sweep]) -> list[tuple[RunStore, str]]:
     """``(store, run id)`` of every recorded run of the sweeps' grids (each once)."""
-    found = [
-        (sw.store, rid)
-        for sw in sweeps
-        for task in sw.tasks
-        for rid in sw.store.recorded(sw.grid_ids(task))
-    ]
-    return list(dict.fromkeys(found))
+    return [(store, rid) for store, rids in _grids(sweeps).items() for rid in store.recorded(rids)]
 
 
 def grid_size(sweeps: list[Sweep]) -> int:
@@ -37,15 +40,6 @@ def grid_size(sweeps: list[Sweep]) -> int:
         for sw in sweeps
         for _ in sw.tasks
     )
-
-
-def _grids(sweeps: list[Sweep]) -> dict[RunStore, list[str]]:
-    """Each results folder's run ids of the sweeps' grids."""
-    out: dict[RunStore, list[str]] = {}
-    for sw in sweeps:
-        for task in sw.tasks:
-            out.setdefault(sw.store, []).extend(sw.grid_ids(task))
-    return out
 
 
 def _resume(sweeps: list[Sweep]) -> str | None:

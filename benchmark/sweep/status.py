@@ -106,24 +106,29 @@ def _unprepared(sweep: Sweep, task: TaskSpec) -> list[RunState]:
     return search + [RunState("", **why, phase="final", trial=None, seed=s) for s in sweep.seeds]
 
 
+def grid_rows(sweep: Sweep) -> list[tuple[RunState, dict[str, Any] | None]]:
+    """Every run of ``sweep``'s grid in grid order: its state and its row (``None``: none)."""
+    out: list[tuple[RunState, dict[str, Any] | None]] = []
+    for task in sweep.tasks:
+        if task.name in sweep.unprepared:
+            out.extend((state, None) for state in _unprepared(sweep, task))
+            continue
+        search = [_state(sweep, s) for s in sweep.search_specs(task)]
+        out.extend(search)
+        rows = [row for _, row in search]
+        if all(r is not None for r in rows):  # the dispatcher's rule (Sweep.after_search)
+            _, finals = sweep.after_search(task, rows)
+            out.extend(_state(sweep, s) for s in finals)
+            continue
+        pending = dict(method=_label(sweep), suite=task.suite, task=task.name, phase="final")
+        for seed in sweep.seeds:  # not expandable before its search is recorded
+            out.append((RunState("", **pending, trial=None, seed=seed, state="missing"), None))
+    return out
+
+
 def sweep_states(sweeps: list[Sweep]) -> list[RunState]:
     """Every run of ``sweeps`` in grid order, with its state."""
-    out: list[RunState] = []
-    for sweep in sweeps:
-        for task in sweep.tasks:
-            if task.name in sweep.unprepared:
-                out.extend(_unprepared(sweep, task))
-                continue
-            states, rows = zip(*(_state(sweep, s) for s in sweep.search_specs(task)), strict=True)
-            out.extend(states)
-            if all(r is not None for r in rows):  # the dispatcher's rule (Sweep.after_search)
-                _, finals = sweep.after_search(task, list(rows))
-                out.extend(_state(sweep, s)[0] for s in finals)
-                continue
-            pending = dict(method=_label(sweep), suite=task.suite, task=task.name, phase="final")
-            for seed in sweep.seeds:  # not expandable before its search is recorded
-                out.append(RunState("", **pending, trial=None, seed=seed, state="missing"))
-    return out
+    return [state for sweep in sweeps for state, _ in grid_rows(sweep)]
 
 
 def other_code(sweeps: list[Sweep]) -> list[dict[str, Any]]:
@@ -222,4 +227,12 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["STATES", "RunState", "format_table", "other_code", "summarize", "sweep_states"]
+__all__ = [
+    "STATES",
+    "RunState",
+    "format_table",
+    "grid_rows",
+    "other_code",
+    "summarize",
+    "sweep_states",
+]
