@@ -113,7 +113,7 @@ _DEMO3 = replace(
     "decades), 3 seeds",
     purpose="the quick demo: the README's first command in about two minutes on a 2-core CPU "
     "(smoke-level: 3 seeds, one search run per lr, 80 validation images; the reference table "
-    "is demo-ref-v1)",
+    "is demo-ref-v2)",
 )
 # demo-ref-v1: the committed reference table, designed with `pebench estimate --precision` (see
 # the README's budget table) rather than by habit. demo-v3 traded precision for the two-minute
@@ -130,6 +130,21 @@ _DEMO_REF = replace(
     search_replicates=3,
     description="demo-ref suite, micro ViT: 10 epochs (1 warmup), 7 trials (lr 3e-4..3e-1) x 3 "
     "search replicates, 10 seeds",
+    purpose="the first reference protocol (superseded by demo-ref-v2 before any table was "
+    "published under it; kept runnable)",
+)
+# demo-ref-v2: demo-ref-v1 with the smoothed selection rule (pebench.selection). Under v1's
+# highest-mean rule, 4 of 12 (method, task) selections changed with another search-seed offset
+# (lora, ssf, adaptformer; #22 asks for <= 15 %), each to an adjacent rung within 0.1-1.4 pts.
+# Ranking each rung by its mean smoothed with its lr neighbours (1/4, 1/2, 1/4) changed 1 of the
+# same 12, and in 120 half-splits of their 6 replicates 8 % of selections against 34 %, while
+# the selected rung scored higher on the held-out half (mean shortfall 0.58 vs 1.21 pts).
+_DEMO_REF2 = replace(
+    _DEMO_REF,
+    id="demo-ref-v2",
+    selection="smoothed",
+    description="demo-ref suite, micro ViT: 10 epochs (1 warmup), 7 trials (lr 3e-4..3e-1) x 3 "
+    "search replicates, selection smoothed along the lr ladder, 10 seeds",
     purpose="the committed reference table on the demo tasks (resolves the differences its "
     "seed count was derived for; hours on a 2-core CPU)",
 )
@@ -213,6 +228,7 @@ BUDGETS: dict[str, Budget] = {
         _DEMO2,
         _DEMO3,
         _DEMO_REF,
+        _DEMO_REF2,
         _REAL,
         replace(_REAL, id="fgvc-v1"),
         replace(_REAL, id="fewshot-v1"),

@@ -150,6 +150,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "seeds": _distinct_list(_integer(None), f"integers within +-{MAX_INT}", MAX_SEEDS),
     "search_seed": _integer(None),
     "search_replicates": _integer(1, 32),
+    "selection": _choice("max", "smoothed"),
     "backbone": _text(nonempty=True),
     "precision": _choice("auto", "fp32"),
     "grad_clip": _optional(_number(0, strict=True), "leave the key out for no clipping"),
@@ -253,7 +254,7 @@ def budget_from_dict(data: Any, budget_id: str) -> Budget:
 
 #: fields added after budget files existed, with the default that leaves an older file's id as
 #: it was (a field at this value is not part of the hashed text)
-LATER_FIELDS = {"search_replicates": 1}
+LATER_FIELDS = {"search_replicates": 1, "selection": "max"}
 
 
 def canonical_json(budget: Budget) -> str:

@@ -84,6 +84,9 @@ class Budget:
         search_replicates: runs per search trial, under seeds ``search_seed + r``; the
             selection ranks trials by the mean validation score over their replicates
             (:mod:`pebench.selection`). One run per trial picks the maximum of one noisy run.
+        selection: how trials are ranked (:data:`pebench.selection.RULES`): ``"max"``, the
+            highest mean; ``"smoothed"``, the highest mean smoothed with its lr neighbours.
+            Recorded in every row as ``selection_rule``.
         backbone: default backbone (timm name) for suites using this budget.
         precision: ``"auto"`` = bf16 autocast on CUDA, fp32 on CPU.
         grad_clip: max gradient norm (``None`` = no clipping).
@@ -120,10 +123,13 @@ class Budget:
     weights: str | None = None
     purpose: str = ""
     search_replicates: int = 1
+    selection: Literal["max", "smoothed"] = "max"
 
     def __post_init__(self) -> None:
         if int(self.search_replicates) < 1:
             raise ValueError(f"Budget.search_replicates must be >= 1, got {self.search_replicates}")
+        if self.selection not in ("max", "smoothed"):
+            raise ValueError(f"Budget.selection must be max or smoothed, got {self.selection!r}")
 
     def search_seeds(self) -> tuple[int, ...]:
         """The seeds of one search trial's replicates."""

@@ -160,6 +160,7 @@ def budgets() -> list[Item]:
             "name": b.id,
             "trials": len(b.trials()),
             "replicates": b.search_replicates,
+            "selection": b.selection,
             "epochs": b.epochs,
             "seeds": list(b.seeds),
             "backbone": b.backbone,

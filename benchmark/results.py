@@ -67,6 +67,8 @@ SCHEMA: dict[str, str] = {
     # selection (final rows): the grid the trial was chosen from and where in it it lies
     "selection_grid": "str",
     "selection_edge": "str",
+    #: the budget's selection rule (:data:`pebench.selection.RULES`; empty: ``max``)
+    "selection_rule": "str",
     "train_loss": "float",
     "params_method": "count",
     "params_head": "count",
@@ -138,6 +140,7 @@ ADDED_COLUMNS = (
     "replicate",
     "method_source",
     "attempt",
+    "selection_rule",
 )
 PHASES = ("search", "final")
 #: ``blocked``: finals not run because a search trial of their task has no final outcome

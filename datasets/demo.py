@@ -233,7 +233,7 @@ register_suite(
         name="demo-ref",
         tasks=tuple(s.name for s in _REF_SPECS),
         aggregate="mean",
-        default_budget="demo-ref-v1",
+        default_budget="demo-ref-v2",
         description="the demo tasks sized for a reference table: search scored on 400 selection "
         "images, finals on 2,000 test images (training images as in demo)",
     ),

@@ -130,15 +130,16 @@ def selection_flags(trials: Sequence[Row], chosen: Row, num_classes: int | None)
     """``close`` and ``cliff`` for the selection of ``chosen`` among its search ``trials``.
 
     Trials are scored as the selection scores them (:func:`pebench.selection.trial_scores`:
-    the mean over replicates, a diverged replicate counting 0).
+    the mean over replicates, a diverged replicate counting 0, smoothed along the lr ladder
+    under the ``smoothed`` rule): ``close`` compares those scores.
     """
     out = []
     scores = trial_scores(trials)
     best = scores.get(chosen["trial"])
     n = _count(best.row["n_val"]) if best is not None and best.row else None
-    others = [s.mean for t, s in scores.items() if s.ok and t != chosen["trial"]]
+    others = [s.score for t, s in scores.items() if s.ok and t != chosen["trial"]]
     if best is not None and best.ok and others and n:
-        if round((best.mean - max(others)) * n) <= 1:
+        if round((best.score - max(others)) * n) <= 1:
             out.append("close")
     lrs = {
         t: s.row["lr"] if s.row else next(r["lr"] for r in trials if r["trial"] == t)

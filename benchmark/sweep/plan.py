@@ -116,6 +116,8 @@ class Sweep:
             status="failed",
             error="",
         )
+        if self.budget.selection != "max":  # rows of a "max" budget stay as they were written
+            row["selection_rule"] = self.budget.selection
         row["run_id"] = R.run_id(row)
         return row
 
