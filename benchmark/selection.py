@@ -93,21 +93,43 @@ def rule_of(search_rows: Iterable[Row]) -> str:
     return rule
 
 
-def _smoothed(scores: dict[int, TrialScore]) -> dict[int, float]:
-    """Trial -> its mean smoothed with its lr neighbours at the same weight decay."""
-    out = {}
-    for wd in {s.weight_decay for s in scores.values()}:
-        ladder = sorted(
-            (s.lr, t) for t, s in scores.items() if s.weight_decay == wd and not math.isnan(s.mean)
-        )
+def smoothing_weights(grid: Sequence[tuple[float, float]], rule: str) -> list[list[float]]:
+    """The matrix ``W`` with ranking score ``i`` = ``sum_j W[i][j] * mean_j`` under ``rule``.
+
+    ``grid`` holds each trial's ``(lr, weight decay)``. Under ``max`` ``W`` is the identity;
+    under ``smoothed`` row ``i`` weighs trial ``i`` 1/2 and its lr neighbours at the same weight
+    decay 1/4 each (renormalised at an end of the ladder). The one home of the weights: the
+    selection and the estimator's simulated searches (:mod:`pebench.report.precision`) use it.
+    """
+    n = len(grid)
+    out = [[float(i == j) for j in range(n)] for i in range(n)]
+    if rule != "smoothed":
+        return out
+    for wd in {g[1] for g in grid}:
+        ladder = sorted((lr, t) for t, (lr, w) in enumerate(grid) if w == wd)
         for i, (_, t) in enumerate(ladder):
-            total, weight = (1 - 2 * NEIGHBOUR_WEIGHT) * scores[t].mean, 1 - 2 * NEIGHBOUR_WEIGHT
+            row = [0.0] * n
+            row[t] = 1 - 2 * NEIGHBOUR_WEIGHT
             for j in (i - 1, i + 1):
                 if 0 <= j < len(ladder):
-                    total += NEIGHBOUR_WEIGHT * scores[ladder[j][1]].mean
-                    weight += NEIGHBOUR_WEIGHT
-            out[t] = total / weight
+                    row[ladder[j][1]] = NEIGHBOUR_WEIGHT
+            total = sum(row)
+            out[t] = [v / total for v in row]
     return out
+
+
+def _smoothed(scores: dict[int, TrialScore]) -> dict[int, float]:
+    """Trial -> its mean smoothed with its lr neighbours at the same weight decay."""
+    trials = [t for t, s in scores.items() if not math.isnan(s.mean)]
+    weights = smoothing_weights(
+        [(scores[t].lr, scores[t].weight_decay) for t in trials], "smoothed"
+    )
+    means = [scores[t].mean for t in trials]
+    # rounded: equal weighted sums that differ by float round-off are ties (-> the smaller lr)
+    return {
+        t: round(sum(w * m for w, m in zip(row, means, strict=True)), 12)
+        for t, row in zip(trials, weights, strict=True)
+    }
 
 
 def trial_scores(search_rows: Iterable[Row]) -> dict[int, TrialScore]:
@@ -231,6 +253,7 @@ __all__ = [
     "parse_grid",
     "rule_of",
     "select_trial",
+    "smoothing_weights",
     "selection_fields",
     "trial_scores",
     "unsettled",

@@ -17,7 +17,15 @@ from scipy import stats
 from pebench import record as REC
 from pebench import results as R
 from pebench.cli import main
-from pebench.report.precision import Design, Model, Pilot, paired_parts, selection_variance
+from pebench.report.precision import (
+    Design,
+    Model,
+    Pilot,
+    paired_parts,
+    selection_variance,
+    simulated_picks,
+)
+from pebench.selection import select_trial
 from pebench.store import RunStore
 
 TASKS = ("demo/shapes", "demo/texture", "demo/count", "demo/orientation")
@@ -41,6 +49,35 @@ def test_selection_variance_by_cases():
     coin = Pilot(np.array([0.0, 100.0, 50.0]), None, [50.0, 60.0], 10**6)
     assert selection_variance(coin, 1, None) == pytest.approx(25.0, rel=0.1)
     assert selection_variance(coin, 3, None) < selection_variance(coin, 1, None)  # replicates
+
+
+@pytest.mark.parametrize("rule", ["max", "smoothed"])
+def test_a_noiseless_simulated_search_retrains_what_the_selection_retrains(rule):
+    """The estimator's simulated searches apply the budget's rule as :mod:`pebench.selection`."""
+    rng = np.random.default_rng(3)
+    lrs = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
+    for _ in range(200):
+        means = rng.choice([20.0, 40.0, 60.0, 70.0, 80.0, math.nan], size=len(lrs))
+        if np.isfinite(means).sum() < 2:
+            continue
+        rows = [
+            dict(trial=i, lr=lr, weight_decay=1e-4, seed=0, run_id=str(i), selection_rule=rule,
+                 val_top1=m / 100, status="ok" if math.isfinite(m) else "diverged")
+            for i, (lr, m) in enumerate(zip(lrs, means, strict=True))
+        ]  # fmt: skip
+        pilot = Pilot(np.array([50.0, 50.0]), None, list(means), None, [(lr, 1e-4) for lr in lrs])
+        picks = simulated_picks(pilot, 1, None, selection=rule)
+        assert set(picks.tolist()) == {select_trial(rows)["trial"]}
+
+
+def test_smoothing_cuts_the_selection_variance_of_a_spiky_curve():
+    # a lone spike among poor rungs next to a plateau: the max rule flips between them
+    spiky = [30.0, 72.0, 30.0, 69.0, 70.0, 69.0]
+    grid = [(lr, 1e-4) for lr in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)]
+    pilot = Pilot(np.array([0.0, 6.0]), None, spiky, 400, grid)
+    plain = selection_variance(pilot, 3, None, selection="max")
+    smooth = selection_variance(pilot, 3, None, selection="smoothed")
+    assert smooth < plain / 4
 
 
 def _pilot_rows(seed=1):
@@ -120,7 +157,7 @@ def test_the_cli_prints_the_designs_and_the_cheapest_reaching_the_target(tmp_pat
     table = {
         (int(m[1]), int(m[2])): (int(m[3]), float(m[4]), float(m[5]))
         for m in re.finditer(
-            r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+$", out, re.M
+            r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+[\d.]+$", out, re.M
         )
     }
     assert table[(3, 1)][2] == pytest.approx(_hand_mdd(rows, 3), abs=0.01)

@@ -69,6 +69,7 @@ class RowStats:
         search: task -> validation score of every search trial in grid order (``NaN`` for a
             trial without an ``ok`` outcome), for the search-sensitivity figure.
         n_val: task -> validation images the search scored (when its rows say).
+        grid: task -> ``(lr, weight decay)`` of each of :attr:`search`'s trials.
     """
 
     interval: S.Estimate
@@ -83,6 +84,7 @@ class RowStats:
     index: int = -1
     search: dict[str, list[float]] = field(default_factory=dict)
     n_val: dict[str, int] = field(default_factory=dict)
+    grid: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 def row_runs(entry: Entry, info: SuiteInfo, correct: Mapping[tuple[str, str], Any]) -> S.RowRuns:
@@ -195,7 +197,7 @@ def table_stats(
     out = [RowStats(S.Estimate(e.rank, *[math.nan] * 4)) for e in entries]
     for e, s in zip(entries, out, strict=True):
         s.flags = row_flags(e, search, classes)
-        s.search = search_scores(e, search)
+        s.search, s.grid = search_scores(e, search)
         cells = {_cell_key(r) for r in e.runs}
         s.n_val = {
             r["task"]: _count(r["n_val"])
@@ -218,18 +220,21 @@ def table_stats(
     return out, table
 
 
-def search_scores(entry: Entry, search: Mapping[tuple, list[Row]]) -> dict[str, list[float]]:
-    """Task -> validation score (%) of every search trial of the entry, in grid order.
+def search_scores(
+    entry: Entry, search: Mapping[tuple, list[Row]]
+) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float]]]]:
+    """Per task, every search trial's validation score (%) in grid order, and its (lr, wd).
 
-    A trial's score is the mean over its replicates as the selection scores it; ``NaN`` for a
-    trial without an ``ok`` replicate.
+    A trial's score is the mean over its replicates; ``NaN`` for a trial without an ``ok``
+    replicate.
     """
-    out = {}
+    out, grid = {}, {}
     for r in entry.runs:
         if r["task"] not in out:
             scores = trial_scores(search.get(_cell_key(r), []))
             out[r["task"]] = [100.0 * s.mean if s.ok else math.nan for s in scores.values()]
-    return out
+            grid[r["task"]] = [(s.lr, s.weight_decay) for s in scores.values()]
+    return out, grid
 
 
 __all__ = [

@@ -33,6 +33,7 @@ from itertools import combinations
 import numpy as np
 
 from pebench.report import stats as S
+from pebench.selection import DIVERGED_SCORE, smoothing_weights
 
 #: simulated searches per (row, task) behind a selection variance (fixed RNG: reproducible)
 SEARCH_DRAWS = 4000
@@ -40,12 +41,13 @@ SEARCH_DRAWS = 4000
 
 @dataclass(frozen=True)
 class Design:
-    """One protocol to cost: seeds, search replicates, and the sizes of the scored splits."""
+    """One protocol to cost: seeds, search replicates, the sizes of the scored splits, the rule."""
 
     seeds: int
     replicates: int
     n_test: int | None = None
     n_val: int | None = None
+    selection: str = "max"
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,14 @@ class Pilot:
         correct: per-image correctness per seed, bool ``(S, n)``; ``None`` without records.
         trials: mean validation score (%) per search trial (``NaN``: no ``ok`` run).
         n_val: validation images the pilot scored.
+        grid: ``(lr, weight decay)`` of each trial (for the ``smoothed`` rule's neighbours).
     """
 
     values: np.ndarray
     correct: np.ndarray | None
     trials: Sequence[float]
     n_val: int | None
+    grid: Sequence[tuple[float, float]] = ()
 
 
 def paired_parts(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -81,24 +85,51 @@ def paired_parts(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return max(0.0, single - q), q
 
 
-def selection_variance(pilot: Pilot, replicates: int, n_val: int | None, seed: int = 0) -> float:
-    """Variance (points²) of the retrained trial's score over simulated searches.
+def simulated_picks(
+    pilot: Pilot, replicates: int, n_val: int | None, seed: int = 0, selection: str = "max"
+) -> np.ndarray:
+    """The trial index each of :data:`SEARCH_DRAWS` simulated searches retrains.
 
     Each trial's validation score is drawn around its pilot mean with one run's noise (the
-    task's seed variance plus the binomial noise of ``n_val`` images) over ``replicates``.
+    task's seed variance plus the binomial noise of ``n_val`` images) over ``replicates``, and
+    the trial that ``selection`` (:data:`pebench.selection.RULES`) ranks first among the drawn
+    scores is retrained. A trial without an ``ok`` run (``NaN``: it diverged) is never retrained
+    and counts as 0 where the ``smoothed`` rule weighs it as a neighbour. Both rules treat the
+    pilot's trial means as the truth, so a pilot of one noisy run per trial favours ``max``.
     """
     means = np.asarray(pilot.trials, dtype=float)
     ok = np.isfinite(means)
-    if ok.sum() < 2 or len(pilot.values) < 2:
-        return 0.0
-    m = means[ok]
-    seed_var = float(np.var(pilot.values, ddof=1))
+    m = np.where(ok, means, 100.0 * DIVERGED_SCORE)
+    weights = np.eye(len(m))
+    if selection != "max" and len(pilot.grid) == len(m):
+        weights = np.asarray(smoothing_weights(pilot.grid, selection))
+    seed_var = float(np.var(pilot.values, ddof=1)) if len(pilot.values) > 1 else 0.0
     n = n_val or pilot.n_val
     binomial = 100.0**2 * (m / 100) * (1 - m / 100) / n if n else np.zeros_like(m)
-    sd = np.sqrt((seed_var + binomial) / replicates)
+    sd = np.where(ok, np.sqrt((seed_var + binomial) / replicates), 0.0)
     rng = np.random.default_rng(seed)
     drawn = m[None, :] + sd[None, :] * rng.standard_normal((SEARCH_DRAWS, len(m)))
-    picked = m[np.argmax(drawn, axis=1)]
+    # ties go to the smaller lr, as in the selection: the first index of the lr-sorted order
+    order = (
+        np.argsort([g[0] for g in pilot.grid], kind="stable")
+        if len(pilot.grid) == len(m)
+        else np.arange(len(m))
+    )
+    ranked = np.where(ok[None, :], np.round(drawn @ weights.T, 10), -np.inf)[:, order]
+    return order[np.argmax(ranked, axis=1)]
+
+
+def selection_variance(
+    pilot: Pilot, replicates: int, n_val: int | None, seed: int = 0, selection: str = "max"
+) -> float:
+    """Variance (points²) of the retrained trial's score over simulated searches.
+
+    See :func:`simulated_picks`; 0 for fewer than two selectable trials or pilot seeds.
+    """
+    means = np.asarray(pilot.trials, dtype=float)
+    if np.isfinite(means).sum() < 2 or len(pilot.values) < 2:
+        return 0.0
+    picked = means[simulated_picks(pilot, replicates, n_val, seed, selection)]
     return float(np.var(picked))
 
 
@@ -138,7 +169,11 @@ class Model:
         """Per row, the selection variance of its suite mean under ``design`` (points²)."""
         return [
             sum(
-                w * w * selection_variance(row[t], design.replicates, design.n_val)
+                w
+                * w
+                * selection_variance(
+                    row[t], design.replicates, design.n_val, selection=design.selection
+                )
                 for t, w in self.weights.items()
             )
             for row in self.rows
@@ -169,4 +204,5 @@ __all__ = [
     "Model",
     "paired_parts",
     "selection_variance",
+    "simulated_picks",
 ]
