@@ -151,6 +151,9 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "search_seed": _integer(None),
     "search_replicates": _integer(1, 32),
     "selection": _choice("max", "smoothed"),
+    "precision_target": _optional(
+        _number(0, strict=True, high=100), "leave the key out for a budget without a target"
+    ),
     "backbone": _text(nonempty=True),
     "precision": _choice("auto", "fp32"),
     "grad_clip": _optional(_number(0, strict=True), "leave the key out for no clipping"),
@@ -254,7 +257,7 @@ def budget_from_dict(data: Any, budget_id: str) -> Budget:
 
 #: fields added after budget files existed, with the default that leaves an older file's id as
 #: it was (a field at this value is not part of the hashed text)
-LATER_FIELDS = {"search_replicates": 1, "selection": "max"}
+LATER_FIELDS = {"search_replicates": 1, "selection": "max", "precision_target": None}
 
 
 def canonical_json(budget: Budget) -> str:

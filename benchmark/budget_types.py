@@ -87,6 +87,9 @@ class Budget:
         selection: how trials are ranked (:data:`pebench.selection.RULES`): ``"max"``, the
             highest mean; ``"smoothed"``, the highest mean smoothed with its lr neighbours.
             Recorded in every row as ``selection_rule``.
+        precision_target: the difference of two suite means (accuracy points) the seed count
+            was derived for, at 80 % power (``pebench estimate --precision``); ``None``: a
+            budget not designed for a precision. The seed count is fixed for every row.
         backbone: default backbone (timm name) for suites using this budget.
         precision: ``"auto"`` = bf16 autocast on CUDA, fp32 on CPU.
         grad_clip: max gradient norm (``None`` = no clipping).
@@ -124,12 +127,15 @@ class Budget:
     purpose: str = ""
     search_replicates: int = 1
     selection: Literal["max", "smoothed"] = "max"
+    precision_target: float | None = None
 
     def __post_init__(self) -> None:
         if int(self.search_replicates) < 1:
             raise ValueError(f"Budget.search_replicates must be >= 1, got {self.search_replicates}")
         if self.selection not in ("max", "smoothed"):
             raise ValueError(f"Budget.selection must be max or smoothed, got {self.selection!r}")
+        if self.precision_target is not None and not self.precision_target > 0:
+            raise ValueError(f"Budget.precision_target must be > 0, got {self.precision_target}")
 
     def search_seeds(self) -> tuple[int, ...]:
         """The seeds of one search trial's replicates."""

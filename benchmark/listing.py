@@ -161,6 +161,7 @@ def budgets() -> list[Item]:
             "trials": len(b.trials()),
             "replicates": b.search_replicates,
             "selection": b.selection,
+            **({"target": f"{b.precision_target:g} pts"} if b.precision_target else {}),
             "epochs": b.epochs,
             "seeds": list(b.seeds),
             "backbone": b.backbone,

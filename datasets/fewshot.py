@@ -84,7 +84,7 @@ register_suite(
         name="fewshot",
         tasks=tuple(s.name for s in SPECS),
         aggregate="mean",
-        default_budget="fewshot-v2",
+        default_budget="fewshot-v3",
         description="few-shot FGVC, 5 datasets x 5 shots x 3 CoOp seeds (prepare first)",
         aliases=("few-shot",),
     ),

@@ -61,7 +61,7 @@ register_suite(
         name="fgvc",
         tasks=tuple(s.name for s in SPECS),
         aggregate="mean",
-        default_budget="fgvc-v2",
+        default_budget="fgvc-v3",
         description="FGVC, 5 fine-grained datasets with VPT splits (pebench prepare fgvc first)",
     ),
     SPECS,

@@ -105,7 +105,7 @@ register_suite(
         name="vtab",
         tasks=tuple(s.name for s in SPECS),
         aggregate="vtab",
-        default_budget="vtab1k-v2",
+        default_budget="vtab1k-v3",
         description="VTAB-1k, 19 tasks from NOAH image folders (pebench prepare vtab first)",
         aliases=("vtab1k",),
     ),

@@ -17,9 +17,10 @@ def test_vtab_dtd_images_flops_and_hours(capsys):
     (lin, full) = _estimate(capsys, "--method", "linear,full", "--tasks", "vtab/dtd")
     test = get_task("vtab/dtd").sizes["test"]
     for e in (lin, full):
-        assert e["budget"] == "vtab1k-v2" and e["backbone"].startswith("vit_base_patch16_224")
-        assert e["train_images"] == 100 * (6 * 800 + 3 * 1000)  # 6 trials + 3 seeds
-        assert e["eval_images"] == 6 * 200 + 3 * test
+        assert e["budget"] == "vtab1k-v3" and e["backbone"].startswith("vit_base_patch16_224")
+        # 6 trials x 3 search replicates + 5 seeds
+        assert e["train_images"] == 100 * (6 * 3 * 800 + 5 * 1000)
+        assert e["eval_images"] == 6 * 3 * 200 + 5 * test
     # ViT-B/16 @ 224 forward: 17.56 GMACs (attention included), head 768 x 47
     assert lin["forward_gflops"] == pytest.approx(35.13 + 2 * 768 * 47 / 1e9, abs=0.01)
     # the probe's backward never enters the backbone; full fine-tuning ~ 3x forward

@@ -33,7 +33,7 @@ VTAB_CLASSES = [100, 102, 47, 102, 37, 10, 397, 2, 10, 45, 5, 8, 6, 6, 4, 16, 16
 def test_vtab_suite_definition():
     suite = get_suite("vtab")
     assert get_suite("vtab1k") is suite
-    assert (suite.aggregate, suite.default_budget) == ("vtab", "vtab1k-v2")
+    assert (suite.aggregate, suite.default_budget) == ("vtab", "vtab1k-v3")
     assert list(suite.tasks) == [f"vtab/{t}" for t in VTAB_TEST_SIZES]
     specs = [get_task(t) for t in suite.tasks]
     assert [s.num_classes for s in specs] == VTAB_CLASSES
