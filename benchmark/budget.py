@@ -22,7 +22,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pebench.budget_file import FILE_PREFIX, _looks_like_path, _stored_budget, load_budget_file
+from pebench.budget_file import (
+    FILE_PREFIX,
+    _looks_like_path,
+    _stored_budget,
+    check_values,
+    load_budget_file,
+)
 from pebench.budget_types import Budget, BudgetError, VideoProtocol
 from pebench.registry import RegistryError, suggest
 
@@ -312,6 +318,12 @@ BUDGETS: dict[str, Budget] = {
         ),
     ]
 }
+
+
+# Built-in budgets obey the rules budget files obey (bounds, choices, grid sizes, warmup <=
+# epochs): a bad edit fails at import, naming the budget and the key.
+for _budget in BUDGETS.values():
+    check_values(_budget)
 
 
 def get_budget(budget_id: str) -> Budget:

@@ -260,6 +260,39 @@ def budget_from_dict(data: Any, budget_id: str) -> Budget:
 LATER_FIELDS = {"search_replicates": 1, "selection": "max", "precision_target": None}
 
 
+def file_values(budget: Budget) -> dict[str, Any]:
+    """The keys a budget file of ``budget``'s values holds (lists for tuples, no ``id``).
+
+    Reading them back (:func:`budget_from_dict`) checks a budget by the rules a file is checked
+    by: the built-in budgets are checked so at import (:mod:`pebench.budget`).
+    """
+    data = budget.as_dict()
+    del data["id"]
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in data.items()
+        if v is not None or k not in _OPTIONAL_KEYS
+    }
+
+
+#: keys whose absence means ``None``
+_OPTIONAL_KEYS = ("grad_clip", "subset", "weights", "video", "precision_target")
+
+
+def check_values(budget: Budget) -> None:
+    """Check a budget's values by the rules of a budget file (one line naming the key).
+
+    Raises:
+        BudgetError: ``budget ID: key ... must be ...``.
+    """
+    try:
+        again = budget_from_dict(file_values(budget), budget.id)
+    except BudgetError as err:
+        raise BudgetError(f"budget {budget.id}: {err}") from None
+    if again != budget:
+        raise BudgetError(f"budget {budget.id}: its values do not read back as themselves")
+
+
 def canonical_json(budget: Budget) -> str:
     """Every field but ``id``, as compact JSON with sorted keys: what a budget file's id hashes.
 
