@@ -17,10 +17,13 @@ Inside the core, layers import only downward:
   ``backbones/`` (timm backbones and weights, the VideoMAE layout, safe
   checkpoint reading);
 - ``sweep/``: planning (``plan``), ``dispatch``, running ``markers``, the ``worker`` process,
-  ``executors`` (local, Slurm, Ray), ``ddp`` and ``status``;
+  ``executors`` (local, Slurm, Ray) and ``engines/`` (one module per engine: its flags,
+  options, checks and job info), ``ddp`` and ``status``;
 - ``report/``: aggregation, column table, markdown, plots, reported numbers (never torch);
-- entry points: ``cli`` and its commands (``listing``, ``prepare_cli``, ``bench``, ``estimate``,
-  ``pretrain``).
+- entry points: ``cli`` (the table of commands and the error handler) and ``commands/``, one
+  module per command (``run``, ``list``, ``prepare``, ...; shared option helpers in its
+  ``_``-prefixed modules), on what they call (``listing``, ``bench``, ``estimate``,
+  ``pretrain``, ``submission/``).
 
 ``tests/test_architecture.py`` enforces these rules on every import, lazy ones included. Importing
 :mod:`pebench` is cheap: torch and timm are imported only by the modules that need them.

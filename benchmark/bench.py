@@ -26,6 +26,7 @@ from pebench.budget import Budget, get_budget
 from pebench.device import setup
 from pebench.harness import Ratio, method_model, summarise
 from pebench.metrics import checkpoint_bytes, flops_per_image
+from pebench.report import mdtable
 from pebench.train import autocast, make_optimizer, sync
 
 
@@ -157,23 +158,29 @@ def run_bench(
 def to_markdown(rows: list[BenchRow], header: str = "") -> str:
     """A markdown table of :func:`run_bench` rows."""
     lines = [header] if header else []
-    lines += [
-        "| method | params | GFLOPs/img | ckpt KiB | train img/s | train × | eval img/s | eval × "
-        "| merged eval × |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    head = ["method", "params", "GFLOPs/img", "ckpt KiB", "train img/s", "train ×", "eval img/s"]
+    head += ["eval ×", "merged eval ×"]
+    body = []
     for r in rows:
         merged = (
             _ratio(r.merged_eval_ratio, r.merged_eval_iqr)
             if r.merged_eval_ratio is not None and r.merged_eval_iqr is not None
             else "—"
         )
-        lines.append(
-            f"| {r.method} | {r.params_method:,} | {r.flops_per_image / 1e9:.4f} | "
-            f"{r.checkpoint_bytes / 1024:.1f} | {r.train_images_per_s:.0f} | "
-            f"{_ratio(r.train_ratio, r.train_iqr)} | {r.eval_images_per_s:.0f} | "
-            f"{_ratio(r.eval_ratio, r.eval_iqr)} | {merged} |"
+        body.append(
+            [
+                r.method,
+                f"{r.params_method:,}",
+                f"{r.flops_per_image / 1e9:.4f}",
+                f"{r.checkpoint_bytes / 1024:.1f}",
+                f"{r.train_images_per_s:.0f}",
+                _ratio(r.train_ratio, r.train_iqr),
+                f"{r.eval_images_per_s:.0f}",
+                _ratio(r.eval_ratio, r.eval_iqr),
+                merged,
+            ]
         )
+    lines += mdtable.table(head, body, align="lrrrrrrrr")
     lines += ["", "× = median of per-round ratios to linear [interquartile range]; ~: the spread "
               "is larger than the difference from 1"]  # fmt: skip
     return "\n".join(lines) + "\n"

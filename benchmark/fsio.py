@@ -27,6 +27,7 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,65 @@ def remove_stale_temps(folder: str | Path, pattern: str = f".*{TEMP_SUFFIX}") ->
             path.unlink()
             removed.append(path)
     return removed
+
+
+class LockHeldError(PebenchError):
+    """Another process holds the lock file :func:`exclusive` was asked not to wait for."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(f"{path} is held by another process")
+        self.path = Path(path)
+
+
+class _Replaced(Exception):
+    """The file just locked is no longer the one at the lock path (its last holder removed it)."""
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, *, wait: bool = True) -> Iterator[None]:
+    """Hold the exclusive lock of the lock file ``path``, and remove the file on release.
+
+    A :class:`filelock.FileLock` (``flock`` on POSIX, never the soft fallback: a filesystem
+    without ``flock`` is an ``OSError``, not a weaker lock). A killed holder's lock is released
+    by the kernel and its file reused by the next holder. The file is removed before the lock
+    is released, and an acquirer that locked a file no longer at ``path`` (its last holder removed
+    it meanwhile) locks the new one instead, so the removal never admits two holders.
+
+    Args:
+        path: the lock file (created, with its folder, when missing).
+        wait: wait for another holder to release it; False: raise at once.
+
+    Raises:
+        LockHeldError: ``wait`` is False and another process holds the lock.
+        OSError: the lock file cannot be created or locked (a read-only folder, a full disk).
+    """
+    from filelock import FileLock, Timeout
+
+    def same_file(fd: int) -> None:
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise _Replaced
+
+    while True:
+        lock = FileLock(path, -1 if wait else 0, fallback_to_soft=False, on_acquired=same_file)
+        try:
+            lock.acquire()
+        except _Replaced:
+            continue  # its last holder removed the file we locked: lock the one there now
+        except Timeout:
+            raise LockHeldError(path) from None
+        break
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        lock.release()
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -262,8 +322,10 @@ __all__ = [
     "TEMP_STALE_S",
     "TEMP_SUFFIX",
     "DiskFullError",
+    "LockHeldError",
     "atomic_write_bytes",
     "atomic_write_text",
+    "exclusive",
     "fresh_dir",
     "fsync_dir",
     "host",

@@ -32,6 +32,7 @@ from pebench.device import setup
 from pebench.method import Method, ParamCount, prepare
 from pebench.methods import build_method
 from pebench.metrics import step_flops
+from pebench.report import mdtable
 from pebench.train import (
     autocast,
     eval_batch_size,
@@ -364,23 +365,19 @@ def to_markdown(rows: list[HarnessRow], header: str = "") -> str:
     One warning line per figure whose spread is larger than its distance from 1.
     """
     lines = [header] if header else []
-    lines += [
-        "| method | train img/s (harness / bare) | train × | eval × | merged eval × |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    warnings = []
+    head = ["method", "train img/s (harness / bare)", "train ×", "eval ×", "merged eval ×"]
+    body, warnings = [], []
     for r in rows:
         merged = r.merged.text() if r.merged else "—"
-        lines.append(
-            f"| {r.method} | {r.train.harness_per_s:.0f} / {r.train.bare_per_s:.0f} | "
-            f"{r.train.text()} | {r.eval.text()} | {merged} |"
-        )
+        speed = f"{r.train.harness_per_s:.0f} / {r.train.bare_per_s:.0f}"
+        body.append([r.method, speed, r.train.text(), r.eval.text(), merged])
         for what, ratio in (("train", r.train), ("eval", r.eval), ("merged eval", r.merged)):
             if ratio is not None and not ratio.distinguishable:
                 warnings.append(
                     f"warning: {r.method} {what}: spread {ratio.spread:.2f} is larger than the "
                     f"difference from 1 ({abs(ratio.median - 1):.2f}): not distinguishable here"
                 )
+    lines += mdtable.table(head, body, align="lrrrr")
     lines.append("")
     lines.append("× = median of per-round harness / bare ratios [interquartile range]")
     return "\n".join(lines + warnings) + "\n"

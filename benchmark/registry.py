@@ -58,7 +58,8 @@ class Registry(Generic[T]):
 
     Args:
         kind: what is registered ("method", "task", ...), used in messages.
-        builtins: name -> ``"module:attribute"``, imported on first use.
+        builtins: name -> ``"module:attribute"``, imported on first use; a bare ``"module"``
+            (no ``:attribute``, as entry points allow) names the module itself.
         group: entry-point group scanned once, on first lookup or listing.
     """
 
@@ -194,7 +195,8 @@ class Registry(Generic[T]):
         target = self._lazy[name]
         module_name, _, attr = target.partition(":")
         try:
-            obj = getattr(importlib.import_module(module_name), attr)
+            module = importlib.import_module(module_name)
+            obj = getattr(module, attr) if attr else module
         except (ImportError, AttributeError) as err:
             raise RegistryError(
                 f"{self.kind} {name!r} ({self._origin[name]}) could not be loaded from "

@@ -92,6 +92,22 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, name="pebench-parent-watch", daemon=True).start()
 
 
+def own_progress_lock() -> None:
+    """Give progress bars a lock of this process alone, so a kill leaves no semaphore behind.
+
+    tqdm's first bar (even a disabled one) makes a ``multiprocessing.RLock``. In a process the
+    forkserver started, the default start method is ``forkserver``, so that lock is a named
+    POSIX semaphore registered with the resource tracker the whole sweep shares, and only a
+    normal exit unlinks it. A stage or run process killed on a timeout or a Ctrl-C (it exits
+    with ``os._exit`` when its parent dies) left it registered, and the tracker printed
+    "leaked semaphore objects" warnings when the sweep ended. A bar is drawn by the process
+    that made it alone, so a thread lock is all it needs.
+    """
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
 class Channel:
     """A stage's end of the pipe: JSON messages, each optionally followed by one byte block."""
 
@@ -110,6 +126,7 @@ def _main(target: Callable[..., None], conn: Any, env: dict[str, str], *args: An
     """A stage's process: run ``target(channel, *args)``; an exception becomes an error message."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what stops
     die_with_parent()
+    own_progress_lock()  # before any plugin or training code opens a bar
     os.environ.update(env)  # e.g. CUDA_VISIBLE_DEVICES, before CUDA is initialised
 
     chan = Channel(conn)
@@ -188,5 +205,6 @@ __all__ = [
     "adopt_forkserver",
     "context",
     "die_with_parent",
+    "own_progress_lock",
     "run_stage",
 ]

@@ -53,7 +53,7 @@ which stored splits it reads; :mod:`~pebench.datasets.cache_manifest` holds the 
 schema and reading (the contract between writer and reader); :mod:`~pebench.datasets.cache_store`
 the folder mechanics (atomic install, litter of killed prepares, lock, disk space);
 :mod:`~pebench.datasets.cache_decode` decodes images into arrays;
-:mod:`~pebench.datasets.cache_prepare` is the prepare pipeline of one unit; and
+:mod:`~pebench.datasets.cache_prepare` is the prepare pipeline (all units or none); and
 :mod:`~pebench.datasets.cache_errors` the errors. The source readers live in
 :mod:`pebench.datasets.sources` and :mod:`pebench.datasets.formats`.
 """
@@ -93,7 +93,7 @@ from pebench.datasets.cache_prepare import (
     UnitReport,
     _check_formats,
     _check_present,
-    _prepare_unit,
+    _prepare_units,
     _source,
     _source_options,
 )
@@ -145,6 +145,9 @@ def prepare(
             the cache records its data format as ``<format>+nonstandard-sizes``, which every
             run row then carries (its own lineage: never mixed with standard rows).
 
+    Every unit is checked and decoded before the first one is installed: a refused prepare
+    leaves ``cache_dir`` as it was (no unit installed or replaced, no folder created).
+
     Returns:
         One :class:`UnitReport` per cache folder.
 
@@ -168,21 +171,18 @@ def prepare(
     for spec in specs:
         units.setdefault(unit_name(spec), []).append(spec)
     workers = workers or min(8, os.cpu_count() or 1)
-    return [
-        _prepare_unit(
-            group,
-            data_dir,
-            cache,
-            int(image_size),
-            opts,
-            force,
-            allow_overlap,
-            workers,
-            progress,
-            nonstandard_sizes,
-        )  # fmt: skip
-        for group in units.values()
-    ]
+    return _prepare_units(
+        list(units.values()),
+        data_dir,
+        cache,
+        int(image_size),
+        opts,
+        force,
+        allow_overlap,
+        workers,
+        progress,
+        nonstandard_sizes,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- load --

@@ -1,11 +1,12 @@
 """The prepare pipeline: check the request and the split lists, decode, store and install.
 
 :func:`pebench.datasets.cache.prepare` checks the request here (source, formats, task folders
-present), then prepares each unit (:func:`_prepare_unit`): under the unit's lock it reads the
-split lists, checks them before anything is decoded (sizes, label range, classes, k-shot
-counts, ``train800val200`` = ``train800`` + ``val200``), returns early when the cache is up to
-date, else decodes the changed splits (unchanged ones are hard-linked), checks train/test
-overlap, writes the manifest and installs the folder.
+present), then prepares the units all or nothing (:func:`_prepare_units`): under each unit's
+lock it reads the split lists, checks them before anything is decoded (sizes, label range,
+classes, k-shot counts, ``train800val200`` = ``train800`` + ``val200``), stops early when the
+cache is up to date, else decodes the changed splits (unchanged ones are hard-linked), checks
+train/test overlap and writes the manifest into a temp folder; only when every unit got that
+far are the folders installed, so a refused prepare leaves the cache folder as it was.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,7 +236,57 @@ def _check_lineage(existing: dict | None, unit: str, final: Path, data_format: s
     )
 
 
-def _prepare_unit(
+def _prepare_units(
+    groups: list[list[TaskSpec]],
+    data_dir: Path,
+    cache_dir: Path,
+    image_size: int,
+    opts: SourceOptions,
+    force: bool,
+    allow_overlap: bool,
+    workers: int,
+    progress: bool,
+    nonstandard_sizes: bool = False,
+) -> list[UnitReport]:
+    """Prepare several cache units all or nothing: each is installed only once all are ready.
+
+    Every unit is locked, checked and decoded into its temp folder first (:func:`_staged`);
+    the finished folders are installed only when no unit was refused. A refusal anywhere (a bad
+    image in the last unit) thus leaves the cache folder as it was: no unit installed or
+    replaced, no temp folder, no lock, and no folder this call created.
+    """
+    args = (data_dir, cache_dir, image_size, opts, force, allow_overlap, workers, progress)
+    with ExitStack() as stack:
+        staged = [stack.enter_context(_staged(g, *args, nonstandard_sizes)) for g in groups]
+        for unit in staged:
+            unit.install()
+        return [unit.report for unit in staged]
+
+
+@dataclass
+class _Unit:
+    """A unit prepared up to its install: its report, and its finished temp folder (if any)."""
+
+    report: UnitReport
+    tmp: Path | None = None
+    space: tuple[int, int] | None = None
+
+    def install(self) -> None:
+        """Swap the finished folder into place (nothing to do for an up-to-date unit)."""
+        if self.tmp is None:
+            return
+        try:
+            _install(self.tmp, self.report.path)
+        except OSError as err:
+            mapped = _os_error(err, self.report.unit, self.report.path.parent, self.space)
+            if mapped is err:
+                raise
+            raise mapped from err
+        self.tmp = None
+
+
+@contextmanager
+def _staged(
     specs: list[TaskSpec],
     data_dir: Path,
     cache_dir: Path,
@@ -244,10 +297,11 @@ def _prepare_unit(
     workers: int,
     progress: bool,
     nonstandard_sizes: bool = False,
-) -> UnitReport:
-    """Prepare one cache folder under its unit's lock, after clearing earlier litter.
+) -> Iterator[_Unit]:
+    """One unit locked, earlier litter cleared, and decoded into a temp folder, until exit.
 
-    Folders this call creates are removed again if nothing gets installed in them.
+    On exit its temp folder is removed unless it was installed, the lock is released, and
+    folders this call created are removed again if nothing got installed in them.
     """
     unit = unit_name(specs[0])
     final = cache_path(cache_dir, specs[0], image_size)
@@ -257,9 +311,14 @@ def _prepare_unit(
             if read_only is None:
                 _tidy(final.parent)
             args = (data_dir, final, image_size, opts, force, allow_overlap, workers, progress)
-            return _prepare_locked(
+            staged = _prepare_locked(
                 specs, *args, read_only=read_only, nonstandard_sizes=nonstandard_sizes
             )
+            try:
+                yield staged
+            finally:
+                if staged.tmp is not None:
+                    shutil.rmtree(staged.tmp, ignore_errors=True)
     finally:
         _remove_empty(created)
 
@@ -277,8 +336,8 @@ def _prepare_locked(
     *,
     read_only: OSError | None,
     nonstandard_sizes: bool = False,
-) -> UnitReport:
-    """:func:`_prepare_unit` once the unit is locked (``read_only``: why it could not be).
+) -> _Unit:
+    """:func:`_staged` once the unit is locked (``read_only``: why it could not be).
 
     ``nonstandard_sizes``: accept split sizes other than the tasks' and record the cache's data
     format as ``<format>+nonstandard-sizes`` (a lineage of its own).
@@ -300,7 +359,7 @@ def _prepare_locked(
     _check_trainval(unit, lists)
     sizes = {s: len(sl.labels) for s, sl in lists.items()}
     if _up_to_date(old, specs, lists, allow_overlap, fmt):
-        return UnitReport(unit, final, "up to date", sizes, 0, time.perf_counter() - t0)
+        return _Unit(UnitReport(unit, final, "up to date", sizes, 0, time.perf_counter() - t0))
     if read_only is not None:
         raise _os_error(read_only, unit, final.parent, None) from read_only
 
@@ -325,7 +384,6 @@ def _prepare_locked(
         (tmp / "manifest.json").write_text(manifest_json(manifest))
         _fsync_files(tmp)
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's folder is private: give it the umask's mode
-        _install(tmp, final)
     except BaseException as err:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -333,7 +391,8 @@ def _prepare_locked(
         if mapped is err:
             raise
         raise mapped from err
-    return UnitReport(unit, final, "written", sizes, decoded, time.perf_counter() - t0)
+    report = UnitReport(unit, final, "written", sizes, decoded, time.perf_counter() - t0)
+    return _Unit(report, tmp, space)
 
 
 def _resize_rule(data_format: str) -> str:

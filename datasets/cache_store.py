@@ -12,13 +12,12 @@ becomes one line (:func:`_os_error`).
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 from pebench.datasets.cache_errors import CacheError
 from pebench.datasets.cache_manifest import _reused
 from pebench.datasets.sources import Split
-from pebench.fsio import fsync_dir
+from pebench.fsio import LockHeldError, exclusive, fsync_dir
 
 _SIZE_DIR = re.compile(r"^(\d+)px$")
 #: work folders of a prepare next to ``<S>px``: ``.tmp-<S>px-*`` (being written) and
@@ -134,7 +133,7 @@ def _tidy(unit_dir: Path) -> None:
 
 @contextmanager
 def _unit_lock(unit_dir: Path, unit: str) -> Iterator[OSError | None]:
-    """Hold ``<unit_dir>/.lock`` while one prepare writes into a unit folder.
+    """Hold ``<unit_dir>/.lock`` (:func:`pebench.fsio.exclusive`) while one prepare writes a unit.
 
     Yields ``None`` once locked, or the error saying why the folder cannot be written (a
     read-only cache: only an up-to-date check is possible). A second prepare of the unit is
@@ -147,42 +146,27 @@ def _unit_lock(unit_dir: Path, unit: str) -> Iterator[OSError | None]:
         CacheError: another process holds the lock, or the disk is full.
     """
     path = unit_dir / _LOCK
-    while True:
-        try:
-            unit_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except FileNotFoundError:
-            continue  # a failed first prepare removed the empty folder meanwhile
-        except OSError as err:
-            if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                yield err
-                return
-            if (mapped := _os_error(err, unit, unit_dir, None)) is err:
-                raise
-            raise mapped from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            same = os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path))
-        except BlockingIOError:
-            os.close(fd)
-            raise CacheError(
-                f"{unit}: another pebench prepare is writing {unit_dir} (it holds {path}); "
-                f"wait for it to finish, then run this again"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)  # the file was removed by its last holder: lock the new one
-    try:
+    with ExitStack() as held:
+        while True:
+            try:
+                unit_dir.mkdir(parents=True, exist_ok=True)
+                held.enter_context(exclusive(path, wait=False))
+                break
+            except FileNotFoundError:
+                continue  # a failed first prepare removed the empty folder meanwhile
+            except LockHeldError:
+                raise CacheError(
+                    f"{unit}: another pebench prepare is writing {unit_dir} (it holds {path}); "
+                    f"wait for it to finish, then run this again"
+                ) from None
+            except OSError as err:
+                if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    yield err
+                    return
+                if (mapped := _os_error(err, unit, unit_dir, None)) is err:
+                    raise
+                raise mapped from err
         yield None
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        os.close(fd)
 
 
 # ------------------------------------------------------------------- durable writes --

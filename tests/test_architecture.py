@@ -8,7 +8,11 @@ Rules (see ``benchmark/__init__.py``):
 - the budget (``budget``, ``budget_types``, ``budget_file``) imports nothing from
   ``pebench.datasets``;
 - the contracts never import the layers built on them (run pipeline, sweeping, reporting, CLI);
-- only the CLI layer imports the dispatcher (``pebench.sweep.dispatch``);
+- only the CLI layer (``pebench.cli`` and the command modules of ``pebench.commands``) imports
+  the dispatcher (``pebench.sweep.dispatch``);
+- command modules import nothing from each other: inside ``pebench.commands`` only the
+  ``_``-prefixed helpers (``_plan``, ``_args``, ...) are imported;
+- nothing but ``pebench.cli`` and the commands themselves imports ``pebench.commands``;
 - only the run store (``pebench.store``) knows the results folder's layout: no other module
   spells its folder and file names (``runs``, ``logs``, ``checks``, ``stale``, ``replaced``,
   ``.running``, ``.record.json``, ``.ddp/``).
@@ -44,9 +48,10 @@ BUDGET = {"pebench.budget", "pebench.budget_types", "pebench.budget_file"}
 #: the results folder: rows and records (schema), durable files, markers, the store
 STORE = {"pebench.results", "pebench.record", "pebench.fsio", "pebench.markers", "pebench.store"}
 CONTRACTS = CONTRACT | STORE | BUDGET
-#: modules that may import the dispatcher (the CLI layer)
-DISPATCH_USERS = {"pebench.cli"}
-UPPER = ("pebench.sweep", "pebench.report", "pebench.cli")
+#: the CLI layer: the table of commands and the command package (the only dispatcher users)
+CLI = "pebench.cli"
+COMMANDS = "pebench.commands"
+UPPER = ("pebench.sweep", "pebench.report", CLI, COMMANDS)
 HEAVY = ("torch", "timm", "peft")
 
 
@@ -99,6 +104,15 @@ def _within(module: str, prefix: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 
 
+def _cli_layer(module: str) -> bool:
+    return module == CLI or _within(module, COMMANDS)
+
+
+def _command_helper(module: str) -> bool:
+    """A shared helper of the command modules: ``pebench.commands._name``."""
+    return module.startswith(COMMANDS + "._")
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan), each sorted."""
     index: dict[str, int] = {}
@@ -148,15 +162,21 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
                 bad.append(f"run pipeline {mod} imports {dep}")
             if _within(mod, "pebench.report") and (
                 dep in HEAVY or dep in RUN_PIPELINE or _within(dep, "pebench.sweep")
-                or dep in ("pebench.cli", "pebench.backbones", "pebench.methods")
+                or dep in (CLI, "pebench.backbones", "pebench.methods")
             ):  # fmt: skip
                 bad.append(f"reporting {mod} imports {dep}")
             if mod in BUDGET and _within(dep, "pebench.datasets"):
                 bad.append(f"the budget imports {dep}")
             if mod in CONTRACTS and (dep in RUN_PIPELINE or any(_within(dep, u) for u in UPPER)):
                 bad.append(f"contract {mod} imports {dep}")
-            if dep == "pebench.sweep.dispatch" and mod not in DISPATCH_USERS:
+            if dep == "pebench.sweep.dispatch" and not _cli_layer(mod):
                 bad.append(f"dispatcher imported by {mod} (only the CLI layer runs sweeps)")
+            if _within(dep, COMMANDS) and not _cli_layer(mod):
+                bad.append(f"commands imported by {mod}: {dep} (only pebench.cli uses them)")
+            if _within(mod, COMMANDS) and _within(dep, COMMANDS) and not _command_helper(dep):
+                bad.append(
+                    f"command module {mod} imports {dep} (commands share only the _ helpers)"
+                )
     return bad
 
 
@@ -226,6 +246,7 @@ def test_the_layout_rule_fails_when_broken():
 def test_the_source_tree_follows_the_dependency_rules():
     graph = import_graph()
     assert "pebench.sweep.dispatch" in graph and "pebench.run" in graph  # the tree was read
+    assert {"pebench.commands.run", "pebench.commands._plan"} <= set(graph)
     assert violations(graph) == []
 
 
@@ -244,6 +265,15 @@ def test_the_source_tree_follows_the_dependency_rules():
         ("pebench.store", "pebench.sweep.plan", "contract"),
         ("pebench.sweep.plan", "pebench.sweep.dispatch", "dispatcher imported"),
         ("pebench.report.leaderboard", "pebench.sweep.dispatch", "dispatcher imported"),
+        ("pebench.commands.compare", "pebench.commands.export", "command module"),
+        ("pebench.commands.run", "pebench.commands.status", "command module"),
+        ("pebench.commands._plan", "pebench.commands.run", "command module"),
+        ("pebench.commands.status", "pebench.commands", "command module"),
+        ("pebench.sweep.plan", "pebench.commands._plan", "commands imported"),
+        ("pebench.submission.bundle", "pebench.commands._plan", "commands imported"),
+        ("pebench.listing", "pebench.commands.list", "commands imported"),
+        ("pebench.run", "pebench.commands._args", "run pipeline"),
+        ("pebench.store", "pebench.commands._output", "contract"),
     ],
 )
 def test_each_rule_fails_when_broken(module, dep, message):

@@ -67,7 +67,7 @@ def test_the_progress_counter_counts_runs_not_the_rows_of_their_retries(capsys):
     """A retried run delivers a row per attempt; the counter used to overrun (``[51/45]``)."""
     from datetime import datetime, timezone
 
-    from pebench.cli import _progress_printer
+    from pebench.commands.run import _progress_printer
     from pebench.sweep.plan import plan_sweep
 
     sweep = plan_sweep("linear", tasks="demo/shapes", budget="demo-smoke", weights="random",

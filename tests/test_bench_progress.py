@@ -8,7 +8,8 @@ import pytest
 
 from pebench import harness
 from pebench.budget import get_budget
-from pebench.cli import HARNESS_METHODS, main
+from pebench.cli import main
+from pebench.commands.bench import HARNESS_METHODS
 
 TINY = {"backbone": "pebench_vit_test_cls", "image_size": 32, "batch_size": 8, "steps": 1}
 

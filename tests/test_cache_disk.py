@@ -15,7 +15,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from test_prepare import _cli, make_noah, small_spec
+from noah_data import make_noah, prepare_main, small_spec
 
 from pebench.datasets.cache import CacheError, load, prepare
 
@@ -45,7 +45,7 @@ def test_too_little_free_space_is_refused_before_writing(small, monkeypatch, cap
 
     monkeypatch.setattr(C, "resolve_specs", lambda sel: [spec])
     argv = ["vtab/kitti", "--source", "noah", "--data-dir", str(raw), "--cache-dir", str(cache)]
-    assert _cli([*argv, "--image-size", "8", "--quiet"]) == 2
+    assert prepare_main([*argv, "--image-size", "8", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("pebench: error: vtab/kitti: not enough disk")
     assert not cache.exists()
@@ -84,7 +84,7 @@ CHILD = textwrap.dedent(
         shutil.disk_usage = lambda p: namedtuple("U", "total used free")(1 << 40, 0, 1 << 40)
     import pebench.datasets.cache as C
     sys.path.insert(0, os.environ["PEBENCH_TESTS"])
-    from test_prepare import small_spec
+    from noah_data import small_spec
     C.resolve_specs = lambda sel: [small_spec()]
     from pebench.cli import main
     sys.exit(main(["prepare", *argv]))

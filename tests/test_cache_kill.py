@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_prepare import make_noah, small_spec
+from noah_data import make_noah, small_spec
 
 import pebench.datasets.cache as C
 import pebench.datasets.cache_decode as decode

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from test_prepare import make_noah
+from noah_data import make_noah
 
 from pebench.budget import get_budget
 from pebench.datasets import get_task

@@ -8,8 +8,8 @@ leaderboard marks rows whose method did not pass the checks their numbers rest o
 from __future__ import annotations
 
 import pytest
-from test_conformance import _MiscountedLoRA, _WrongMergeLoRA
-from test_leaderboard import REG, write
+from broken_methods import MiscountedLoRA, WrongMergeLoRA
+from report_rows import REG, write
 
 from pebench.checks_field import LEGACY_CHECKS, passed_checks, passed_value, unverified
 from pebench.conformance import CHECKS
@@ -22,7 +22,7 @@ def test_the_gate_runs_the_whole_conformance_suite():
     assert plan.RUN_CHECKS == tuple(CHECKS)
 
 
-class _CountAndMergeWrong(_MiscountedLoRA, _WrongMergeLoRA):
+class _CountAndMergeWrong(MiscountedLoRA, WrongMergeLoRA):
     """Fails ``param_count`` and ``merge`` only (the issue's plugin: 11 of 13 pass)."""
 
     name = "lora_count_merge_wrong"

@@ -152,13 +152,14 @@ def test_malformed_result_csv_is_named_and_nothing_written(tmp_path, capsys):
     assert not board.exists() and not (tmp_path / "results" / "results.csv").exists()
 
 
-def test_leaderboard_does_not_import_torch(tmp_path):
+def test_leaderboard_does_not_import_torch_or_pandas(tmp_path):
+    """The report runs on plain rows: neither the accelerator stack nor a data frame library."""
     (tmp_path / "runs").mkdir()
     code = (
         "import sys; from pebench.cli import main; "
         f"rc = main(['leaderboard', '--results', {str(tmp_path)!r}, '--output', "
         f"{str(tmp_path / 'lb.md')!r}]); assert 'torch' not in sys.modules, 'torch imported'; "
-        "sys.exit(rc)"
+        "assert 'pandas' not in sys.modules, 'pandas imported'; sys.exit(rc)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -52,7 +52,7 @@ def test_committed_rows_are_runs_of_the_current_code():
 
 def test_committed_leaderboard_is_fresh():
     assert not leaderboard.is_stale(ROOT / "results", ROOT / "leaderboard.md"), (
-        "leaderboard.md is stale: run `pebench leaderboard` and commit the result"
+        "leaderboard.md is stale: run `pebench leaderboard --results results` and commit the result"
     )
 
 
@@ -68,7 +68,8 @@ def test_committed_results_csv_and_plots_are_fresh(tmp_path):
     out = leaderboard.generate(copy, tmp_path / "leaderboard.md")
     assert (tmp_path / "leaderboard.md").read_bytes() == (ROOT / "leaderboard.md").read_bytes()
     assert out["results_csv"].read_bytes() == (ROOT / "results" / "results.csv").read_bytes(), (
-        "results/results.csv is stale: run `pebench leaderboard` and commit the result"
+        "results/results.csv is stale: run `pebench leaderboard --results results` and commit "
+        "the result"
     )
     committed = sorted(p.name for p in (ROOT / "results" / "plots").glob("*.png"))
     assert sorted(p.name for p in out["plots"]) == committed

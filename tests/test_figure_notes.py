@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from test_leaderboard import REG, write
-from test_plots import LABEL_GID
+from report_rows import REG, write
 
 from pebench.report import leaderboard as lb
 from pebench.report import plots
+from pebench.report.labels import LABEL_GID
 from pebench.report.stat_plots import interval_figure
 from pebench.report.tables import tables
 

@@ -29,6 +29,7 @@ from pebench.run import RunOptions, RunSpec, device_of
 from pebench.store import RunStore
 from pebench.supervise import execute
 from pebench.sweep import executors as E
+from pebench.sweep.engines import options
 from pebench.sweep.plan import plan_sweep
 
 NO_DROPOUT = {"dropout": 0.0}
@@ -276,11 +277,11 @@ def test_a_ddp_run_is_pinned_to_as_many_gpus_as_it_has_processes(monkeypatch, tm
 def test_more_processes_per_run_than_gpus_is_refused_before_anything_runs(monkeypatch):
     monkeypatch.setattr(E, "visible_gpus", lambda device="auto": ["0", "1"])
     with pytest.raises(E.ExecutorError, match=r"--nproc-per-run 4 needs 4 GPUs per run .* 2 are"):
-        E.ExecutorOptions(nproc_per_run=4).validate()
+        options(nproc_per_run=4)
     with pytest.raises(E.ExecutorError, match=r"--device cuda:1 names one GPU"):
-        E.ExecutorOptions(nproc_per_run=2, device="cuda:1").validate()
-    E.ExecutorOptions(nproc_per_run=2).validate()
-    E.ExecutorOptions(nproc_per_run=4, device="cpu").validate()  # gloo: no GPU per rank
+        options(nproc_per_run=2, device="cuda:1")
+    options(nproc_per_run=2)
+    options(nproc_per_run=4, device="cpu")  # gloo: no GPU per rank
 
 
 def test_the_cli_refuses_more_processes_than_gpus_in_one_line(monkeypatch, capsys, tmp_path):
@@ -362,7 +363,9 @@ def test_without_scipy_every_command_but_compare_still_parses(monkeypatch, capsy
     from pebench.cli import build_parser, main
 
     monkeypatch.setitem(sys.modules, "scipy", None)  # `import scipy` raises ImportError
-    for name in [m for m in sys.modules if m.startswith(("pebench.report", "pebench.compare"))]:
+    for name in [
+        m for m in sys.modules if m.startswith(("pebench.report", "pebench.commands.compare"))
+    ]:
         monkeypatch.delitem(sys.modules, name)
     args = build_parser().parse_args(["bench", "--harness", "--device", "cpu"])
     assert args.harness and args.device == "cpu"

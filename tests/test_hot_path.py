@@ -250,15 +250,16 @@ def test_runs_per_device_shares_each_gpu_between_that_many_runs(monkeypatch):
     ],
 )
 def test_bad_runs_per_device_is_refused_before_anything_runs(opts, message):
-    from pebench.sweep.executors import ExecutorError, ExecutorOptions
+    from pebench.sweep.engines import options
+    from pebench.sweep.executors import ExecutorError
 
     with pytest.raises(ExecutorError, match=message):
-        ExecutorOptions(**opts).validate()
+        options(**opts)
 
 
 def test_runs_per_device_divides_the_resident_data_share():
     from pebench.cli import build_parser
-    from pebench.cli_args import run_options
+    from pebench.commands._args import run_options
 
     args = build_parser().parse_args(["run", "--method", "lora", "--runs-per-device", "4"])
     assert run_options(args).device_share == pytest.approx(0.125)

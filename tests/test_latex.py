@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_leaderboard import write
+from report_rows import write
 
 from pebench.datasets import get_suite, get_task
 from pebench.errors import UserError

@@ -337,7 +337,7 @@ def test_the_outputs_go_where_the_results_folders_say(tmp_path, setup, monkeypat
     mine, subs, sub = setup
     monkeypatch.chdir(tmp_path)
     mine.rename("results")  # the reference folder: ./leaderboard.md, results/results.csv
-    assert main(["leaderboard", "--submissions", "subs"]) == 0
+    assert main(["leaderboard", "--results", "results", "--submissions", "subs"]) == 0
     assert capsys.readouterr().out.splitlines()[:2] == ["results/results.csv", "leaderboard.md"]
     md = Path("leaderboard.md").read_text(encoding="utf-8")
     assert sorted((r["method"], r["results dir"]) for r in demo_rows(md)) == [

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from matplotlib.collections import PathCollection
+from report_rows import LB, REG, write
 from scipy import stats
-from test_leaderboard import LB, REG, write
 
 from pebench.report import figstyle, plots
 from pebench.report import leaderboard as lb
@@ -88,7 +88,7 @@ def test_no_two_labels_overlap_on_the_committed_figures():
         assert_no_overlap(fig, stem)
         # the committed PDF is this figure too (the PNGs are compared in test_committed_results)
         assert plots.encode(fig, "pdf") == (PLOTS / f"{stem}.pdf").read_bytes(), (
-            f"results/plots/{stem}.pdf is stale: run `pebench leaderboard`"
+            f"results/plots/{stem}.pdf is stale: run `pebench leaderboard --results results`"
         )
 
 

@@ -1,6 +1,5 @@
 """``pebench prepare``: cache writing, manifest, checks on prepare and on load, CLI, runner."""
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -9,87 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
+from noah_data import Pixels, make_noah, prepare_main, small_spec
 from PIL import Image
 from sweeps import run_sweep
 
-from pebench.datasets import TaskSpec, get_task, tasks
 from pebench.datasets import cache as C
+from pebench.datasets import get_task
 from pebench.datasets.cache import CacheError, CacheMissingError, load, manifest_hash, prepare
 from pebench.datasets.formats import FormatError, ImageError
-from pebench.prepare_cli import add_parser, cmd_prepare
-
-NOAH_SPLITS = {"train": "train800", "val": "val200", "trainval": "train800val200", "test": "test"}
-
-
-# ---------------------------------------------------------------------------- fake data --
-class Pixels:
-    """Distinct 8x8 images (a counter in the pixels: never two equal images)."""
-
-    def __init__(self, seed=0):
-        self.n = 0
-        self.rng = np.random.default_rng(seed)
-
-    def save(self, path):
-        self.n += 1
-        arr = self.rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        arr[0, 0] = [self.n % 256, (self.n // 256) % 256, 0]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(arr).save(path, quality=95)
-
-
-def make_noah(root, folder, sizes, num_classes, test_files=None, px=None):
-    """A NOAH task folder; ``test_files`` < test size makes test images hard links to a pool."""
-    px = px or Pixels()
-    d = root / folder
-    for split in ("train800", "val200", "test"):
-        n = sizes[split]
-        files = min(n, test_files) if split == "test" and test_files else n
-        for i in range(n):
-            path = d / "images" / split / f"{i:06d}.jpg"
-            if i < files:
-                px.save(path)
-            else:  # every image is listed once (NOAH lists never repeat a line)
-                os.link(path.parent / f"{i % files:06d}.jpg", path)
-        lines = [f"images/{split}/{i:06d}.jpg {(i % files) % num_classes}" for i in range(n)]
-        (d / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    out, k = [], 0
-    for split in ("train800", "val200"):  # NOAH writes train800val200 as second copies
-        for line in (d / f"{split}.txt").read_text().splitlines():
-            rel, label = line.split(" ")
-            dst = d / "images" / "train800val200" / f"{k:06d}.jpg"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(d / rel, dst)
-            out.append(f"images/train800val200/{k:06d}.jpg {label}")
-            k += 1
-    (d / "train800val200.txt").write_text("\n".join(out) + "\n")
-    return d
-
-
-def small_spec(name="vtab/kitti", num_classes=4, sizes=None, fmt="noah-jpeg", splits=None, **kw):
-    """A test-only task (not registered) with small splits, read by the cache loader.
-
-    It stands in for the registered task of the same name, so it carries that task's data facts
-    (known train/test overlap, extra source formats).
-    """
-    real = tasks().get(name)
-    facts = (
-        {"known_overlap": real.known_overlap, "extra_formats": real.extra_formats} if real else {}
-    )
-    return TaskSpec(
-        name=name,
-        suite=name.split("/")[0],
-        group="g",
-        num_classes=num_classes,
-        version="test-1",
-        data_format=fmt,
-        splits=splits or dict(NOAH_SPLITS),
-        loader="pebench.datasets.cache:LOADER",
-        sizes=sizes if sizes is not None else SMALL,
-        **{**facts, **kw},
-    )
-
-
-SMALL = {"train800": 8, "val200": 4, "train800val200": 12, "test": 8}
 
 
 @pytest.fixture
@@ -449,23 +375,17 @@ def test_fewshot_k_per_class_is_checked(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- CLI --
-def _cli(argv):
-    parser = argparse.ArgumentParser(prog="pebench")
-    add_parser(parser.add_subparsers(dest="command"))
-    return cmd_prepare(parser.parse_args(["prepare", *argv]))
-
-
 def test_cli_prepare_and_errors(small, capsys):
     _, raw, cache = small
     argv = ["vtab/kitti", "--source", "noah", "--data-dir", str(raw), "--cache-dir", str(cache)]
     argv += ["--image-size", "8", "--quiet"]
     # the registered vtab/kitti needs 800/200/1000/711 examples: the small folder is refused
-    assert _cli(argv) == 2
+    assert prepare_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("pebench: error: task 'vtab/kitti', split 'train800': 8 examples")
-    assert _cli([*argv[:2], "json", *argv[3:]]) == 2
+    assert prepare_main([*argv[:2], "json", *argv[3:]]) == 2
     assert "--source noah" in capsys.readouterr().err
-    assert _cli(["vtab/kitt", *argv[1:]]) == 2
+    assert prepare_main(["vtab/kitt", *argv[1:]]) == 2
     assert "Did you mean 'vtab/kitti'" in capsys.readouterr().err
 
 
@@ -473,7 +393,7 @@ def test_cli_prepare_json_report(kitti, capsys):
     tmp, _ = kitti
     argv = ["vtab/kitti", "--source", "noah", "--data-dir", str(tmp / "raw")]
     argv += ["--cache-dir", str(tmp / "cache"), "--image-size", "16"]
-    assert _cli([*argv, "--json", "--verify", "--quiet"]) == 0
+    assert prepare_main([*argv, "--json", "--verify", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["units"][0]["status"] == "up to date"
     assert out["manifest_hashes"] == {"vtab/kitti": manifest_hash(tmp / "cache", "vtab/kitti")}

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from test_prepare import Pixels, _cli, make_noah, small_spec
+from noah_data import Pixels, make_noah, prepare_main, small_spec
 
 from pebench.datasets.cache import CacheError, CacheMissingError, load, manifest_hash, prepare
 from pebench.datasets.formats import FormatError, ImageError
@@ -35,7 +35,7 @@ def _cli_small(raw, cache, monkeypatch, spec, tasks="vtab/kitti"):
     real = C.resolve_specs
     monkeypatch.setattr(C, "resolve_specs", lambda sel: [spec] if sel == tasks else real(sel))
     argv = [tasks, "--source", "noah", "--data-dir", str(raw), "--cache-dir", str(cache)]
-    return _cli([*argv, "--image-size", "8", "--quiet"])
+    return prepare_main([*argv, "--image-size", "8", "--quiet"])
 
 
 # --------------------------------------------------------------------- list content --
@@ -159,7 +159,7 @@ def test_prepare_vtab_lists_found_and_missing_task_folders(tmp_path, capsys):
     ) in msg
     assert not cache.exists()  # nothing prepared unless asked
     argv = ["vtab", "--source", "noah", "--data-dir", str(raw), "--cache-dir", str(cache)]
-    assert _cli([*argv, "--quiet"]) == 2
+    assert prepare_main([*argv, "--quiet"]) == 2
     line = _one_line(capsys)
     assert "holds the folders of 2 of the 19 selected tasks" in line and "docs/data.md" in line
 
@@ -189,7 +189,7 @@ def test_prepare_names_a_task_folder_and_a_differently_named_one(tmp_path, capsy
 
     def line(tasks, data_dir):
         argv = [tasks, "--source", "noah", "--data-dir", str(data_dir), "--cache-dir", str(cache)]
-        assert _cli([*argv, "--quiet"]) == 2
+        assert prepare_main([*argv, "--quiet"]) == 2
         return _one_line(capsys).removeprefix("pebench: error: ")
 
     head = f"--data-dir {raw} holds the folders of 0 of the 2 selected tasks (--source noah: "

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_prepare import make_noah, small_spec
+from noah_data import make_noah, small_spec
 
 from pebench.datasets import get_task
 from pebench.datasets.cache import CacheError, prepare

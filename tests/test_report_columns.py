@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
-from test_leaderboard import REG, by_method, table, write
+from report_rows import REG, by_method, table, write
 
 from pebench.report import columns
 from pebench.report import leaderboard as lb

@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_leaderboard import LB, REG, VT, write
+from report_rows import LB, REG, VT, write
 
 from pebench.report import commit
 from pebench.report import leaderboard as lb
@@ -32,7 +32,7 @@ import json, os, shutil, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from pebench.datasets import register_suite
-import test_leaderboard as t
+import report_rows as t
 register_suite(t.LB, t.LB_TASKS)
 register_suite(t.VT, t.VT_TASKS)
 from pebench.report import leaderboard as lb
@@ -361,7 +361,7 @@ def test_a_really_full_disk(tmp_path):
             import sys
             sys.path.insert(0, {str(TESTS)!r})
             from pebench.datasets import register_suite
-            import test_leaderboard as t
+            import report_rows as t
             register_suite(t.LB, t.LB_TASKS)
             from pebench.cli import main
             sys.exit(main(["leaderboard", "--results", {str(disk)!r}]))

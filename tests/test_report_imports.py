@@ -14,7 +14,8 @@ from pathlib import Path
 import pebench.report
 
 REPORT = Path(pebench.report.__file__).resolve().parent
-ALLOWED_THIRD_PARTY = {"__future__", "numpy", "pandas", "matplotlib", "scipy"}
+#: no pandas: rows are plain dicts from the store to the outputs
+ALLOWED_THIRD_PARTY = {"__future__", "numpy", "matplotlib", "scipy"}
 #: second name component of the allowed ``pebench`` modules (the results folder: schema,
 #: records, the store and its durable writes; what a row's ``checks`` column says)
 ALLOWED_PEBENCH = {"report", "results", "record", "store", "fsio", "markers", "datasets",

@@ -111,3 +111,21 @@ def test_leaderboard_keeps_reported_numbers_apart(tmp_path):
     with pytest.raises(ReportedError, match="line 2"):
         leaderboard.generate(results, tmp_path / "lb.md", tmp_path / "plots")
     assert (tmp_path / "lb.md").read_text() == text
+
+
+def test_hostile_reported_cells_are_inert(tmp_path):
+    """reported.csv is a file anyone can edit: its cells enter the table as inert text."""
+    hostile = (
+        't,"<img src=x onerror=alert(1)>",lora,vtab/cifar,70.5,0.3,,"ViT-B/16\n## pwned",in21k,'
+        'val200,,paper,"see `repo#1` | <b>x</b>"'
+    )
+    lines = render_reported(read_reported(_write(tmp_path, [hostile]), datasets.tasks()),
+                            datasets.suites(), datasets.tasks())  # fmt: skip
+    text = "\n".join(lines)
+    assert "<img" not in text and "<b>" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert not any(line.startswith("## pwned") for line in lines)
+    (row,) = [line for line in lines if line.startswith("| &lt;img")]
+    header = lines[lines.index(row) - 2]
+    unescaped = row.replace("\\|", "")
+    assert unescaped.count("|") == header.count("|")  # the pipe in the source adds no column
+    assert "see `repo#1` \\| &lt;b&gt;x&lt;/b&gt; (paper)" in row  # its own code span kept

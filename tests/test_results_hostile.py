@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from test_leaderboard import make_row
+from report_rows import make_row
 
 from pebench import results as R
 from pebench.cli import main

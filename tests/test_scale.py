@@ -14,7 +14,7 @@ from pebench.cli import main
 from pebench.datasets.cache import prepare
 from pebench.store import RunStore
 from tests.budgets import budget_toml
-from tests.test_prepare import make_noah
+from tests.noah_data import make_noah
 
 BUDGET = budget_toml(
     batch_size=64, image_size=224, backbone="vit_base_patch16_224", weights="random",

@@ -200,7 +200,7 @@ def test_finals_of_an_earlier_selection_are_retired(uninterrupted, tmp_path):
 
 # ------------------------------------------------------------------------- the leaderboard --
 def test_leaderboard_shows_selections_and_never_averages_a_stale_final(tmp_path):
-    import test_leaderboard as tl
+    import report_rows as tl
 
     from pebench.report import leaderboard as lb
 
@@ -222,7 +222,7 @@ def test_leaderboard_shows_selections_and_never_averages_a_stale_final(tmp_path)
 
 
 def test_an_unsettled_search_makes_its_finals_stale_in_the_table(tmp_path):
-    import test_leaderboard as tl
+    import report_rows as tl
 
     from pebench.report import leaderboard as lb
 

@@ -10,35 +10,17 @@ import os
 from pathlib import Path
 
 import pytest
+from store_rows import RID, make_record, make_row
 
 from pebench import fsio
 from pebench import record as REC
 from pebench import results as R
 from pebench.store import RunStore, read_row_file
 
-RID = "0123456789abcdef"
-
-
-def _row(**over):
-    row = {k: "" for k in R.COLUMNS}
-    row.update(
-        run_id=RID, phase="final", trial=0, lr=1e-3, weight_decay=1e-4, method="lora",
-        preset="default", method_config="{}", method_origin="builtin",
-        method_reconstruction=False, backbone="b", weights="w", task="demo/shapes",
-        suite="demo", task_version="1", data_format="procedural", budget="demo-v3", seed=0,
-        test_top1=0.75, val_top1=float("nan"), status="ok", git_dirty=False,
-    )  # fmt: skip
-    row.update(over)
-    return row
-
-
-def _record(rid=RID, pred=(0, 1, 2, 1), correct=(True, True, False, True)):
-    return REC.make(rid, "final", pred, correct, [{"epoch": 0, "train_loss": 1.5, "lr": 0.1}])
-
 
 def test_record_writes_the_pair_and_reads_it_back(tmp_path):
     store = RunStore(tmp_path)
-    row = store.record(_row(), _record())
+    row = store.record(make_row(), make_record())
     assert (row["n_test"], row["n_test_correct"]) == (4, 3)
     assert row["record_sha256"] == REC.sha256(store.record_path(RID).read_bytes())
     assert store.read(RID) == row and store.finished(RID) == row
@@ -50,7 +32,7 @@ def test_record_writes_the_pair_and_reads_it_back(tmp_path):
 def test_a_score_that_is_not_its_counts_is_refused_before_anything_is_written(tmp_path):
     store = RunStore(tmp_path)
     with pytest.raises(R.ResultsError, match=r"test_top1=0.5 is not 3/4 correct"):
-        store.record(_row(test_top1=0.5), _record())
+        store.record(make_row(test_top1=0.5), make_record())
     assert not store.runs.exists() or not any(store.runs.iterdir())
 
 
@@ -65,7 +47,7 @@ def test_a_score_that_is_not_its_counts_is_refused_before_anything_is_written(tm
 )  # fmt: skip
 def test_a_row_whose_record_is_not_its_own_is_refused_in_one_line(tmp_path, damage, expect):
     store = RunStore(tmp_path)
-    store.record(_row(), _record())
+    store.record(make_row(), make_record())
     damage(store.record_path(RID))
     with pytest.raises(R.ResultsError, match=expect) as info:
         store.read(RID)
@@ -79,8 +61,8 @@ def test_a_record_swapped_in_from_another_run_is_refused(tmp_path):
     """Even with its hash put in the row, another run's record does not pass as this one's."""
     store = RunStore(tmp_path)
     other = "fedcba9876543210"
-    store.record(_row(run_id=other), _record(rid=other))
-    row = store.record(_row(), _record())
+    store.record(make_row(run_id=other), make_record(rid=other))
+    row = store.record(make_row(), make_record())
     data = store.record_path(other).read_bytes()
     store.record_path(RID).write_bytes(data)
     text = store.row_path(RID).read_text().replace(row["record_sha256"], REC.sha256(data))
@@ -122,7 +104,7 @@ def test_a_record_too_large_is_refused_unread(tmp_path):
 def test_tidy_removes_a_record_whose_writer_died_before_the_row(tmp_path):
     """The kill window between the two writes: a record with no row and no live worker."""
     store = RunStore(tmp_path)
-    store.record(_row(), _record())
+    store.record(make_row(), make_record())
     store.row_path(RID).unlink()  # as if killed after the record, before the row
     assert store.tidy() == [store.record_path(RID)]
     assert not store.record_path(RID).exists()
@@ -130,15 +112,15 @@ def test_tidy_removes_a_record_whose_writer_died_before_the_row(tmp_path):
 
 def test_tidy_keeps_the_record_of_a_run_in_progress(tmp_path):
     store = RunStore(tmp_path)
-    assert store.claim(_row(), 60.0) is None  # this process holds the run
-    fsio.atomic_write_bytes(store.record_path(RID), _record().to_bytes())
+    assert store.claim(make_row(), 60.0) is None  # this process holds the run
+    fsio.atomic_write_bytes(store.record_path(RID), make_record().to_bytes())
     assert store.tidy() == [] and store.record_path(RID).exists()
 
 
 @pytest.mark.parametrize("where", ["retire", "set_aside"])
 def test_tidy_completes_a_move_killed_between_row_and_record(tmp_path, where):
     store = RunStore(tmp_path)
-    store.record(_row(), _record())
+    store.record(make_row(), make_record())
     data = store.record_path(RID).read_bytes()
     (moved,) = getattr(store, where)([RID])
     assert (moved.parent / store.record_path(RID).name).read_bytes() == data  # moved together
@@ -154,7 +136,7 @@ def test_a_kept_state_goes_where_its_row_goes_and_an_orphan_is_tidied(tmp_path):
     with it (a kill between state and row leaves an orphan no reader sees)."""
     store = RunStore(tmp_path)
     store.keep_state(RID, b"state")
-    store.record(_row(), _record())
+    store.record(make_row(), make_record())
     assert store.tidy() == [] and store.state_path(RID).read_bytes() == b"state"
     (moved,) = store.retire([RID])
     assert (moved.parent / store.state_path(RID).name).read_bytes() == b"state"
@@ -170,7 +152,7 @@ def test_tidy_removes_the_folder_of_a_ddp_run_killed_while_training(tmp_path):
     folder = store.ddp_dir(RID)
     folder.mkdir(parents=True)
     (folder / "state.safetensors").write_bytes(b"x")
-    assert store.claim(_row(), 60.0) is None  # while its run is held it stays
+    assert store.claim(make_row(), 60.0) is None  # while its run is held it stays
     assert store.tidy() == [] and folder.is_dir()
     store.release(RID)
     assert store.tidy() == [folder] and not folder.exists()
@@ -178,14 +160,14 @@ def test_tidy_removes_the_folder_of_a_ddp_run_killed_while_training(tmp_path):
 
 def test_a_failure_row_never_claims_a_record(tmp_path):
     store = RunStore(tmp_path)
-    row = store.record(_row(status="failed", test_top1=float("nan"), record_sha256="ab" * 32))
+    row = store.record(make_row(status="failed", test_top1=float("nan"), record_sha256="ab" * 32))
     assert row["record_sha256"] == "" and not store.record_path(RID).exists()
 
 
 def test_old_rows_without_records_still_load(tmp_path):
     """A row written before records existed (no count or record columns at all)."""
     store = RunStore(tmp_path)
-    store.record(_row())
+    store.record(make_row())
     header, line = store.row_path(RID).read_text().splitlines()
     cols, vals = header.split(","), line.split(",")
     new = ("n_test", "n_test_correct", "n_val", "n_val_correct", "record_sha256")
@@ -202,14 +184,14 @@ WRITER = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from pebench.store import RunStore
-import test_store as t
+import store_rows as t
 
 store = RunStore({root!r})
 k = 0
 while True:  # record rows with their records as fast as possible until killed
     rid = f"{{k:016x}}"
-    row = t._row(run_id=rid)
-    store.record(row, t._record(rid=rid))
+    row = t.make_row(run_id=rid)
+    store.record(row, t.make_record(rid=rid))
     k += 1
 """
 

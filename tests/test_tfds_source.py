@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pebench.commands.prepare import add_parser
+from pebench.commands.prepare import main as cmd_prepare
 from pebench.datasets import TaskSpec, get_task, vtab
 from pebench.datasets import cache as C
 from pebench.datasets import tfds_source as T
-from pebench.prepare_cli import add_parser, cmd_prepare
 from pebench.store import RunStore
 
 tfds = pytest.importorskip("tensorflow_datasets")

@@ -340,7 +340,8 @@ def test_cli_prepare_video_prints_a_summary(hmdb, tmp_path, capsys, monkeypatch)
     import argparse
 
     import pebench.datasets as D
-    from pebench.prepare_cli import add_parser, cmd_prepare
+    from pebench.commands.prepare import add_parser
+    from pebench.commands.prepare import main as cmd_prepare
 
     monkeypatch.setattr(D, "resolve_tasks", lambda sel: [small("video/hmdb51")])
     parser = argparse.ArgumentParser(prog="pebench")

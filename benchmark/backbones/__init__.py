@@ -248,8 +248,10 @@ def _from_file(name: str, path: Path, kwargs: dict[str, Any]) -> nn.Module:
         else:
             _load_state(model, read_checkpoint(path))
     except Exception as err:  # reader, converter and load_state_dict errors come in many types
+        lines = (line.strip() for line in str(err).splitlines())
+        detail = "; ".join(line for line in lines if line)  # a refusal is one line
         raise BackboneError(
-            f"could not load weights file {path} into {name!r}: {type(err).__name__}: {err}"
+            f"could not load weights file {path} into {name!r}: {type(err).__name__}: {detail}"
         ) from err
     return model
 
@@ -258,16 +260,53 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """A flat checkpoint into ``model``: converted and resampled, the head dropped when absent.
 
     Raises:
-        CheckpointError: keys the model lacks, or model keys the checkpoint lacks (named).
+        CheckpointError: keys the model lacks, model keys the checkpoint lacks, or tensors of
+            other shapes than the model's (named, in one line).
     """
+    raw = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
     state = checkpoint_filter_fn(state, model)
     if model.num_classes == 0:  # pebench adds its own head
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    _check_shapes(model, state, raw)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         parts = [f"missing {names(missing)}"] if missing else []
         parts += [f"unexpected {names(unexpected)}"] if unexpected else []
         raise CheckpointError(f"checkpoint does not fit the model: {'; '.join(parts)}")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
+
+
+def _check_shapes(
+    model: nn.Module, state: dict[str, torch.Tensor], raw: dict[str, tuple[int, ...]]
+) -> None:
+    """Every tensor the model has must have the model's shape (torch reports it in many lines).
+
+    ``raw`` holds the file's own shapes: a tensor the conversion kept under its name is named
+    with the shape it has in the file.
+
+    Raises:
+        CheckpointError: the first tensor of another shape (model order) with both shapes, and
+            how many more there are.
+    """
+    expected = model.state_dict()
+    wrong = [
+        k for k, want in expected.items() if k in state and tuple(state[k].shape) != want.shape
+    ]
+    if not wrong:
+        return
+    first = wrong[0]
+    have = raw.get(first, tuple(state[first].shape))
+    text = (
+        f"tensor {first} has shape {_shape(have)}, the backbone expects "
+        f"{_shape(tuple(expected[first].shape))}"
+    )
+    if more := len(wrong) - 1:
+        text += f"; {more} more {'tensor has' if more == 1 else 'tensors have'} another shape: "
+        text += names(wrong[1:], 5)
+    raise CheckpointError(f"{text} (is it a checkpoint of another --backbone?)")
 
 
 def _video_from_file(name: str, weights: str | None, kwargs: dict[str, Any]) -> nn.Module:

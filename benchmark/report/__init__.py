@@ -12,7 +12,8 @@ leaderboard text and figures. Data flows one way, one module per step:
   (filtering, superseded reruns, status counts, ranking);
 * :mod:`~pebench.report.columns`: the declarative table of leaderboard columns and the cell
   formatters;
-* :mod:`~pebench.report.markdown`: the text of ``leaderboard.md``;
+* :mod:`~pebench.report.markdown`: the text of ``leaderboard.md``; every Markdown table of
+  pebench is written by :mod:`~pebench.report.mdtable` (its cells made inert);
 * :mod:`~pebench.report.plots`: the accuracy-vs-cost figures (PNG and PDF, for print), their
   Pareto fronts and seed error bars; :mod:`~pebench.report.labels` lays out their labels;
 * :mod:`~pebench.report.reported`: published numbers, rendered in their own section;
@@ -20,9 +21,9 @@ leaderboard text and figures. Data flows one way, one module per step:
 * :mod:`~pebench.report.commit`: writes a set of files as one unit (a journal, then renames);
 * :mod:`~pebench.report.leaderboard`: the entry points ``generate`` and ``is_stale``.
 
-The subsystem imports only the standard library, pandas, numpy, matplotlib (Agg canvas, never
-pyplot) and the torch-free ``pebench.results``, ``pebench.datasets`` and ``pebench.errors``. It
-never imports torch, timm or the run pipeline (``pebench.run``, ``pebench.train``,
-``pebench.data``, ``pebench.sweep``, ``pebench.cli``), so a leaderboard can be rebuilt on a
-machine without an accelerator stack.
+Rows are plain dicts from the store to the outputs (no data frame). The subsystem imports only
+the standard library, numpy, scipy, matplotlib (Agg canvas, never pyplot) and the torch-free
+``pebench.results``, ``pebench.datasets`` and ``pebench.errors``. It never imports torch, timm
+or the run pipeline (``pebench.run``, ``pebench.train``, ``pebench.data``, ``pebench.sweep``,
+``pebench.cli``), so a leaderboard can be rebuilt on a machine without an accelerator stack.
 """

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from pebench import results
 from pebench.checks_field import CLAIM_CHECKS, SKIPPED, unverified
@@ -35,6 +34,8 @@ from pebench.record import RecordError
 from pebench.report.sources import ResultsArg, results_dirs
 from pebench.store import RunStore
 
+#: one run row: the row schema's fields (:data:`pebench.results.COLUMNS`) plus :data:`SOURCE`
+Row = dict[str, Any]
 #: the column naming the results folder a row was read from (not a result-row field)
 SOURCE = "results_dir"
 SORT_KEYS = ("suite", "task", "method", "preset", "phase", "seed", "trial", "run_id", SOURCE)
@@ -52,7 +53,7 @@ THIRD_PARTY = "‡"
 UNVERIFIED = "unverified)"
 
 
-def aggregate(results_dir: ResultsArg, skipped: list[str] | None = None) -> pd.DataFrame:
+def aggregate(results_dir: ResultsArg, skipped: list[str] | None = None) -> list[Row]:
     """Read and validate every run row under ``<dir>/runs/`` of each results folder.
 
     Args:
@@ -60,8 +61,8 @@ def aggregate(results_dir: ResultsArg, skipped: list[str] | None = None) -> pd.D
         skipped: when given, bad files are left out and their errors collected here.
 
     Returns:
-        A DataFrame with :data:`pebench.results.COLUMNS` and :data:`SOURCE` (the folder as
-        given), sorted by :data:`SORT_KEYS`.
+        The rows as plain dicts, as the store parsed them (:data:`pebench.results.COLUMNS`)
+        plus :data:`SOURCE` (the folder as given), sorted by :data:`SORT_KEYS`.
 
     Raises:
         ResultsError: a folder without ``runs/`` (a mistyped ``--results`` must not overwrite a
@@ -74,16 +75,11 @@ def aggregate(results_dir: ResultsArg, skipped: list[str] | None = None) -> pd.D
         if not store.exists():
             raise results.ResultsError(
                 f"no results folder {store.runs}: nothing to build a leaderboard from (pass the "
-                "folder `pebench run --results` wrote, default: results)"
+                "folder `pebench run --results` wrote, default: my-results)"
             )
     rows = [{**r, SOURCE: str(s.root)} for s in stores for r in s.rows(skipped)]
     check_lineage(rows)
-    columns = [*results.COLUMNS, SOURCE]
-    if not rows:
-        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-    df = pd.DataFrame(rows, columns=columns)
-    df = df.sort_values(list(SORT_KEYS), kind="mergesort").reset_index(drop=True)
-    return df
+    return sorted(rows, key=lambda r: tuple(r[k] for k in SORT_KEYS))
 
 
 def config_key(r: Mapping[str, Any]) -> tuple:
@@ -140,15 +136,6 @@ def load_correct(rows: Sequence[dict]) -> dict[tuple[str, str], np.ndarray]:
         if rec is not None:
             out[(r[SOURCE], r["run_id"])] = np.array(rec.correct, dtype=bool)
     return out
-
-
-def _native(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as plain Python dicts (numpy scalars unboxed, so ``repr`` stays ``0.5``)."""
-    return [{k: _native(v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
 def registry(

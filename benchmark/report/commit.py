@@ -2,8 +2,8 @@
 
 The leaderboard's outputs (``results.csv``, the figures, ``leaderboard.md``) live at fixed paths
 in different folders, so no single rename can swap them. A write journal in the output folder
-(``home``) makes the set one unit instead. One writer at a time per ``home`` (an ``flock`` on
-the folder); each write:
+(``home``) makes the set one unit instead. One writer at a time per ``home`` (a lock file in
+the folder, :data:`LOCK`, there only while a write holds it); each write:
 
 1. :func:`recover`: completes or undoes a write that a kill interrupted (its journal) and
    deletes the temp files killed writes left behind (``.<name>.<random>.tmp``, this module's and
@@ -40,15 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from pebench.errors import PebenchError
-from pebench.fsio import fsync_dir, write_all
-
-try:  # POSIX; elsewhere writers are not serialised
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from pebench.fsio import exclusive, fsync_dir, write_all
 
 #: the journal's file name inside ``home``
 JOURNAL = ".pebench-write.json"
+#: the lock file of the writer in ``home`` (:func:`locked`), there only while one writes
+LOCK = ".pebench-write.lock"
 TMP_SUFFIX = ".tmp"
 _FORMAT = 1
 
@@ -119,16 +116,13 @@ def _unlink(path: str | Path) -> None:
 
 @contextmanager
 def locked(home: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on the folder ``home`` (one writer at a time)."""
-    if fcntl is None:  # pragma: no cover - Windows
+    """Hold the writer's lock of the folder ``home`` (one writer at a time; others wait).
+
+    The lock file :data:`LOCK` (:func:`pebench.fsio.exclusive`, a ``filelock.FileLock``) is in
+    ``home`` while a write holds it, and gone after.
+    """
+    with exclusive(home / LOCK, wait=True):
         yield
-        return
-    fd = os.open(home, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _on_disk(journal: Mapping[str, Any], home: Path) -> dict[str, Any]:
@@ -221,11 +215,15 @@ def _apply(home: Path, journal: Mapping[str, Any]) -> None:
     fsync_dir(home)
 
 
-def _undo(home: Path, journal: Mapping[str, Any], made: Iterable[Path] = ()) -> None:
-    """Delete the temp files of an unfinished write, its journal and the folders it made."""
+def _undo(home: Path, journal: Mapping[str, Any]) -> None:
+    """Delete the temp files of an unfinished write and its journal."""
     for tmp, _ in journal["files"]:
         _unlink(tmp)
     _unlink(home / JOURNAL)
+
+
+def _remove_folders(made: Iterable[Path]) -> None:
+    """Delete the folders an unfinished write made (those still empty), deepest first."""
     for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
         try:
             folder.rmdir()
@@ -331,23 +329,27 @@ def write_unit(
     current = home / JOURNAL
     try:
         made += _makedirs(home)  # a new output folder: removed again if the write fails
-        with locked(home):
-            _recover_locked(home, litter, allowed)
-            try:
-                _write_journal(home, _on_disk(journal, home))
-                for (tmp, target), data in zip(journal["files"], files.values(), strict=True):
-                    current = target
-                    made += _makedirs(current.parent)
-                    _write_file(tmp, data)
-                for folder in sorted({t.parent for t in targets}):
-                    fsync_dir(folder)
-                current = home / JOURNAL
-                journal["state"] = "commit"
-                _write_journal(home, _on_disk(journal, home))
-            except BaseException:
-                _undo(home, journal, made)
-                raise
-            _apply(home, journal)
+        try:
+            with locked(home):
+                _recover_locked(home, litter, allowed)
+                try:
+                    _write_journal(home, _on_disk(journal, home))
+                    for (tmp, target), data in zip(journal["files"], files.values(), strict=True):
+                        current = target
+                        made += _makedirs(current.parent)
+                        _write_file(tmp, data)
+                    for folder in sorted({t.parent for t in targets}):
+                        fsync_dir(folder)
+                    current = home / JOURNAL
+                    journal["state"] = "commit"
+                    _write_journal(home, _on_disk(journal, home))
+                except BaseException:
+                    _undo(home, journal)
+                    raise
+                _apply(home, journal)
+        except BaseException:
+            _remove_folders(made)  # the empty ones, after the lock: its file has left ``home``
+            raise
     except OSError as err:
         committed = (home / JOURNAL).exists() and journal["state"] == "commit"
         if committed:

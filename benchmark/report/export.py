@@ -20,18 +20,20 @@ ranks.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pandas as pd
-
 from pebench.datasets import Suite, TaskSpec
 from pebench.report import columns as cols
-from pebench.report.aggregate import CONTEXT, SOURCE, peak_memory
+from pebench.report import mdtable
+from pebench.report.aggregate import CONTEXT, SOURCE, Row, peak_memory
 from pebench.report.latex import caption, to_latex
-from pebench.report.markdown import inert_cell, md_table, text
+from pebench.report.markdown import inert_cell
+from pebench.report.mdtable import text
 from pebench.report.tables import SuiteTable, tables
 
 FORMATS = ("latex", "markdown", "csv")
@@ -84,32 +86,33 @@ def _count(value: int | None) -> float:
 
 # ------------------------------------------------------------------------------- tidy --
 def tidy(
-    df: pd.DataFrame,
+    rows: Sequence[Row],
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
-) -> pd.DataFrame:
+) -> list[dict[str, Any]]:
     """One row per (configuration, task) of every suite table: the tidy export.
 
     Args:
-        df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
+        rows: the rows as :func:`pebench.report.aggregate.aggregate` returns them.
         suites: see :func:`pebench.report.markdown.render_markdown`.
         tasks: see :func:`pebench.report.markdown.render_markdown`.
 
     Returns:
-        A DataFrame with :data:`TIDY_COLUMNS`, suites by name, rows in leaderboard order, tasks
-        in suite order.
+        Dicts keyed by :data:`TIDY_COLUMNS` (in that order), suites by name, rows in
+        leaderboard order, tasks in suite order.
 
     """
     out: list[dict[str, Any]] = []
-    for table in tables(df, suites, tasks):
+    for table in tables(rows, suites, tasks):
         for e in table.entries:
             by_task: dict[str, list[dict]] = {}
             for r in sorted(e.runs, key=lambda r: (r["seed"], r["run_id"])):
                 by_task.setdefault(r["task"], []).append(r)
             for task in table.info.tasks:
                 if task in by_task:
-                    out.append(_tidy_row(table, e, task, by_task[task]))
-    return pd.DataFrame(out, columns=list(TIDY_COLUMNS))
+                    row = _tidy_row(table, e, task, by_task[task])
+                    out.append({c: row[c] for c in TIDY_COLUMNS})
+    return out
 
 
 def _tidy_row(table: SuiteTable, e: Any, task: str, runs: list[dict]) -> dict[str, Any]:
@@ -159,61 +162,67 @@ def _suite_stats(e: Any) -> dict[str, Any]:
     }
 
 
+def _csv_value(value: Any) -> Any:
+    """A tidy value as its CSV cell: NaN and None empty, text inert, numbers as Python prints."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return inert_cell(value) if isinstance(value, str) else value
+
+
 def to_csv(
-    df: pd.DataFrame,
+    rows: Sequence[Row],
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
 ) -> str:
-    """The tidy export (:func:`tidy`) as CSV text (pandas' writer), text cells inert.
+    """The tidy export (:func:`tidy`) as CSV text, text cells inert.
 
     A text value a spreadsheet would run as a formula gets a leading ``'``
-    (:func:`~pebench.report.markdown.inert_cell`).
+    (:func:`~pebench.report.markdown.inert_cell`); a missing number is an empty cell.
     """
-    frame = tidy(df, suites, tasks)
-    for column in frame.columns:  # Series.map: DataFrame.map needs pandas >= 2.1
-        frame[column] = frame[column].map(lambda v: inert_cell(v) if isinstance(v, str) else v)
-    return frame.to_csv(index=False, lineterminator="\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(TIDY_COLUMNS)
+    writer.writerows([_csv_value(v) for v in r.values()] for r in tidy(rows, suites, tasks))
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------- tables --
-def paper_table(table: SuiteTable) -> pd.DataFrame:
-    """One suite's paper table as cell texts, headed as in ``leaderboard.md``."""
+def paper_table(table: SuiteTable) -> tuple[list[str], list[list[str]]]:
+    """One suite's paper table as cell texts, headed as in ``leaderboard.md``: header, body."""
     shown = cols.expand(cols.PAPER_COLUMNS, table)
-    body = [[c.cell(e) for c in shown] for e in table.entries]
-    return pd.DataFrame(body, columns=[c.header for c in shown])
+    return [c.header for c in shown], [[c.cell(e) for c in shown] for e in table.entries]
 
 
 def to_markdown(
-    df: pd.DataFrame,
+    rows: Sequence[Row],
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
 ) -> str:
     """Every suite's paper table as Markdown (a heading, the caption, the table)."""
     lines = ["<!-- generated by `pebench export --format markdown` -->", ""]
-    for table in tables(df, suites, tasks):
+    for table in tables(rows, suites, tasks):
         if not table.entries:
             continue
-        frame = paper_table(table)
         lines += [f"## {text(table.info.name)}", "", text(caption(table)), ""]
-        lines += md_table(list(frame.columns), frame.to_numpy().tolist())
+        lines += mdtable.table(*paper_table(table))
         lines.append("")
     return "\n".join(lines)
 
 
 def export(
-    df: pd.DataFrame,
+    rows: Sequence[Row],
     fmt: str,
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
     variant: str = "full",
     columns: Sequence[str] | None = None,
 ) -> str:
-    """``df`` exported as ``fmt`` (one of :data:`FORMATS`); LaTeX by ``variant`` and ``columns``.
+    """``rows`` exported as ``fmt`` (one of :data:`FORMATS`); LaTeX by ``variant`` and ``columns``.
 
     Raises:
         UserError: an unknown LaTeX variant or column key.
     """
     if fmt == "latex":
-        return to_latex(df, suites, tasks, variant, columns)
+        return to_latex(rows, suites, tasks, variant, columns)
     writer = {"markdown": to_markdown, "csv": to_csv}[fmt]
-    return writer(df, suites, tasks)
+    return writer(rows, suites, tasks)

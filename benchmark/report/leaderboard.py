@@ -1,7 +1,8 @@
 """Leaderboard entry points: write ``results.csv``, ``leaderboard.md`` and plots; check freshness.
 
 Data flows one way: ``<results>/runs/*.csv`` of one or more results folders (one validated row
-per run, raw numbers) -> :func:`~pebench.report.aggregate.aggregate` (one sorted DataFrame) ->
+per run, raw numbers) -> :func:`~pebench.report.aggregate.aggregate` (the rows as plain dicts,
+sorted) -> the suite tables, built once (:func:`~pebench.report.tables.tables`) ->
 :func:`~pebench.report.markdown.render_markdown` and :func:`~pebench.report.plots.plot_bytes`
 -> files written as one unit by :func:`generate` (:mod:`pebench.report.commit`). All formatting
 happens in the report modules; the CSVs stay raw. Where the outputs go by default is
@@ -22,11 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
-from pebench.report.aggregate import SORT_KEYS, SOURCE, aggregate, records, registry
+from pebench.report.aggregate import SORT_KEYS, SOURCE, Row, aggregate, registry
 from pebench.report.commit import JOURNAL, recover, tmp_pattern, write_unit
 from pebench.report.markdown import (
     HEADER,
@@ -38,7 +37,7 @@ from pebench.report.markdown import (
     render_markdown,
 )
 from pebench.report.plots import NAME_PATTERN, pareto_front, plot, plot_bytes
-from pebench.report.reported import Cell, ReportedError, read_reported
+from pebench.report.reported import ReportedCell, ReportedError, read_reported
 from pebench.report.sources import Outputs, ResultsArg, display, outputs, results_dirs, runs_glob
 from pebench.report.submissions import VERIFIED, Submission, read_submissions, screen
 from pebench.report.tables import SuiteTable, tables
@@ -65,13 +64,13 @@ REPORTED_CSV = "reported.csv"
 
 def _reported(
     dirs: Sequence[Path], start: Path, suites: Mapping | None, tasks: Mapping | None
-) -> tuple[list[Cell], list[str]]:
+) -> tuple[list[ReportedCell], list[str]]:
     """The published numbers of every ``<dir>/reported.csv`` and those files' display names.
 
     The same cell in two files is kept once; the same (table, method, task) with another value
     is refused.
     """
-    cells: dict[tuple[str, str, str], Cell] = {}
+    cells: dict[tuple[str, str, str], ReportedCell] = {}
     where: dict[tuple[str, str, str], Path] = {}
     files = []
     for d in dirs:
@@ -95,7 +94,7 @@ def read_rows(
     dirs: Sequence[Path],
     skipped: list[str] | None = None,
     submissions: str | Path | None = None,
-) -> tuple[pd.DataFrame, list[Submission]]:
+) -> tuple[list[Row], list[Submission]]:
     """The rows of ``dirs`` and of the shown submissions (each its own folder), and those read.
 
     Args:
@@ -114,22 +113,22 @@ def read_rows(
     if submissions is None:
         return aggregate(dirs, skipped), []
     found = read_submissions(submissions)
-    df = aggregate(dirs, skipped)
-    found = screen(found, records(df))
+    rows = aggregate(dirs, skipped)
+    found = screen(found, rows)
     extra = [s.results for s in found if s.shown and s.results is not None]
-    if extra:  # read again, all together: one frame, as one aggregate() builds it
-        df = aggregate([*dirs, *extra], None if skipped is None else [])
-    return df, found
+    if extra:  # the shown submissions' rows join, each under its own folder, sorted as one
+        rows = aggregate([*dirs, *extra], None if skipped is None else [])
+    return rows, found
 
 
 def marked_tables(
-    df: pd.DataFrame,
+    rows: Sequence[Row],
     suites: Mapping[str, Suite] | None,
     tasks: Mapping[str, TaskSpec] | None,
     found: Sequence[Submission] = (),
 ) -> list[SuiteTable]:
-    """The suite tables of ``df``, the rows of each shown submission marked ✓."""
-    suite_tables = tables(df, suites, tasks)
+    """The suite tables of ``rows``, the rows of each shown submission marked ✓."""
+    suite_tables = tables(rows, suites, tasks)
     verified = {str(s.results) for s in found if s.shown}
     for table in suite_tables:
         for e in table.entries:
@@ -139,7 +138,7 @@ def marked_tables(
 
 
 def render(
-    df: pd.DataFrame,
+    rows: Sequence[Row],
     dirs: Sequence[Path],
     leaderboard_path: Path,
     suites: Mapping[str, Suite] | None,
@@ -147,7 +146,7 @@ def render(
     suite_tables: Sequence[SuiteTable] | None = None,
     found: Sequence[Submission] = (),
 ) -> str:
-    """The text of ``leaderboard.md`` at ``leaderboard_path`` for the rows ``df`` of ``dirs``.
+    """The text of ``leaderboard.md`` at ``leaderboard_path`` for the ``rows`` of ``dirs``.
 
     ``found`` are the submissions read (:func:`read_rows`): the published numbers come from
     ``dirs`` only, and the first line names the shown submissions' run files after theirs.
@@ -155,10 +154,10 @@ def render(
     start = Path(os.path.abspath(leaderboard_path)).parent
     reported, files = _reported(dirs, start, suites, tasks)
     if suite_tables is None:
-        suite_tables = marked_tables(df, suites, tasks, found)
+        suite_tables = marked_tables(rows, suites, tasks, found)
     read_from = [*dirs, *(s.results for s in found if s.shown and s.results is not None)]
     return render_markdown(
-        df,
+        rows,
         suites=suites,
         tasks=tasks,
         reported=reported,
@@ -169,26 +168,42 @@ def render(
     )
 
 
-def results_csv(df: pd.DataFrame) -> str:
+def _gappy_counts(rows: Sequence[Row]) -> set[str]:
+    """The integer columns with a missing value in some row (``results.csv`` writes them as floats).
+
+    ``results.csv`` was first written through a pandas frame, where such a column turns float
+    (``400.0``); the committed file has that format, and it is kept so the file regenerates
+    byte for byte.
+    """
+    ints = [k for k, kind in results.SCHEMA.items() if kind in ("int", "count")]
+    return {k for k in ints if any(r[k] is None for r in rows)}
+
+
+def results_csv(rows: Sequence[Row]) -> str:
     """The raw rows as ``results.csv``, in the row schema.
 
     Rows from several folders get a leading ``results_dir`` column (the same run id may then
     appear once per folder). Text values a spreadsheet would run as a formula are written
-    inert (:func:`~pebench.report.markdown.inert_cell`).
+    inert (:func:`~pebench.report.markdown.inert_cell`). An integer column with a missing value
+    is written as floats (``400.0``: :func:`_gappy_counts`).
     """
     text_columns = {k for k, kind in results.SCHEMA.items() if kind == "str"}
-    rows = [
-        {k: inert_cell(v) if k in text_columns and isinstance(v, str) else v for k, v in r.items()}
-        for r in records(df)
-    ]
-    if len({r[SOURCE] for r in rows}) <= 1:
-        return results.rows_to_csv({k: v for k, v in r.items() if k != SOURCE} for r in rows)
+    gappy = _gappy_counts(rows)
+
+    def cell(k: str, v: Any) -> Any:
+        if k in text_columns and isinstance(v, str):
+            return inert_cell(v)
+        return float(v) if k in gappy and v is not None else v
+
+    written = [{k: cell(k, v) for k, v in r.items()} for r in rows]
+    if len({r[SOURCE] for r in written}) <= 1:
+        return results.rows_to_csv({k: v for k, v in r.items() if k != SOURCE} for r in written)
     body = io.StringIO()
     writer = csv.writer(body, lineterminator="\n")
     for line in csv.reader(io.StringIO(results.rows_to_csv([]))):
         writer.writerow([SOURCE, *line])
-    data = results.rows_to_csv({k: v for k, v in r.items() if k != SOURCE} for r in rows)
-    for r, line in zip(rows, list(csv.reader(io.StringIO(data)))[1:], strict=True):
+    data = results.rows_to_csv({k: v for k, v in r.items() if k != SOURCE} for r in written)
+    for r, line in zip(written, list(csv.reader(io.StringIO(data)))[1:], strict=True):
         writer.writerow([r[SOURCE], *line])
     return body.getvalue()
 
@@ -264,12 +279,12 @@ def generate(
     """
     dirs = results_dirs(results_dir)
     out = outputs(dirs, leaderboard_path, plots_dir)
-    df, found = read_rows(dirs, skipped, submissions)
+    rows, found = read_rows(dirs, skipped, submissions)
     # once: the markdown and the figures share them
-    suite_tables = marked_tables(df, suites, tasks, found)
-    markdown = render(df, dirs, out.leaderboard, suites, tasks, suite_tables, found)
-    figures = plot_bytes(df, suites, tasks, suite_tables)
-    files: dict[Path, bytes] = {out.results_csv: results_csv(df).encode("utf-8")}
+    suite_tables = marked_tables(rows, suites, tasks, found)
+    markdown = render(rows, dirs, out.leaderboard, suites, tasks, suite_tables, found)
+    figures = plot_bytes(rows, suites, tasks, suite_tables)
+    files: dict[Path, bytes] = {out.results_csv: results_csv(rows).encode("utf-8")}
     files.update({out.plots / name: figures[name] for name in sorted(figures)})
     files[out.leaderboard] = markdown.encode("utf-8")
     stale = [
@@ -329,8 +344,8 @@ def is_stale(
     """
     dirs = results_dirs(results_dir)
     out = outputs(dirs, leaderboard_path)
-    df, found = read_rows(dirs, submissions=submissions)
-    fresh = render(df, dirs, out.leaderboard, suites, tasks, found=found)
+    rows, found = read_rows(dirs, submissions=submissions)
+    fresh = render(rows, dirs, out.leaderboard, suites, tasks, found=found)
     if (out.home / JOURNAL).exists() or not out.leaderboard.exists():
         return True
     return out.leaderboard.read_text(encoding="utf-8") != fresh

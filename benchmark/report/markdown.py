@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import pandas as pd
-
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
 from pebench.report import columns as cols
+from pebench.report import mdtable
 from pebench.report.aggregate import (
     RECONSTRUCTION,
     SOURCE,
@@ -23,11 +22,13 @@ from pebench.report.aggregate import (
     UNCHECKED,
     UNVERIFIED,
     Entry,
+    Row,
     SuiteInfo,
     label,
     registry,
 )
-from pebench.report.reported import Cell, render_reported
+from pebench.report.mdtable import text
+from pebench.report.reported import ReportedCell, render_reported
 from pebench.report.stats import MIN_SEEDS_FOR_CLAIMS, RANK_DRAWS
 from pebench.report.submissions import VERIFIED, Submission
 from pebench.report.tables import SuiteTable, tables
@@ -74,19 +75,6 @@ _LEGEND_TAIL = [
 ]
 
 
-def text(value: object) -> str:
-    """A value from the rows as inert Markdown text: one line, no HTML, no code-span breakout.
-
-    Method, task, suite and error fields come from result files anyone can edit: ``<``, ``>``
-    and ``&`` become entities (no ``<img onerror=...>`` or ``<script>``), line breaks spaces (no
-    injected heading), and backticks are dropped (they would close the code spans around names).
-    """
-    one_line = " ".join(str(value).split())
-    return (
-        one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
-    )
-
-
 #: the first characters with which a spreadsheet reads a CSV cell as a formula (OWASP)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -100,18 +88,6 @@ def inert_cell(value: str) -> str:
     numbers are never text cells, so a negative number is left as it is.
     """
     return f"'{value}" if value.startswith(FORMULA_STARTS) else value
-
-
-def _cell(value: object) -> str:
-    return text(value).replace("|", "\\|")
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A Markdown table (cells single-line, ``|`` escaped)."""
-    out = ["| " + " | ".join(_cell(h) for h in header) + " |"]
-    out.append("|" + "|".join("---" for _ in header) + "|")
-    out.extend("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows)
-    return out
 
 
 def _suite_intro(info: SuiteInfo) -> list[str]:
@@ -183,7 +159,7 @@ def _measured(
         return ["No finished final run yet."]
     shown = cols.expand(columns, table)
     body = [[c.cell(e) for c in shown] for e in table.entries]
-    lines = [_context_line(table), "", *md_table([c.header for c in shown], body)]
+    lines = [_context_line(table), "", *mdtable.table([c.header for c in shown], body)]
     edges, picks = table.edge_counts
     lines += ["", f"Selections on an edge of the search grid: {edges} of {picks} (⚑)."]
     lines += _resolution(table)
@@ -239,7 +215,7 @@ def _status_section(table: SuiteTable) -> list[str]:
         for k in keys:
             totals[k] += counts[k]
     body.append(["**total**", *(f"**{totals[k]}**" for k in keys)])
-    return lines + md_table(["method", *keys], body)
+    return lines + mdtable.table(["method", *keys], body)
 
 
 def _failure_lines(failures: list[dict], with_source: bool = False) -> list[str]:
@@ -308,11 +284,11 @@ def legend(columns: Sequence[cols.Spec]) -> list[str]:
 
 
 def render_markdown(
-    df: pd.DataFrame,
+    rows: Sequence[Row],
     *,
     suites: Mapping[str, Suite] | None = None,
     tasks: Mapping[str, TaskSpec] | None = None,
-    reported: Sequence[Cell] = (),
+    reported: Sequence[ReportedCell] = (),
     columns: Sequence[cols.Spec] | None = None,
     runs: str = REFERENCE_ROWS,
     reported_files: Sequence[str] = ("results/reported.csv",),
@@ -322,7 +298,7 @@ def render_markdown(
     """Render the full text of ``leaderboard.md``.
 
     Args:
-        df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
+        rows: the rows as :func:`pebench.report.aggregate.aggregate` returns them.
         suites: suite name (aliases allowed) -> :class:`~pebench.datasets.Suite`; defaults to
             the global registry ``pebench.datasets.suites()``.
         tasks: task name -> :class:`~pebench.datasets.TaskSpec` (groups and versions); defaults
@@ -335,20 +311,20 @@ def render_markdown(
         runs: the run files read, as the first line names them
             (:func:`pebench.report.sources.runs_glob`).
         reported_files: the files ``reported`` came from, as the reported section names them.
-        suite_tables: the tables of ``df`` when the caller has built them already.
+        suite_tables: the tables of ``rows`` when the caller has built them already.
         submissions: the submissions read (:func:`pebench.report.submissions.read_submissions`):
-            each shown one's rows (in ``df``, under its results folder) get its footnote, and
+            each shown one's rows (in ``rows``, under its results folder) get its footnote, and
             the others are listed in their own section. Marking the shown ones' labels is the
             caller's (it builds ``suite_tables``).
 
     Returns:
-        Markdown text, deterministic for a given ``df``; its first line says it is generated.
+        Markdown text, deterministic for given ``rows``; its first line says it is generated.
 
     """
     columns = cols.COLUMNS if columns is None else columns
     lines = [header(runs), "", *_INTRO, *legend(columns), ""]
     if suite_tables is None:
-        suite_tables = tables(df, suites, tasks)
+        suite_tables = tables(rows, suites, tasks)
     if not suite_tables:
         lines += ["No results yet.", ""]
     verified = {str(s.results): s.note for s in submissions if s.shown}

@@ -22,11 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from pebench import fsio
 from pebench.datasets import Suite, TaskSpec
-from pebench.report.aggregate import Entry
+from pebench.report.aggregate import Entry, Row
 from pebench.report.columns import MIB, memory_kind
 from pebench.report.figstyle import FORMATS, encode, new_figure
 from pebench.report.figure_notes import BAR_LEGEND, MEMORY_NOTES, omitted_note, point_label
@@ -308,11 +306,13 @@ def suite_figures(table: SuiteTable) -> dict[str, Any]:
 
 
 def figures(
-    df: pd.DataFrame, suites: Mapping[str, Suite] | None, tasks: Mapping[str, TaskSpec] | None
+    rows: Sequence[Row],
+    suites: Mapping[str, Suite] | None,
+    tasks: Mapping[str, TaskSpec] | None,
 ) -> dict[str, Any]:
     """Every suite's accuracy-vs-cost figures by file stem (see :func:`suite_figures`)."""
     out: dict[str, Any] = {}
-    for table in tables(df, suites, tasks):
+    for table in tables(rows, suites, tasks):
         out.update(suite_figures(table))
     return out
 
@@ -330,7 +330,7 @@ def all_figures(suite_tables: Sequence[SuiteTable]) -> dict[str, Any]:
 
 
 def plot_bytes(
-    df: pd.DataFrame,
+    rows: Sequence[Row],
     suites: Mapping[str, Suite] | None,
     tasks: Mapping[str, TaskSpec] | None,
     suite_tables: Sequence[SuiteTable] | None = None,
@@ -338,17 +338,17 @@ def plot_bytes(
     """Every figure in every format of :data:`FORMATS`, by file name (nothing written).
 
     Args:
-        df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
+        rows: the rows as :func:`pebench.report.aggregate.aggregate` returns them.
         suites: see :func:`pebench.report.markdown.render_markdown`.
         tasks: see :func:`pebench.report.markdown.render_markdown`.
-        suite_tables: the tables of ``df`` when the caller has built them already.
+        suite_tables: the tables of ``rows`` when the caller has built them already.
 
     Returns:
         ``{file name: bytes}``, e.g. ``demo_acc_vs_params.png`` and ``demo_acc_vs_params.pdf``.
 
     """
     if suite_tables is None:
-        suite_tables = tables(df, suites, tasks)
+        suite_tables = tables(rows, suites, tasks)
     out: dict[str, bytes] = {}
     for stem, fig in all_figures(suite_tables).items():
         for fmt in FORMATS:
@@ -357,7 +357,7 @@ def plot_bytes(
 
 
 def plot(
-    df: pd.DataFrame,
+    rows: Sequence[Row],
     out_dir: str | Path,
     *,
     suites: Mapping[str, Suite] | None = None,
@@ -366,7 +366,7 @@ def plot(
     """Write every suite's figures (PNG and PDF) into ``out_dir``, each file atomically.
 
     Args:
-        df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
+        rows: the rows as :func:`pebench.report.aggregate.aggregate` returns them.
         out_dir: folder for the figures (created).
         suites: see :func:`pebench.report.markdown.render_markdown`.
         tasks: see :func:`pebench.report.markdown.render_markdown`.
@@ -376,7 +376,7 @@ def plot(
 
     """
     paths = []
-    for name, data in sorted(plot_bytes(df, suites, tasks).items()):
+    for name, data in sorted(plot_bytes(rows, suites, tasks).items()):
         path = Path(out_dir) / name
         fsio.atomic_write_bytes(path, data)
         if path.suffix == ".png":

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pebench.datasets import Suite, TaskSpec
+from pebench.report import mdtable
+from pebench.report.mdtable import Markdown, prose, text
 from pebench.results import ResultsError
 
 COLUMNS = (
@@ -50,7 +52,7 @@ class ReportedError(ResultsError):
 
 
 @dataclass(frozen=True)
-class Cell:
+class ReportedCell:
     """One published number (a row of the CSV, parsed)."""
 
     table: str
@@ -82,7 +84,7 @@ def _number(value: str, col: str, where: str, hi: float, empty_ok: bool) -> floa
     return x
 
 
-def read_reported(path: str | Path, tasks: Mapping[str, TaskSpec]) -> list[Cell]:
+def read_reported(path: str | Path, tasks: Mapping[str, TaskSpec]) -> list[ReportedCell]:
     """Read and check ``path``.
 
     Args:
@@ -102,7 +104,7 @@ def read_reported(path: str | Path, tasks: Mapping[str, TaskSpec]) -> list[Cell]
     reader = csv.DictReader(io.StringIO(text))
     if tuple(reader.fieldnames or ()) != COLUMNS:
         raise ReportedError(f"{path}: header must be {','.join(COLUMNS)}")
-    cells: list[Cell] = []
+    cells: list[ReportedCell] = []
     seen: dict[tuple[str, str, str], int] = {}
     for line, raw in enumerate(reader, start=2):
         where = f"{path}, line {line}"
@@ -125,7 +127,7 @@ def read_reported(path: str | Path, tasks: Mapping[str, TaskSpec]) -> list[Cell]
         if key in seen:
             raise ReportedError(f"{where}: {key} already given on line {seen[key]}")
         seen[key] = line
-        cells.append(Cell(**values))
+        cells.append(ReportedCell(**values))
     return cells
 
 
@@ -133,7 +135,9 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "—" if math.isnan(x) else f"{x:.{digits}f}"
 
 
-def _table(name: str, cells: list[Cell], suite: Suite, tasks: Mapping[str, TaskSpec]) -> list[str]:
+def _table(
+    name: str, cells: list[ReportedCell], suite: Suite, tasks: Mapping[str, TaskSpec]
+) -> list[str]:
     groups = list(dict.fromkeys(tasks[t].group for t in suite.tasks))
     vtab = suite.aggregate == "vtab"
     means = (["mean of groups", "mean of tasks"] + groups) if vtab else ["mean of tasks"]
@@ -168,26 +172,24 @@ def _table(name: str, cells: list[Cell], suite: Suite, tasks: Mapping[str, TaskS
         body.append(
             [
                 method,
-                f"`{first.pebench_method}`" if first.pebench_method else "—",
+                Markdown(f"`{text(first.pebench_method)}`") if first.pebench_method else "—",
                 f"{first.backbone} · {first.weights}",
                 params,
                 selection,
                 *texts,
                 *[_fmt(v) for v in values],
-                f"{first.source} ({first.source_kind})",
+                prose(f"{first.source} ({first.source_kind})"),  # a source's code spans kept
             ]
         )
-    lines = [f"### {suite.name}: reported, table `{name}`", ""]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "|".join("---" for _ in head) + "|")
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    lines = [f"### {text(suite.name)}: reported, table `{text(name)}`", ""]
+    lines += mdtable.table(head, body)
     if test_selected:
         lines += ["", TEST_SELECTION_NOTE]
     return lines + [""]
 
 
 def render_reported(
-    cells: list[Cell],
+    cells: list[ReportedCell],
     suites: Mapping[str, Suite],
     tasks: Mapping[str, TaskSpec],
     files: Sequence[str] = ("results/reported.csv",),
@@ -203,7 +205,7 @@ def render_reported(
     """
     if not cells:
         return []
-    named = ", ".join(f"`{f.replace('`', chr(39))}`" for f in files)
+    named = ", ".join(f"`{text(f)}`" for f in files)
     lines = [
         "# Reported numbers (published; not measured by pebench)",
         "",
@@ -213,7 +215,7 @@ def render_reported(
         "measured tables above. Means are recomputed from the per-task cells.",
         "",
     ]
-    by_suite: dict[str, dict[str, list[Cell]]] = {}
+    by_suite: dict[str, dict[str, list[ReportedCell]]] = {}
     for c in cells:
         by_suite.setdefault(tasks[c.task].suite, {}).setdefault(c.table, []).append(c)
     for suite_name in sorted(by_suite):
@@ -222,4 +224,4 @@ def render_reported(
     return lines
 
 
-__all__ = ["COLUMNS", "Cell", "ReportedError", "read_reported", "render_reported"]
+__all__ = ["COLUMNS", "ReportedCell", "ReportedError", "read_reported", "render_reported"]

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import pandas as pd
 
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
@@ -26,11 +24,11 @@ from pebench.report.aggregate import (
     CONTEXT,
     SOURCE,
     Entry,
+    Row,
     SuiteInfo,
     config_key,
     entry,
     label,
-    records,
     registry,
     suite_info,
 )
@@ -299,20 +297,22 @@ def suite_table(info: SuiteInfo, rows: list[dict], show_source: bool = False) ->
 
 
 def tables(
-    df: pd.DataFrame, suites: Mapping[str, Suite] | None, tasks: Mapping[str, TaskSpec] | None
+    rows: Sequence[Row],
+    suites: Mapping[str, Suite] | None,
+    tasks: Mapping[str, TaskSpec] | None,
 ) -> list[SuiteTable]:
-    """One :class:`SuiteTable` per suite present in ``df`` (aliases merged), sorted by name.
+    """One :class:`SuiteTable` per suite present in ``rows`` (aliases merged), sorted by name.
 
     Args:
-        df: rows as returned by :func:`pebench.report.aggregate.aggregate`.
+        rows: the rows as :func:`pebench.report.aggregate.aggregate` returns them (not changed:
+            a table keeps copies of the rows it alters).
         suites: see :func:`pebench.report.aggregate.registry`.
         tasks: see :func:`pebench.report.aggregate.registry`.
 
     Returns:
-        The tables (none for an empty ``df``).
+        The tables (none without rows).
 
     """
-    rows = records(df)
     if not rows:
         return []
     suites, tasks = registry(suites, tasks)

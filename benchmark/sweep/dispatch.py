@@ -1,6 +1,6 @@
 """Dispatch: hand the runs of planned sweeps to an executor, each (method, task) as a pipeline.
 
-Each (method, task) is a :class:`Cell`: its search trials are submitted at once (together with
+Each (method, task) is a :class:`GridCell`: its search trials are submitted at once (together with
 every other task's, so an engine can batch them into one array job), and its finals as soon as all
 of *its* search rows are recorded — no global barrier. Runs whose row already has a final status
 are not resubmitted (resume), and a run whose live marker names another worker (an earlier
@@ -46,7 +46,7 @@ BLOCKED = (
 
 
 @dataclass
-class Cell:
+class GridCell:
     """One (method, task) of a dispatch: its search trials, then its finals."""
 
     sweep: Sweep
@@ -89,15 +89,17 @@ class Dispatcher:
         poll_s: float = 2.0,
     ) -> None:
         self.executor, self.on_row, self.poll_s = executor, on_row, poll_s
-        self.cells = [Cell(s, t, s.search_specs(t)) for s in sweeps for t in s.tasks]
+        self.cells = [GridCell(s, t, s.search_specs(t)) for s in sweeps for t in s.tasks]
         for cell in self.cells:
             cell.base = {s.run_id: _executions(cell.sweep.store, s.run_id) for s in cell.search}
         self.handles: list[Any] = []  # executor handles, parallel to ``owners``
-        self.owners: list[tuple[Cell, RunSpec]] = []
-        self.foreign: list[tuple[Cell, RunSpec]] = []  # runs a live marker of another worker holds
+        self.owners: list[tuple[GridCell, RunSpec]] = []
+        self.foreign: list[
+            tuple[GridCell, RunSpec]
+        ] = []  # runs a live marker of another worker holds
         # run -> the cells waiting for its row: a run two cells share (``--method lora,lora``)
         # is submitted once
-        self.waiting: dict[Key, list[Cell]] = {}
+        self.waiting: dict[Key, list[GridCell]] = {}
         self.bar: Any = None
         self.started = time.time()
 
@@ -107,7 +109,7 @@ class Dispatcher:
         return sum(len(c.search) + len(c.sweep.seeds) for c in self.cells)
 
     # ------------------------------------------------------------------------------- steps --
-    def record(self, cell: Cell, row: Row) -> None:
+    def record(self, cell: GridCell, row: Row) -> None:
         """Give ``row`` to every cell waiting for it."""
         for c in self.waiting.pop((cell.sweep.store, row["run_id"]), [cell]):
             c.rows[row["run_id"]] = row
@@ -119,14 +121,14 @@ class Dispatcher:
             if self.on_row:
                 self.on_row(row)
 
-    def submit(self, items: list[tuple[Cell, RunSpec]]) -> None:
+    def submit(self, items: list[tuple[GridCell, RunSpec]]) -> None:
         """Hand runs to the executor."""
         if items:
             jobs = [(s, c.sweep.store.root, c.sweep.timeout) for c, s in items]
             self.handles.extend(self.executor.submit(jobs))
             self.owners.extend(items)
 
-    def launch(self, items: list[tuple[Cell, RunSpec]], again: bool = False) -> None:
+    def launch(self, items: list[tuple[GridCell, RunSpec]], again: bool = False) -> None:
         """Record finished runs, wait for runs other workers hold, submit the rest.
 
         A row another sweep wrote *during* this dispatch is recorded as it is, whatever its
@@ -184,7 +186,7 @@ class Dispatcher:
         self.launch(retry, again=True)
         self.launch(ready)
 
-    def _retry(self, cell: Cell) -> list[RunSpec]:
+    def _retry(self, cell: GridCell) -> list[RunSpec]:
         """The unsettled search trials of ``cell`` that may run once more (forgotten here).
 
         Executions are counted from the rows (their ``attempt``), not by this driver, so
@@ -207,7 +209,7 @@ class Dispatcher:
                 again.append(replace(s, base_row=dict(s.base_row, attempt=done + 1)))
         return again
 
-    def _block(self, cell: Cell, search_rows: list[Row]) -> None:
+    def _block(self, cell: GridCell, search_rows: list[Row]) -> None:
         """Record the finals of ``cell`` as ``blocked``, naming the unsettled trials."""
         trials = ", ".join(
             f"trial {r['trial']} (lr={r['lr']:g}, wd={r['weight_decay']:g}: {r['status']}, "
@@ -216,7 +218,7 @@ class Dispatcher:
         )
         self._placeholders(cell, "blocked", BLOCKED.format(trials=trials, attempts=TRIAL_ATTEMPTS))
 
-    def _placeholders(self, cell: Cell, status: str, error: str) -> None:
+    def _placeholders(self, cell: GridCell, status: str, error: str) -> None:
         """Record the finals of ``cell`` that cannot run (no ``ok`` trial, or blocked).
 
         An existing row with a final status is kept (a concurrent sweep may have finished it).
@@ -226,7 +228,7 @@ class Dispatcher:
             row = store.finished(spec.run_id)
             self.record(cell, row or store.record(dict(spec.base_row, status=status, error=error)))
 
-    def _finals(self, cell: Cell) -> list[tuple[Cell, RunSpec]]:
+    def _finals(self, cell: GridCell) -> list[tuple[GridCell, RunSpec]]:
         """The finals of a settled search with a selected trial, to launch.
 
         When a rerun of the search changed which trial wins, the finals of the old winner no
@@ -339,4 +341,4 @@ def dispatch(
     return Dispatcher(sweeps, executor, on_row, poll_s).run(progress)
 
 
-__all__ = ["Cell", "Dispatcher", "dispatch"]
+__all__ = ["GridCell", "Dispatcher", "dispatch"]

@@ -14,45 +14,29 @@ silent gap, and a resubmitted sweep runs it again (``failed`` is not a final sta
 
 An executor has ``name``, ``submit(items) -> handles`` (one handle per ``(spec, results_dir,
 timeout_s)``), ``wait(handles, timeout) -> indices of finished handles``, ``result(handle, spec,
-results_dir) -> row``, ``cancel(handles)`` and ``close()``; it is a context manager.
+results_dir) -> row``, ``cancel(handles)`` and ``close()``; it is a context manager. Which
+executor a ``pebench run`` gets, with which options, is its engine's (:mod:`pebench.sweep.engines`:
+one module per engine declaring its flags, checking them, making its executor and telling a
+worker its job id).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import queue
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pebench.errors import PebenchError
 from pebench.run import RunSpec
+from pebench.sweep.engines.base import INSTALL_HINT, ExecutorError, require
 from pebench.sweep.worker import record_lost, run_one, start_forkserver
 
-EXECUTORS = ("local", "slurm", "ray")
-INSTALL_HINT = "pip install 'pebench[cluster]'"
 Item = tuple[RunSpec, Path, float]
-
-
-class ExecutorError(PebenchError, ValueError):
-    """Bad executor options or a missing engine; the message names the option and the fix."""
-
-
-def require(module: str, executor: str) -> Any:
-    """Import an optional engine, or raise :class:`ExecutorError` with the install hint."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ExecutorError(
-            f"--executor {executor} needs the {module!r} package, which is not installed "
-            f"({err}); install it with: {INSTALL_HINT}"
-        ) from err
-
 
 #: concurrent local runs by default on a CPU-only machine (memory, not cores, limits beyond it)
 CPU_PARALLEL_CAP = 8
@@ -63,27 +47,14 @@ def _cpus() -> int:
 
 
 # ----------------------------------------------------------------------------------- worker --
-def _job_info(executor: str) -> tuple[str, str]:
-    """``(job_id, log_path)`` of the engine job this worker runs in."""
-    if executor == "slurm":
-        import submitit
-
-        env = submitit.JobEnvironment()
-        return str(env.job_id), str(env.paths.stderr)
-    if executor == "ray":
-        import ray
-
-        try:  # Ray redirects the worker's stderr to its log file
-            log = os.readlink("/proc/self/fd/2")
-        except OSError:
-            log = ""
-        return ray.get_runtime_context().get_task_id() or "", log
-    return "", ""
-
-
 def work(spec: RunSpec, results_dir: str, timeout_s: float, executor: str) -> dict[str, Any]:
-    """The body of one engine job: :func:`pebench.sweep.worker.run_one`, tagged with the job."""
-    job_id, log_path = _job_info(executor)
+    """The body of one engine job: :func:`pebench.sweep.worker.run_one`, tagged with the job.
+
+    ``executor`` names the engine (:mod:`pebench.sweep.engines`), which says which job this is.
+    """
+    from pebench.sweep.engines import job_info
+
+    job_id, log_path = job_info(executor)
     row = dict(spec.base_row, executor=executor, job_id=job_id, log_path=log_path)
     return run_one(replace(spec, base_row=row), results_dir, timeout_s)
 
@@ -385,151 +356,13 @@ class RayExecutor(_Base):
             self._started = False
 
 
-# ---------------------------------------------------------------------------------- options --
-_SLURM_ONLY = {
-    "partition": "--partition",
-    "time_min": "--time-min",
-    "gpus_per_job": "--gpus-per-job",
-    "cpus_per_job": "--cpus-per-job",
-    "log_dir": "--log-dir",
-}
-_RAY_ONLY = {
-    "ray_address": "--ray-address",
-    "cpus_per_run": "--cpus-per-run",
-    "gpus_per_run": "--gpus-per-run",
-}
-
-
-@dataclass(frozen=True)
-class ExecutorOptions:
-    """What ``pebench run`` was asked for; ``None`` means not given."""
-
-    kind: str = "local"
-    max_parallel: int | None = None
-    partition: str | None = None
-    time_min: int | None = None
-    gpus_per_job: int | None = None
-    cpus_per_job: int | None = None
-    log_dir: str | None = None
-    ray_address: str | None = None
-    cpus_per_run: float | None = None
-    gpus_per_run: float | None = None
-    device: str = "auto"
-    runs_per_device: int | None = None
-    nproc_per_run: int = 1
-
-    def validate(self) -> None:
-        """Refuse bad values and combinations, and a missing engine, before anything runs.
-
-        Raises:
-            ExecutorError: naming the option, what is allowed, or the install command.
-        """
-        if self.kind not in EXECUTORS:
-            raise ExecutorError(f"--executor {self.kind!r} unknown; choose one of {EXECUTORS}")
-        for attr, flag in {**_SLURM_ONLY, **_RAY_ONLY}.items():
-            value = getattr(self, attr)
-            allowed = "slurm" if attr in _SLURM_ONLY else "ray"
-            if value is not None and self.kind != allowed:
-                raise ExecutorError(f"{flag} applies to --executor {allowed} only, not {self.kind}")
-            if isinstance(value, (int, float)) and value < 0:
-                raise ExecutorError(f"{flag} must be >= 0, got {value}")
-        for flag, value in (
-            ("--max-parallel", self.max_parallel),
-            ("--time-min", self.time_min),
-            ("--cpus-per-job", self.cpus_per_job),
-        ):
-            if value is not None and value < 1:
-                raise ExecutorError(f"{flag} must be >= 1, got {value}")
-        if self.runs_per_device is not None:
-            if self.kind != "local":
-                raise ExecutorError(
-                    f"--runs-per-device applies to --executor local only, not {self.kind} "
-                    "(Ray: --gpus-per-run 0.5 shares a GPU between two runs)"
-                )
-            if self.runs_per_device < 1:
-                raise ExecutorError(f"--runs-per-device must be >= 1, got {self.runs_per_device}")
-            if self.max_parallel is not None:
-                raise ExecutorError(
-                    "--runs-per-device sets the parallelism (GPUs x runs per device); "
-                    "do not combine it with --max-parallel"
-                )
-        if self.cpus_per_run is not None and self.cpus_per_run <= 0:
-            raise ExecutorError(f"--cpus-per-run must be > 0, got {self.cpus_per_run}")
-        if self.kind == "ray" and self.ray_address and self.max_parallel is not None:
-            raise ExecutorError(
-                "--max-parallel sizes a Ray started here; with --ray-address the cluster's "
-                "resources and --cpus-per-run/--gpus-per-run decide the parallelism"
-            )
-        gpus = self.gpus_per_job or self.gpus_per_run or 0
-        if gpus and self.device == "cpu":
-            raise ExecutorError("--device cpu cannot be combined with a GPU request")
-        self._validate_ddp(gpus)
-        if self.kind == "slurm":
-            require("submitit", "slurm")
-        elif self.kind == "ray":
-            require("ray", "ray")
-
-    def _validate_ddp(self, gpus: float) -> None:
-        """``--nproc-per-run``: one GPU per process (nccl), never more processes than GPUs."""
-        n = self.nproc_per_run
-        if n < 1:
-            raise ExecutorError(f"--nproc-per-run must be >= 1, got {n}")
-        if n == 1 or self.device == "cpu":
-            return
-        if self.device.startswith("cuda:"):
-            raise ExecutorError(
-                f"--nproc-per-run {n} puts rank r on the r-th visible GPU; --device "
-                f"{self.device} names one GPU: use --device cuda (choose the GPUs with "
-                "CUDA_VISIBLE_DEVICES)"
-            )
-        if self.kind == "local":
-            gpu_groups(visible_gpus(self.device), n)
-        elif gpus and n > gpus:
-            flag = "--gpus-per-job" if self.kind == "slurm" else "--gpus-per-run"
-            raise ExecutorError(
-                f"--nproc-per-run {n} needs {n} GPUs per run (nccl: one per process); "
-                f"{flag} is {gpus:g}"
-            )
-
-
-def make_executor(opts: ExecutorOptions) -> LocalExecutor | SlurmExecutor | RayExecutor:
-    """The executor ``opts`` describes (validated first)."""
-    opts.validate()
-    if opts.kind == "slurm":
-        return SlurmExecutor(
-            log_dir=opts.log_dir or "pebench-logs",
-            partition=opts.partition,
-            time_min=opts.time_min,
-            gpus_per_job=opts.gpus_per_job or 0,
-            cpus_per_job=opts.cpus_per_job,
-            max_parallel=opts.max_parallel,
-        )
-    if opts.kind == "ray":
-        cpus = opts.cpus_per_run or 1
-        return RayExecutor(
-            address=opts.ray_address,
-            cpus_per_run=cpus,
-            gpus_per_run=opts.gpus_per_run or 0,
-            num_cpus=math.ceil(opts.max_parallel * cpus) if opts.max_parallel else None,
-        )
-    return LocalExecutor(
-        max_parallel=opts.max_parallel,
-        device=opts.device,
-        runs_per_device=opts.runs_per_device or 1,
-        nproc_per_run=opts.nproc_per_run,
-    )
-
-
 __all__ = [
-    "EXECUTORS",
     "INSTALL_HINT",
     "ExecutorError",
-    "ExecutorOptions",
     "LocalExecutor",
     "RayExecutor",
     "SlurmExecutor",
     "gpu_groups",
-    "make_executor",
     "require",
     "visible_gpus",
     "work",

@@ -26,7 +26,7 @@ from pebench import fsio
 from pebench import results as R
 from pebench.markers import CLAIM_POLL_S
 from pebench.run import ERROR_CHARS, RunSpec, classify, error_text
-from pebench.stage import adopt_forkserver, context, die_with_parent
+from pebench.stage import adopt_forkserver, context, die_with_parent, own_progress_lock
 from pebench.store import RunStore, as_store
 
 #: how often a worker waiting for its child looks at :data:`STOP`
@@ -82,6 +82,7 @@ def _child(spec: RunSpec, results_dir: str) -> None:
     # kills this child without a row), so an interrupt never becomes a "failed" row here
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+    own_progress_lock()  # it is killed on a timeout or a Ctrl-C: no semaphore to leak
     adopt_forkserver()  # the run's stages come from the worker's forkserver
     os.environ.update(
         dict(spec.options.env)

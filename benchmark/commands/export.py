@@ -1,7 +1,6 @@
 """``pebench export``: the leaderboard's tables as LaTeX, Markdown or a tidy CSV.
 
-Hooked into :mod:`pebench.cli` with :func:`add_parser` and :func:`cmd_export`; also holds the
-``--results`` option that ``export`` and ``leaderboard`` share (:func:`add_results_option`).
+A command module (:mod:`pebench.commands`): :data:`NAME`, :func:`add_parser`, :func:`main`.
 Never imports torch (the report subsystem only). Bad input (an unknown format, a missing results
 folder, an output folder that does not exist, a full disk) prints one ``pebench: error: ...``
 line and exits 2, with nothing written.
@@ -13,33 +12,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from pebench.commands._results import add_results_option, results_of
 from pebench.errors import UserError
 
+NAME = "export"
 FORMATS = ("latex", "markdown", "csv")
-DEFAULT_RESULTS = "results"
-
-
-def add_results_option(p: argparse.ArgumentParser) -> None:
-    """``--results DIR``, repeatable (rows merged; each folder's rows stay apart)."""
-    p.add_argument(
-        "--results",
-        action="append",
-        metavar="DIR",
-        help="results folder to read (default: results); repeat to read several: their rows "
-        "are merged but never averaged across folders (each folder's runs are rows of their "
-        "own, labelled with the folder), so the same run id in two folders is kept apart",
-    )
-
-
-def results_of(args: argparse.Namespace) -> list[str]:
-    """The ``--results`` folders given, or the default."""
-    return args.results or [DEFAULT_RESULTS]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``export`` subcommand to ``pebench``'s subparsers and return it."""
     p = subparsers.add_parser(
-        "export",
+        NAME,
         help="the leaderboard's tables as LaTeX (booktabs), Markdown or a tidy CSV",
         description="Export the measured tables with the leaderboard's grouping: LaTeX tables "
         "(booktabs: \\usepackage{booktabs}), Markdown tables, or a tidy CSV with one line per "
@@ -65,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     """``pebench export``: validate, render in memory, then print or write atomically."""
     from pebench import fsio
     from pebench.report.aggregate import aggregate

@@ -4,7 +4,8 @@ Reads a pilot sweep (a results folder with run records), splits the error of a d
 rows' suite means into the parts a design controls (:mod:`pebench.report.precision`) and prints,
 for a few designs (seeds × search replicates, optionally other test and validation sizes), the
 runs and run-hours per method and the smallest difference the leaderboard would resolve (80 %
-power), then the cheapest design that reaches the target. Torch-free.
+power), then the cheapest design that reaches the target. Torch-free. A helper of the ``estimate``
+command (:mod:`pebench.commands.estimate`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _table(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
     """The pilot's suite table and every row of the pilot folder."""
-    from pebench.report.aggregate import aggregate, records
+    from pebench.report.aggregate import aggregate
     from pebench.report.tables import tables
 
     folder = args.results or "results"
@@ -69,7 +70,7 @@ def _table(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
             f"--tasks {args.tasks!r}: name one suite of the pilot in {folder} (suites with a "
             f"complete table: {names or 'none'})"
         )
-    return chosen[0], records(df)
+    return chosen[0], df
 
 
 def _pilots(table: Any, methods: list[str] | None) -> list[dict[str, Any]]:

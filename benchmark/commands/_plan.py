@@ -1,6 +1,7 @@
 """Which runs a command selects: the options ``run``, ``status`` and ``submit`` share, and the plan.
 
-Parsing the options needs no model; :func:`plan` validates them into one sweep per method
+A shared helper of the command modules (:mod:`pebench.commands`). Parsing the options needs no
+model; :func:`plan` validates them into one sweep per method
 (:func:`pebench.sweep.plan.plan_sweeps`) before anything runs or is written.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pebench.cli_args import key_value, seeds
+from pebench.commands._args import key_value, seeds
 from pebench.errors import PebenchError
 
 #: where a user's runs go by default: never the committed reference results (``results/``)

@@ -1,14 +1,15 @@
-"""pebench.report.leaderboard: values, averaging conventions, failure handling, determinism.
+"""The report (pebench.report): values, averaging conventions, failure handling, determinism,
+and where ``pebench leaderboard`` writes.
 
-Suites are passed explicitly (``suites=``/``tasks=``) so the global registry is never mutated;
-the default path through the global registry is exercised in a subprocess.
+Suites are passed explicitly (``suites=``/``tasks=``, from :mod:`report_rows`) so the global
+registry is never mutated; the default path through the global registry is exercised in a
+subprocess.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import subprocess
@@ -17,123 +18,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from report_rows import LB, REG, by_method, make_row, status_table, table, write
 
 from pebench import results
-from pebench.datasets import Suite, TaskSpec
 from pebench.report import leaderboard as lb
 from pebench.report.columns import fmt_params, params_decimals
 from pebench.report.tables import tables
 from pebench.store import RunStore
-
-SPLITS = {"train": "train", "val": "val", "trainval": "trainval", "test": "test"}
-
-
-def _spec(name: str, group: str, version: str = "1") -> TaskSpec:
-    suite = name.split("/")[0]
-    return TaskSpec(name, suite, group, 10, version, "procedural", SPLITS, "x:y")
-
-
-LB_TASKS = [_spec("lbtest/alpha", "g"), _spec("lbtest/beta", "g")]
-LB = Suite("lbtest", ("lbtest/alpha", "lbtest/beta"), "mean", "b1", "two test tasks")
-VT_TASKS = [
-    _spec("lbvtab/nat1", "natural"),
-    _spec("lbvtab/spe1", "specialized"),
-    _spec("lbvtab/str1", "structured"),
-    _spec("lbvtab/str2", "structured"),
-]
-VT = Suite("lbvtab", tuple(t.name for t in VT_TASKS), "vtab", "b1")
-SUITES = {"lbtest": LB, "lbvtab": VT}
-TASKS = {t.name: t for t in LB_TASKS + VT_TASKS}
-REG = {"suites": SUITES, "tasks": TASKS}
-
-
-def make_row(**over) -> dict:
-    """A complete, valid result row; ``over`` replaces fields; run_id computed last."""
-    task = over.get("task", "lbtest/alpha")
-    row = {
-        "phase": "final",
-        "trial": 0,
-        "lr": 0.001,
-        "weight_decay": 0.0001,
-        "method": "lora",
-        "preset": "default",
-        "method_config": json.dumps({"r": 8}),
-        "method_origin": "builtin",
-        "method_reconstruction": False,
-        "backbone": "vit_base_patch16_224",
-        "weights": "orig_in21k",
-        "task": task,
-        "suite": task.split("/")[0],
-        "task_group": TASKS[task].group if task in TASKS else "g",
-        "task_version": TASKS[task].version if task in TASKS else "1",
-        "data_format": "procedural",
-        "data_hash": "abc",
-        "data_manifest": "m1",
-        "budget": "b1",
-        "seed": 0,
-        "test_top1": 0.5,
-        "val_top1": 0.5,
-        "train_loss": 0.7,
-        "params_method": 294912,
-        "params_head": 7690,
-        "params_backbone": 85798656,
-        "params_inference_extra": 0,
-        "flops_per_image": 1.0e9,
-        "peak_mem_bytes": 100.0 * 1024**2,
-        "peak_mem_kind": "cpu_rss",
-        "train_images_per_s": 10.0,
-        "eval_images_per_s": 30.0,
-        "train_time_s": 1.0,
-        "wall_time_s": 2.0,
-        "checkpoint_bytes": 1000.0,
-        "created_at": "2025-01-01T00:00:00Z",
-        "pebench_version": "0.1.0",
-        "method_source": "5ea7c0de5ea7c0de",
-        "git_sha": "deadbeef",
-        "git_dirty": False,
-        "python_version": "3.11",
-        "torch_version": "2.4",
-        "timm_version": "1.0",
-        "device": "cpu",
-        "status": "ok",
-        "error": "",
-    }
-    row.update(over)
-    row["run_id"] = results.run_id(row)
-    return row
-
-
-def write(tmp: Path, **over) -> dict:
-    row = make_row(**over)
-    RunStore(tmp).record(row)
-    return row
-
-
-def _parse_table(md: str, heading: str) -> list[dict[str, str]]:
-    """The first markdown table after ``heading``, as dicts keyed by column header."""
-    lines = md.splitlines()
-    start = lines.index(heading)
-    i = next(k for k in range(start, len(lines)) if lines[k].startswith("| method"))
-    header = [c.strip() for c in lines[i].strip("|").split("|")]
-    out = []
-    for line in lines[i + 2 :]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        out.append(dict(zip(header, cells, strict=True)))
-    return out
-
-
-def table(md: str, suite: str) -> list[dict[str, str]]:
-    return _parse_table(md, f"## {suite}")
-
-
-def status_table(md: str, suite: str) -> list[dict[str, str]]:
-    return _parse_table(md, f"### {suite}: runs")
-
-
-def by_method(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
-    return {r["method"]: r for r in rows}
 
 
 def populate(tmp: Path) -> None:
@@ -317,15 +208,17 @@ def test_pareto_front_hand_example():
 # ------------------------------------------------------------------ aggregate / generate --
 def test_aggregate_columns_and_order(tmp_path):
     populate(tmp_path)
-    df = lb.aggregate(tmp_path)
-    assert list(df.columns) == [*results.COLUMNS, "results_dir"]
-    assert set(df["results_dir"]) == {str(tmp_path)}
-    assert len(df) == 12
-    keys = list(df[list(lb.SORT_KEYS)].itertuples(index=False, name=None))
+    rows = lb.aggregate(tmp_path)
+    assert all(list(r) == [*results.COLUMNS, "results_dir"] for r in rows)
+    assert {r["results_dir"] for r in rows} == {str(tmp_path)}
+    assert len(rows) == 12
+    keys = [tuple(r[k] for k in lb.SORT_KEYS) for r in rows]
     assert keys == sorted(keys)
+    # plain values as the store parsed them: a count stays an int, a missing one None
+    assert all(type(r["params_method"]) is int and r["n_test"] is None for r in rows)
     (tmp_path / "nothing" / "runs").mkdir(parents=True)
     empty = lb.aggregate(tmp_path / "nothing")
-    assert list(empty.columns) == [*results.COLUMNS, "results_dir"] and len(empty) == 0
+    assert empty == []
     assert "No results yet." in lb.render_markdown(empty, **REG)
 
 
@@ -336,8 +229,8 @@ def test_generate_writes_roundtrip_csv_and_plots(tmp_path):
     assert out["results_csv"] == tmp_path / "results.csv"
     back = results.read_csv(out["results_csv"])
     expect = lb.aggregate(tmp_path)
-    assert [r["run_id"] for r in back] == list(expect["run_id"])
-    assert back[0]["test_top1"] == expect["test_top1"][0]
+    assert [r["run_id"] for r in back] == [r["run_id"] for r in expect]
+    assert back[0]["test_top1"] == expect[0]["test_top1"]
     # the header names the run files relative to the leaderboard's folder
     assert md_path.read_text() == lb.render_markdown(expect, runs="runs/*.csv", **REG)
     stems = ["acc_improvement", "acc_intervals", "acc_search", "acc_vs_memory", "acc_vs_params"]
@@ -433,7 +326,7 @@ def test_default_registry_path_without_torch(tmp_path):
         from pebench.store import RunStore
         from pebench.report import leaderboard as lb
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import test_leaderboard as t
+        import report_rows as t
         register_suite(t.LB, t.LB_TASKS)
         for seed in range(2):
             for task in t.LB.tasks:
@@ -563,9 +456,9 @@ def _two_folders(tmp_path: Path) -> tuple[Path, Path]:
 def test_several_results_folders_are_kept_apart(tmp_path):
     ref, mine = _two_folders(tmp_path)
     assert {p.name for p in (ref / "runs").iterdir()} == {p.name for p in (mine / "runs").iterdir()}
-    df = lb.aggregate([ref, mine, ref])  # a folder given twice is read once
-    assert len(df) == 4 and set(df["results_dir"]) == {str(ref), str(mine)}
-    md = lb.render_markdown(df, **REG)
+    rows = lb.aggregate([ref, mine, ref])  # a folder given twice is read once
+    assert len(rows) == 4 and {r["results_dir"] for r in rows} == {str(ref), str(mine)}
+    md = lb.render_markdown(rows, **REG)
     rows = table(md, "lbtest")
     assert sorted((r["results dir"], r["mean"]) for r in rows) == [
         (str(mine), "70.00"),
@@ -619,34 +512,56 @@ def test_header_names_the_results_folder_relative_to_the_leaderboard(tmp_path):
 
 
 def test_cli_default_outputs_per_results_folder(tmp_path, monkeypatch):
-
+    """Without --results the user's my-results/ is shown; the reference is rebuilt when named."""
     monkeypatch.chdir(tmp_path)
     code = textwrap.dedent(
         f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from pebench.datasets import register_suite
-        import test_leaderboard as t
+        import report_rows as t
         register_suite(t.LB, t.LB_TASKS)
         from pebench.cli import main
         sys.exit(main(sys.argv[1:]))
         """
     )
     ref, mine = Path("results"), Path("my-results")
-    for folder, acc in ((ref, 0.5), (mine, 0.7)):
-        for task in LB.tasks:
-            write(folder, task=task, test_top1=acc)
+    for task in LB.tasks:
+        write(ref, task=task, test_top1=0.5)
 
     def pebench(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120
         )
 
-    proc = pebench("leaderboard")  # the reference folder: ./leaderboard.md as always
+    def files() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    # no my-results/ yet: one line saying how to make it, and the reference is not touched
+    before = files()
+    for argv in [(), ("--check",)]:
+        proc = pebench("leaderboard", *argv)
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert "`pebench run --method NAME`" in proc.stderr and "--results results" in proc.stderr
+    assert files() == before
+    proc = pebench("leaderboard", "--results", "results")  # named: ./leaderboard.md as always
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[:2] == ["results/results.csv", "leaderboard.md"]
     assert all(Path(p).is_file() for p in proc.stdout.splitlines())
     committed = Path("leaderboard.md").read_bytes()
+    reference = files()
+    for task in LB.tasks:
+        write(mine, task=task, test_top1=0.7)
+    proc = pebench("leaderboard")  # the user's runs, into their own folder
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == ["my-results/results.csv", "my-results/leaderboard.md"]
+    assert {p: b for p, b in files().items() if tmp_path / mine not in p.parents} == reference
+    assert (
+        by_method(table(Path("my-results/leaderboard.md").read_text(), "lbtest"))["lora"]["mean"]
+        == "70.00"
+    )
+    proc = pebench("leaderboard", "--check")
+    assert (proc.returncode, proc.stdout) == (0, "my-results/leaderboard.md is up to date\n")
     proc = pebench("leaderboard", "--results", "my-results")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[:2] == ["my-results/results.csv", "my-results/leaderboard.md"]

@@ -1,5 +1,7 @@
 """Command-line values: argument types, and the option objects ``pebench run`` builds from them.
 
+A shared helper of the command modules (:mod:`pebench.commands`).
+
 Every check that needs no model happens here, before anything is planned: a bad value is one line
 (``argparse`` or :class:`pebench.errors.UserError`, exit 2) and nothing is written.
 """
@@ -7,7 +9,6 @@ Every check that needs no model happens here, before anything is planned: a bad 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from pebench.errors import UserError
@@ -64,26 +65,17 @@ def key_value(text: str) -> tuple[str, str]:
 
 
 def executor_options(args: argparse.Namespace) -> Any:
-    """Where runs execute (validated: bad combinations and a missing engine fail here)."""
-    from pebench.sweep.executors import ExecutorOptions
+    """Where runs execute: the ``--executor`` engine with its own options, validated.
 
-    opts = ExecutorOptions(
-        kind=args.executor,
-        max_parallel=args.max_parallel,
-        partition=args.partition,
-        time_min=args.time_min,
-        gpus_per_job=args.gpus_per_job,
-        cpus_per_job=args.cpus_per_job,
-        log_dir=args.log_dir,
-        ray_address=args.ray_address,
-        cpus_per_run=args.cpus_per_run,
-        gpus_per_run=args.gpus_per_run,
-        device=args.device,
-        runs_per_device=args.runs_per_device,
-        nproc_per_run=args.nproc_per_run,
+    Bad combinations (another engine's flag), bad values and a missing engine package fail here
+    (:func:`pebench.sweep.engines.configure`).
+    """
+    from pebench.sweep.engines import Place, configure
+
+    place = Place(
+        max_parallel=args.max_parallel, device=args.device, nproc_per_run=args.nproc_per_run
     )
-    opts.validate()
-    return opts
+    return configure(args.executor, place, vars(args))
 
 
 def run_options(args: argparse.Namespace) -> Any:
@@ -118,56 +110,10 @@ def run_options(args: argparse.Namespace) -> Any:
     )
 
 
-def progress_line(row: dict[str, Any], done: int, total: int) -> str:
-    """One line for a run that just finished: what it was, its score, its status and time."""
-    if row["phase"] == "search":
-        what = f"search trial {row['trial']} lr={row['lr']:g}"
-        score = f"val_top1={row['val_top1']:.4f}" if row["status"] == "ok" else ""
-    else:
-        chosen = f"lr={row['lr']:g} selected" if row["trial"] >= 0 else "no trial selected"
-        what = f"final seed={row['seed']} {chosen}"
-        score = f"test_top1={row['test_top1']:.4f}" if row["status"] == "ok" else ""
-    secs = row.get("wall_time_s")
-    took = f" ({secs:.1f} s)" if isinstance(secs, float) and secs == secs else ""
-    width = len(str(total))
-    return (
-        f"[{done:>{width}}/{total}] {row['method']} {row['task']} {what}: {row['status']}"
-        f"{' ' + score if score else ''}{took}"
-    )
-
-
-def print_outcome(rows: list[dict[str, Any]], results: str) -> int:
-    """One line per final run, one per run not ok (stderr), a summary; returns the exit code."""
-    for r in rows:
-        if r["phase"] == "final":
-            acc = f"test_top1={r['test_top1']:.4f}" if r["status"] == "ok" else ""
-            print(
-                f"{r['method']:<16} {r['task']:<24} seed={r['seed']} lr={r['lr']:g} "
-                f"{r['status']:<8} {acc}"
-            )
-    bad = [r for r in rows if r["status"] != "ok"]
-    for r in bad:
-        first = r["error"].splitlines()[0] if r["error"] else ""
-        job = f" (job {r['job_id']}, log {r['log_path']})" if r["job_id"] else ""
-        print(
-            f"{r['method']} {r['task']} {r['phase']} trial={r['trial']} seed={r['seed']}: "
-            f"{r['status']}: {first}{job}",
-            file=sys.stderr,
-        )
-    print(
-        f"{len(rows)} runs, {len(bad)} not ok; rows in {results}/runs/; "
-        f"tables and plots: `pebench leaderboard --results {results}`",
-        file=sys.stderr,
-    )
-    return 0 if not bad else 1
-
-
 __all__ = [
     "device",
     "executor_options",
     "key_value",
-    "print_outcome",
-    "progress_line",
     "run_options",
     "seeds",
 ]

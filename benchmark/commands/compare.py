@@ -1,8 +1,8 @@
 """``pebench compare A B``: the paired comparison of two leaderboard rows, with its verdict.
 
-Hooked into :mod:`pebench.cli` with :func:`add_parser` and :func:`cmd_compare`. Never imports
-torch (the report subsystem only). Bad input (an unknown row or suite, a missing results folder)
-prints one ``pebench: error: ...`` line and exits 2.
+A command module (:mod:`pebench.commands`): :data:`NAME`, :func:`add_parser`, :func:`main`.
+Never imports torch (the report subsystem only). Bad input (an unknown row or suite, a missing
+results folder) prints one ``pebench: error: ...`` line and exits 2.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pebench.commands._results import add_results_option, results_of
 from pebench.errors import UserError
-from pebench.export_cli import add_results_option, results_of
+
+NAME = "compare"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     Building the parser imports nothing of the report (scipy is needed only to compare).
     """
     p = subparsers.add_parser(
-        "compare",
+        NAME,
         help="paired difference of two rows' suite means, with its interval and verdict",
         description="Compare two rows of a suite table (labels as the leaderboard shows them, "
         "or method names when unique): the paired difference of suite means with its 95% "
@@ -44,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     """``pebench compare``: build the suite table as the leaderboard does, compare, print."""
     try:
         from pebench.report.aggregate import aggregate

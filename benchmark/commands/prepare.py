@@ -1,11 +1,11 @@
 """``pebench prepare``: decode a real suite's images once into a checked cache.
 
-Hooked into :mod:`pebench.cli` with :func:`add_parser` and :func:`cmd_prepare`. Errors in the
-data (malformed lists, missing images, wrong sizes, train/test overlap, missing task folders, a
-full disk...) print one ``pebench: error: ...`` line and return exit code 2; nothing
-half-written is left behind. ``--data-dir`` is the raw data (only read); everything written goes
-into ``--cache-dir``, the folder ``pebench run --data-dir`` then reads, for image and video
-suites alike.
+A command module (:mod:`pebench.commands`): :data:`NAME`, :func:`add_parser`, :func:`main`.
+Errors in the data (malformed lists, missing images, wrong sizes, train/test overlap, missing
+task folders, a full disk...) print one ``pebench: error: ...`` line and return exit code 2;
+nothing half-written is left behind. ``--data-dir`` is the raw data (only read); everything
+written goes into ``--cache-dir``, the folder ``pebench run --data-dir`` then reads, for image
+and video suites alike.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+NAME = "prepare"
 EXIT_USAGE = 2
 
 
@@ -23,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     from pebench.datasets.sources import SOURCES, help_text
 
     p = subparsers.add_parser(
-        "prepare",
+        NAME,
         help="decode a suite's images once into a checked cache (VTAB-1k, FGVC, few-shot); "
         "index and decode-check a video suite",
         description="Read a suite from the format you have, decode and resize every image once, "
@@ -125,7 +126,7 @@ def _prepare_video(args: argparse.Namespace, specs: list, cache_dir: Path) -> in
     return 0
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     """Run ``pebench prepare``; returns the exit code (0 ok, 2 bad input or data)."""
     from pebench.datasets import resolve_tasks
     from pebench.datasets.cache import default_cache_dir, prepare, verify
@@ -185,4 +186,4 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "cmd_prepare"]
+__all__ = ["NAME", "add_parser", "main"]
