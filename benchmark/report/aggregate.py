@@ -138,7 +138,7 @@ def load_correct(rows: Sequence[dict]) -> dict[tuple[str, str], np.ndarray]:
     return out
 
 
-def registry(
+def suites_and_tasks(
     suites: Mapping[str, Suite] | None, tasks: Mapping[str, TaskSpec] | None
 ) -> tuple[Mapping[str, Suite], Mapping[str, TaskSpec]]:
     """The suites and task specs to use: the global registry unless ``suites`` is given.

@@ -25,7 +25,7 @@ from typing import Any
 
 from pebench import results
 from pebench.datasets import Suite, TaskSpec
-from pebench.report.aggregate import SORT_KEYS, SOURCE, Row, aggregate, registry
+from pebench.report.aggregate import SORT_KEYS, SOURCE, Row, aggregate, suites_and_tasks
 from pebench.report.commit import JOURNAL, recover, tmp_pattern, write_unit
 from pebench.report.markdown import (
     HEADER,
@@ -78,7 +78,7 @@ def _reported(
         if not path.exists():
             continue
         files.append(display(path, start))
-        for cell in read_reported(path, registry(suites, tasks)[1]):
+        for cell in read_reported(path, suites_and_tasks(suites, tasks)[1]):
             key = (cell.table, cell.method, cell.task)
             if key in cells and cells[key] != cell:
                 raise ReportedError(

@@ -25,7 +25,7 @@ from pebench.report.aggregate import (
     Row,
     SuiteInfo,
     label,
-    registry,
+    suites_and_tasks,
 )
 from pebench.report.mdtable import text
 from pebench.report.reported import ReportedCell, render_reported
@@ -332,5 +332,7 @@ def render_markdown(
         lines += render_suite(table, columns, verified)
     lines += not_shown(submissions)
     if reported:
-        lines += render_reported(list(reported), *registry(suites, tasks), files=reported_files)
+        lines += render_reported(
+            list(reported), *suites_and_tasks(suites, tasks), files=reported_files
+        )
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -29,8 +29,8 @@ from pebench.report.aggregate import (
     config_key,
     entry,
     label,
-    registry,
     suite_info,
+    suites_and_tasks,
 )
 from pebench.report.stats import Estimate
 from pebench.selection import edge, select_trial, unsettled
@@ -306,8 +306,8 @@ def tables(
     Args:
         rows: the rows as :func:`pebench.report.aggregate.aggregate` returns them (not changed:
             a table keeps copies of the rows it alters).
-        suites: see :func:`pebench.report.aggregate.registry`.
-        tasks: see :func:`pebench.report.aggregate.registry`.
+        suites: see :func:`pebench.report.aggregate.suites_and_tasks`.
+        tasks: see :func:`pebench.report.aggregate.suites_and_tasks`.
 
     Returns:
         The tables (none without rows).
@@ -315,7 +315,7 @@ def tables(
     """
     if not rows:
         return []
-    suites, tasks = registry(suites, tasks)
+    suites, tasks = suites_and_tasks(suites, tasks)
     by_suite: dict[str, list[dict]] = {}
     for r in rows:
         canonical = suites[r["suite"]].name if r["suite"] in suites else r["suite"]
