@@ -23,13 +23,13 @@ from pebench.datasets.formats import (
     check_inside,
     decode_image,
 )
-from pebench.datasets.sources import Split
+from pebench.datasets.sources import SourceSplit
 
 _CHUNK = 256
 
 
 def _decode_split(
-    sl: Split, out_dir: Path, image_size: int, workers: int, progress: bool
+    sl: SourceSplit, out_dir: Path, image_size: int, workers: int, progress: bool
 ) -> tuple[np.ndarray, int]:
     """Decode a split into ``out_dir``; returns its digests and the number of decodes."""
     n = len(sl.labels)

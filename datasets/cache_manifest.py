@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pebench.datasets.cache_errors import ManifestError
-from pebench.datasets.sources import Split
+from pebench.datasets.sources import SourceSplit
 from pebench.datasets.spec import TaskSpec, array_sha256
 
 SCHEMA = "pebench-cache-1"
@@ -42,7 +42,7 @@ def _overlap(side: dict[str, np.ndarray], test: np.ndarray) -> tuple[int, list[s
 
 
 # ---------------------------------------------------------------------------- entries --
-def _split_entry(sl: Split, out_dir: Path, data_dir: Path, num_classes: int) -> dict:
+def _split_entry(sl: SourceSplit, out_dir: Path, data_dir: Path, num_classes: int) -> dict:
     images = np.load(out_dir / f"{sl.name}.images.npy", mmap_mode="r")
     labels = sl.labels.astype(np.int64)
     return {
@@ -247,7 +247,7 @@ def _stored_identity(entry: dict | None) -> str | None:
     return entry.get("list_sha256") or entry.get("source_sha256")
 
 
-def _reused(old: dict | None, name: str, sl: Split) -> bool:
+def _reused(old: dict | None, name: str, sl: SourceSplit) -> bool:
     """Whether split ``name`` of the old cache was written from the same source as ``sl``."""
     prev = (old or {}).get("splits", {}).get(name)
     return prev is not None and _stored_identity(prev) == sl.identity()

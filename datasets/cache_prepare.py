@@ -63,7 +63,7 @@ from pebench.datasets.sources import (
     SOURCES,
     Source,
     SourceOptions,
-    Split,
+    SourceSplit,
     source_for,
     source_of,
 )
@@ -97,7 +97,7 @@ class UnitReport:
 
 def _read_lists(
     specs: list[TaskSpec], data_dir: Path, splits: list[str], opts: SourceOptions
-) -> tuple[dict[str, Split], dict[str, Any]]:
+) -> tuple[dict[str, SourceSplit], dict[str, Any]]:
     """The unit's splits and facts about the reader for the manifest's ``source`` entry."""
     source = source_for(opts.data_format)
     if source is None:
@@ -105,7 +105,7 @@ def _read_lists(
     return source.read(specs, data_dir, splits, opts)
 
 
-def _listed_sizes(spec: TaskSpec, lists: dict[str, Split]) -> dict[str, int]:
+def _listed_sizes(spec: TaskSpec, lists: dict[str, SourceSplit]) -> dict[str, int]:
     """The size of each of ``spec``'s size-checked splits as listed (components summed)."""
     return {
         split: sum(len(lists[c].labels) for c in components(split))
@@ -115,7 +115,7 @@ def _listed_sizes(spec: TaskSpec, lists: dict[str, Split]) -> dict[str, int]:
 
 
 def _check_lists(
-    specs: list[TaskSpec], lists: dict[str, Split], nonstandard_sizes: bool = False
+    specs: list[TaskSpec], lists: dict[str, SourceSplit], nonstandard_sizes: bool = False
 ) -> None:
     """Sizes, label range, class presence and k-shot counts, before anything is decoded.
 
@@ -164,7 +164,7 @@ _TRAINVAL = ("train800val200", ("train800", "val200"))
 
 
 def _check_trainval(
-    unit: str, lists: dict[str, Split], digests: dict[str, np.ndarray] | None = None
+    unit: str, lists: dict[str, SourceSplit], digests: dict[str, np.ndarray] | None = None
 ) -> None:
     """``train800val200`` must list ``train800`` then ``val200``: labels, then decoded images.
 
@@ -201,7 +201,7 @@ def _check_trainval(
 def _up_to_date(
     manifest: dict | None,
     specs: list[TaskSpec],
-    lists: dict[str, Split],
+    lists: dict[str, SourceSplit],
     allow: bool,
     data_format: str,
 ) -> bool:
@@ -402,7 +402,7 @@ def _resize_rule(data_format: str) -> str:
 
 
 def _store_splits(
-    lists: dict[str, Split],
+    lists: dict[str, SourceSplit],
     old: dict | None,
     final: Path,
     tmp: Path,
@@ -429,7 +429,7 @@ def _store_splits(
 
 
 def _split_entries(
-    lists: dict[str, Split],
+    lists: dict[str, SourceSplit],
     old: dict | None,
     reused: set[str],
     digests: dict[str, np.ndarray],

@@ -25,7 +25,7 @@ import numpy as np
 
 from pebench.datasets.cache_errors import CacheError
 from pebench.datasets.cache_manifest import _reused
-from pebench.datasets.sources import Split
+from pebench.datasets.sources import SourceSplit
 from pebench.fsio import LockHeldError, exclusive, fsync_dir
 
 _SIZE_DIR = re.compile(r"^(\d+)px$")
@@ -240,7 +240,7 @@ def _split_bytes(n: int, image_size: int) -> int:
 
 
 def _check_space(
-    unit: str, folder: Path, lists: dict[str, Split], old: dict | None, image_size: int
+    unit: str, folder: Path, lists: dict[str, SourceSplit], old: dict | None, image_size: int
 ) -> tuple[int, int]:
     """Bytes a prepare will write into ``folder`` and bytes free there, checked before writing.
 

@@ -32,7 +32,9 @@ RESIZE_ARRAYS = (
     "with Image.BICUBIC"
 )
 
-Split = SplitList | ArraySplit
+#: one split of a raw source, before preparation (a listed split or decoded arrays); a
+#: prepared split in memory is :class:`pebench.data.Split`
+SourceSplit = SplitList | ArraySplit
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class SourceOptions:
 #: ``(specs of one cache unit, data_dir, split names, options) -> (splits by name, facts for
 #: the manifest: ``"reader"`` -> its ``source`` entry, ``"tasks"`` -> per-task extras)``
 ReadFn = Callable[
-    [list[TaskSpec], Path, list[str], SourceOptions], tuple[dict[str, Split], dict[str, Any]]
+    [list[TaskSpec], Path, list[str], SourceOptions], tuple[dict[str, SourceSplit], dict[str, Any]]
 ]
 
 
@@ -187,7 +189,7 @@ __all__ = [
     "ReadFn",
     "Source",
     "SourceOptions",
-    "Split",
+    "SourceSplit",
     "help_text",
     "source_for",
     "source_of",
