@@ -275,8 +275,8 @@ def file_values(budget: Budget) -> dict[str, Any]:
     }
 
 
-#: keys whose absence means ``None``
-_OPTIONAL_KEYS = ("grad_clip", "subset", "weights", "video", "precision_target")
+#: keys whose absence means ``None`` (the fields of :class:`Budget` that default to it)
+_OPTIONAL_KEYS = tuple(f.name for f in fields(Budget) if f.default is None)
 
 
 def check_values(budget: Budget) -> None:

@@ -132,10 +132,6 @@ class Budget:
     def __post_init__(self) -> None:
         if int(self.search_replicates) < 1:
             raise ValueError(f"Budget.search_replicates must be >= 1, got {self.search_replicates}")
-        if self.selection not in ("max", "smoothed"):
-            raise ValueError(f"Budget.selection must be max or smoothed, got {self.selection!r}")
-        if self.precision_target is not None and not self.precision_target > 0:
-            raise ValueError(f"Budget.precision_target must be > 0, got {self.precision_target}")
 
     def search_seeds(self) -> tuple[int, ...]:
         """The seeds of one search trial's replicates."""

@@ -47,6 +47,28 @@ def _summary(ep: metadata.EntryPoint) -> str:
     return " ".join(str(summary or "").split())
 
 
+def check_named_subclass(obj: object, base: type, name: str, source: str) -> None:
+    """Refuse a registry entry that is not a subclass of ``base`` whose ``name`` is ``name``.
+
+    The check of the registries of classes (methods, executor engines).
+
+    Raises:
+        RegistryError: one line naming the entry, what it is and what is allowed.
+    """
+    qual = f"{base.__module__}.{base.__name__}"
+    allowed = f"a {qual} subclass whose `name` is {name!r}"
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        what = "a class" if isinstance(obj, type) else f"a {type(obj).__name__}"
+        article = "an" if base.__name__[0] in "AEIOU" else "a"
+        raise RegistryError(
+            f"{source} is {what}, not {article} {base.__name__} subclass; allowed: {allowed}"
+        )
+    if obj.name != name:
+        raise RegistryError(
+            f"{source} declares name {obj.name!r}, not {name!r}; allowed: {allowed}"
+        )
+
+
 def _qualname(obj: object) -> str:
     """``module:Qualname`` of a class or function, else the repr of ``obj``."""
     module, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)

@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pebench.datasets.spec import SUITES, TASKS, Suite, TaskSpec, check_suite, register_suite
+from pebench.datasets.spec import SUITES, TASKS, Suite, TaskSpec, register_suite
 from pebench.registry import RegistryError, entry_point_origin, suggest
 
 #: the entry-point group of third-party suites
@@ -110,8 +110,7 @@ def _load_plugins() -> None:
                     f"changed the registered {touched} at import; a suite plugin returns its "
                     f"suite and tasks and changes nothing else ({PLUGIN_ALLOWED})"
                 )
-            check_suite(suite, specs)
-            register_suite(suite, specs)
+            register_suite(suite, specs)  # checked there (check_suite), as built-ins are
         except Exception as err:  # a plugin may raise anything: refused and reported, never fatal
             _restore(before_suites, before_tasks)
             what = str(err) if isinstance(err, RegistryError) else f"{type(err).__name__}: {err}"

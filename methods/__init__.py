@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
-from pebench.registry import Registry, RegistryError
+from pebench.registry import Registry, check_named_subclass
 
 if TYPE_CHECKING:
     from pebench.method import Method
@@ -67,14 +67,7 @@ class MethodRegistry(Registry["type[Method]"]):
         """
         from pebench.method import Method
 
-        allowed = f"a pebench.method.Method subclass whose `name` is {name!r}"
-        if not (isinstance(obj, type) and issubclass(obj, Method)):
-            what = "a class" if isinstance(obj, type) else f"a {type(obj).__name__}"
-            raise RegistryError(f"{source} is {what}, not a Method subclass; allowed: {allowed}")
-        if obj.name != name:
-            raise RegistryError(
-                f"{source} declares name {obj.name!r}, not {name!r}; allowed: {allowed}"
-            )
+        check_named_subclass(obj, Method, name, source)
 
 
 registry: MethodRegistry = MethodRegistry("method", BUILTIN, group="pebench.methods")

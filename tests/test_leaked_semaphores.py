@@ -13,19 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.budgets import budget_toml
+from budgets import budget_toml
+from interrupts import cli_env, ctrl_c
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 LEAK = "leaked semaphore"
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT), str(TESTS)]))
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
 
 
 def bar_then_killed(chan) -> None:
@@ -48,20 +43,11 @@ def test_a_stage_killed_after_its_progress_bar_leaks_no_semaphore():
         "    print(err)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=300
     )
     assert done.returncode == 0, done.stderr
     assert "killed by SIGKILL" in done.stdout
     assert LEAK not in done.stderr and "resource_tracker" not in done.stderr, done.stderr
-
-
-def _wait_for(predicate, timeout: float = 180.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _an_epoch_logged(logs: Path) -> bool:
@@ -83,23 +69,8 @@ def test_ctrl_c_while_runs_train_prints_no_resource_tracker_warning(tmp_path):
     cmd = [sys.executable, "-m", "pebench.cli", "run", "--method", "lora", "--tasks",
            "demo/shapes", "--budget", str(tmp_path / "slow.toml"), "--results", str(results),
            "--max-parallel", "2", "--threads", "1"]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-        start_new_session=True,
-    )
-    try:
-        assert _wait_for(lambda: _an_epoch_logged(results / "logs"))
-        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 130, err
+    code, err, _ = ctrl_c(cmd, lambda: _an_epoch_logged(results / "logs"), 180)
+    assert code == 130, err
     assert LEAK not in err and "resource_tracker" not in err, err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("pebench")]
     assert lines == [], err  # the one "pebench: interrupted" line, nothing else

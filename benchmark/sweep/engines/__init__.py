@@ -15,7 +15,7 @@ from typing import Any
 
 from typing_extensions import override
 
-from pebench.registry import Registry, RegistryError
+from pebench.registry import Registry, RegistryError, check_named_subclass
 from pebench.sweep.engines.base import Engine, ExecutorError, Place, at_least
 
 #: the built-in engines, in the order ``pebench run --help`` lists them: name -> class
@@ -36,14 +36,7 @@ class EngineRegistry(Registry["type[Engine]"]):
         Raises:
             RegistryError: one line naming the entry, what it is and what is allowed.
         """
-        allowed = f"a pebench.sweep.engines.base.Engine subclass whose `name` is {name!r}"
-        if not (isinstance(obj, type) and issubclass(obj, Engine)):
-            what = "a class" if isinstance(obj, type) else f"a {type(obj).__name__}"
-            raise RegistryError(f"{source} is {what}, not an Engine subclass; allowed: {allowed}")
-        if obj.name != name:
-            raise RegistryError(
-                f"{source} declares name {obj.name!r}, not {name!r}; allowed: {allowed}"
-            )
+        check_named_subclass(obj, Engine, name, source)
 
 
 registry: EngineRegistry = EngineRegistry("executor", BUILTINS, group="pebench.executors")
