@@ -389,11 +389,8 @@ def train(
 
 
 def eval_batch_size(budget: Budget, device: torch.device) -> int:
-    """Evaluation batch: larger on a GPU for throughput (it cannot change the accuracy).
-
-    On the CPU it stays the training batch, so CPU numbers are bit-identical to earlier rows.
-    """
-    return budget.batch_size * (4 if device.type == "cuda" else 1)
+    """The evaluation batch of ``budget`` on ``device`` (:meth:`Budget.eval_batch_size`)."""
+    return budget.eval_batch_size(device.type == "cuda")
 
 
 @dataclass(frozen=True)

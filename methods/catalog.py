@@ -1,10 +1,12 @@
 """The committed catalog of built-in methods (``catalog.json``) and how to regenerate it.
 
-``pebench list methods`` must answer without importing torch, timm or peft, so the metadata of
-every built-in method (its ``describe()``, ``"origin": "builtin"`` and its config fields) is
-committed next to the
-plugins and read by :func:`pebench.methods.builtin_catalog`. After changing a built-in method's
-title, URL, caps or presets, regenerate it::
+``pebench list methods`` and the planning of runs already recorded must answer without importing
+torch, timm or peft, so the metadata of every built-in method is committed next to the plugins and
+read by :func:`pebench.methods.builtin_catalog`: its ``describe()``, ``"origin": "builtin"``, its
+config fields, the config of every preset as run rows record it (``"preset_configs"``) and the
+:func:`~pebench.method_source.method_source` of the code they were read from (``"source"``: an
+entry whose method file changed since is not used, :func:`pebench.methods.catalog_config`).
+After changing a built-in method (its code, title, URL, caps or presets), regenerate it::
 
     python -m pebench.methods.catalog
 
@@ -23,17 +25,25 @@ CATALOG_PATH = Path(__file__).with_name("catalog.json")
 def live_catalog() -> list[dict[str, Any]]:
     """Every built-in method's entry, sorted by name (imports the plugins: torch).
 
-    An entry is ``describe()``, ``"origin": "builtin"`` and ``"config"``: field -> type (what
-    ``--set`` may name, as error messages show it).
+    An entry is ``describe()``, ``"origin": "builtin"``, ``"config"``: field -> type (what
+    ``--set`` may name, as error messages show it), ``"preset_configs"``: preset -> its
+    ``config_json()``, and ``"source"``: the method's source hash.
     """
     from pebench.config import field_types
+    from pebench.method_source import method_source
     from pebench.methods import BUILTIN, get_method_class
 
-    return [
-        get_method_class(name).build().describe()
-        | {"origin": "builtin", "config": field_types(get_method_class(name).Config)}
-        for name in sorted(BUILTIN)
-    ]
+    def entry(name: str) -> dict[str, Any]:
+        cls = get_method_class(name)
+        described = cls.build().describe()
+        return described | {
+            "origin": "builtin",
+            "config": field_types(cls.Config),
+            "preset_configs": {p: cls.build(p).config_json() for p in described["presets"]},
+            "source": method_source(name),
+        }
+
+    return [entry(name) for name in sorted(BUILTIN)]
 
 
 def catalog_text(entries: list[dict[str, Any]] | None = None) -> str:

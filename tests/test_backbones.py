@@ -58,6 +58,7 @@ def test_random_is_labelled_and_normalisation_comes_from_timm():
 def test_a_sweep_hashes_and_loads_a_weights_file_once_and_runs_reuse_the_tag(tmp_path, monkeypatch):
     """Planning 3 methods hashes the file once and loads it once; a run handed the tag never
     hashes it (with a 0.4 GB ViT-B checkpoint and 20 methods this was thousands of passes)."""
+    import pebench.backbone_names as N
     import pebench.backbones as B
     from pebench.run import RunOptions
     from pebench.sweep.plan import Selection, plan_sweeps
@@ -65,8 +66,8 @@ def test_a_sweep_hashes_and_loads_a_weights_file_once_and_runs_reuse_the_tag(tmp
     path = tmp_path / "w.safetensors"
     save_weights(create_backbone("pebench_vit_test_cls", "random", image_size=32).model, path)
     hashed, loaded = [], []
-    real_hash, real_load = B.sha256_file, B._from_file
-    monkeypatch.setattr(B, "sha256_file", lambda p: hashed.append(p) or real_hash(p))
+    real_hash, real_load = N.sha256_file, B._from_file
+    monkeypatch.setattr(N, "sha256_file", lambda p: hashed.append(p) or real_hash(p))
     monkeypatch.setattr(B, "_from_file", lambda *a: loaded.append(a[1]) or real_load(*a))
     sel = Selection(
         tasks="demo/shapes", budget="demo-smoke", weights=str(path), results_dir=tmp_path
@@ -229,3 +230,37 @@ def test_a_backbone_that_is_not_a_vit_is_a_model_type_error_in_one_line(tmp_path
         err = capsys.readouterr().err
         assert err.startswith(f"pebench: error: {expect}") and err.count("\n") == 1, err
     assert not results.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["pebench_vit_micro", "pebench_vit_micro.fractal_v1", "pebench_vit_test_cls",
+     "pebench_video_test", "vit_base_patch16_224", "vit_base_patch16_224.augreg_in21k"],
+)  # fmt: skip
+def test_shipped_checkpoints_resolve_without_timm_as_timm_resolves_them(name):
+    """Planning tags weights without importing timm (#25: a recorded rerun needs no torch); the
+    checkpoint a name resolves to is the one timm's pretrained config names."""
+    import timm
+
+    from pebench.backbone_names import embedded_weights
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    file = getattr(cfg, "file", None) if cfg is not None else None
+    found = embedded_weights(name)
+    assert (str(found[0]) if found else None) == file
+    assert (found is not None) == (name.startswith("pebench_vit_micro"))
+
+
+def test_an_unknown_tag_of_a_pebench_backbone_is_one_line(tmp_path, capsys):
+    """It was timm's RuntimeError traceback ("Invalid pretrained tag")."""
+    from pebench.cli import main
+
+    backbone = ["--backbone", "pebench_vit_micro.nosuch"]
+    code = main(["run", "--method", "lora", "--tasks", "demo/shapes", *backbone,
+                 "--results", str(tmp_path / "r")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        "pebench: error: unknown weights tag 'nosuch' for 'pebench_vit_micro': pebench ships "
+        "'fractal_v1'"
+    ]
+    assert not (tmp_path / "r").exists()

@@ -36,8 +36,49 @@ def test_catalog_and_names_do_not_import_torch():
 
 def test_catalog_is_json_with_describe_keys():
     entries = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
-    keys = set(LoRA.build().describe()) | {"origin", "config"}
+    keys = set(LoRA.build().describe()) | {"origin", "config", "preset_configs", "source"}
     assert all(set(e) == keys for e in entries)
     lora = next(e for e in entries if e["name"] == "lora")
     assert lora["config"] == {"r": "int", "alpha": "float", "dropout": "float",
                               "form": "'qv' | 'noah_qkv'"}  # fmt: skip
+
+
+def test_every_preset_config_in_the_catalog_is_what_building_it_gives():
+    """Planning reads a built-in preset's config from the catalog instead of importing the
+    method (#25); it must be the config building it gives, rows' ``method_config`` included."""
+    from pebench.methods import build_method, catalog_config, get_method_class
+
+    for entry in builtin_catalog():
+        for preset in entry["presets"]:
+            built = build_method(entry["name"], {}, preset)
+            reconstruction = bool(get_method_class(entry["name"]).reconstruction)
+            assert catalog_config(entry["name"], preset) == (built.config_json(), reconstruction)
+    assert catalog_config("lora", "nosuch") is None
+
+
+def test_planning_reads_a_current_catalog_and_builds_past_a_stale_one(monkeypatch, tmp_path):
+    """An entry whose ``source`` is not the method file's code (edited since the catalog was
+    regenerated) is not used: the method is built."""
+    import copy
+
+    import pebench.methods as M
+    from pebench.sweep.plan import plan_sweep
+
+    real = M.builtin_catalog()
+
+    def doctored(source):
+        entries = copy.deepcopy(real)
+        lora = next(e for e in entries if e["name"] == "lora")
+        lora["preset_configs"]["default"] = '{"doctored": 1}'
+        lora["source"] = source or lora["source"]
+        return lambda: entries
+
+    def config():
+        sweep = plan_sweep("lora", tasks="demo/shapes", budget="demo-smoke", load_weights=False,
+                           checks=False, results_dir=tmp_path)  # fmt: skip
+        return sweep.static["method_config"]
+
+    monkeypatch.setattr(M, "builtin_catalog", doctored(None))
+    assert config() == '{"doctored": 1}'  # current: read, not built
+    monkeypatch.setattr(M, "builtin_catalog", doctored("0" * 16))
+    assert config() == LoRA.build().config_json()  # stale: built

@@ -4,6 +4,8 @@ and what a rerun of the same command says and does."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 import pytest
 
@@ -101,6 +103,23 @@ def test_a_rerun_says_what_it_reuses_and_rerun_sets_rows_aside(swept, capsys):
     (aside,) = (tmp / "r" / "runs" / "replaced").iterdir()
     assert {p.name: p.read_bytes() for p in aside.glob("*.csv")} == before  # nothing lost
     assert len(RunStore(tmp / "r").rows()) == 3
+
+
+def test_a_fully_recorded_rerun_imports_no_torch_and_starts_no_process(swept):
+    """#25: a rerun of recorded runs answers from the rows: the method config comes from the
+    catalog, the weights tag from hashing the file, the device from the machine's GPU files,
+    and no run process (its forkserver imports torch) is started for nothing to run."""
+    tmp, cmd, _ = swept
+    code = (
+        "import sys; from multiprocessing import forkserver; from pebench.cli import main;"
+        f"rc = main({cmd!r});"
+        "heavy = [m for m in ('torch', 'timm', 'torchvision', 'peft') if m in sys.modules];"
+        "print('RESULT', rc, heavy, forkserver._forkserver._forkserver_pid)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "RESULT 0 [] None"
+    assert "3 of the grid's 3 runs are already recorded" in out.stderr
 
 
 def test_a_link_planted_at_a_log_path_is_not_followed(tmp_path):

@@ -19,7 +19,6 @@ Video backbones (VideoMAE layout, :mod:`pebench.backbones.videomae`):
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,20 @@ import torch
 from torch import nn
 
 from pebench._compat import import_timm
-from pebench.errors import PebenchError
+from pebench.backbone_names import (
+    EMBEDDED,
+    RANDOM,
+    SMALL,
+    WEIGHTS_DIR,
+    BackboneError,
+    check_embedded,
+    embedded_weights,
+    is_own,
+    is_video_model_name,
+    sha256_file,
+    video_weights_path,
+    weights_tag,
+)
 
 timm = import_timm()
 from timm.models import register_model  # noqa: E402
@@ -37,27 +49,11 @@ from timm.models._builder import build_model_with_cfg  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn  # noqa: E402
 
+from pebench.backbones import videomae  # noqa: E402, F401 - registers the video models
 from pebench.backbones.checkpoint import CheckpointError, names, read_checkpoint  # noqa: E402
-from pebench.backbones.videomae import is_video_model_name  # noqa: E402 - registers video models
 from pebench.backbones.videomae_checkpoint import load_videomae_checkpoint  # noqa: E402
 from pebench.vit import NotAViTError, check_vit  # noqa: E402
 
-RANDOM = "random"
-_SMALL: dict[str, dict[str, Any]] = {
-    "pebench_vit_test_cls": dict(embed_dim=64, depth=2, num_heads=4, patch_size=8),
-    "pebench_vit_test_gap": dict(
-        embed_dim=64, depth=2, num_heads=4, patch_size=8, class_token=False, global_pool="avg"
-    ),
-    "pebench_vit_micro": dict(embed_dim=96, depth=4, num_heads=3, patch_size=4),
-}
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-#: checkpoints shipped with pebench: tag -> (file, SHA-256); see ``weights/*.md``
-EMBEDDED = {
-    "pebench_vit_micro.fractal_v1": (
-        WEIGHTS_DIR / "pebench_vit_micro-fractal_v1.safetensors",
-        "e02ac75bc0caa1287542fcc04901b4b132cfac7929c1d38850843e83a98490e6",
-    ),
-}
 _CFG = dict(
     input_size=(3, 32, 32),
     mean=(0.5, 0.5, 0.5),
@@ -71,17 +67,13 @@ _CFG = dict(
 #: timm pretrained configs: embedded files first (the default tag), then random-only models
 default_cfgs = generate_default_cfgs(
     {tag: dict(_CFG, file=str(path)) for tag, (path, _) in EMBEDDED.items()}
-    | {name: dict(_CFG) for name in _SMALL if not any(t.startswith(name + ".") for t in EMBEDDED)}
+    | {name: dict(_CFG) for name in SMALL if not any(t.startswith(name + ".") for t in EMBEDDED)}
 )
-
-
-class BackboneError(PebenchError, ValueError):
-    """Unknown backbone, unreadable weights file, or weights that cannot be fetched."""
 
 
 def _make_small(name: str):
     def entry(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
-        args = dict(img_size=32, **_SMALL[name])
+        args = dict(img_size=32, **SMALL[name])
         args.update(kwargs)
         return build_model_with_cfg(
             VisionTransformer, name, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **args
@@ -89,11 +81,11 @@ def _make_small(name: str):
 
     entry.__name__ = name
     entry.__module__ = __name__
-    entry.__doc__ = f"pebench small ViT {name}: {_SMALL[name]}"
+    entry.__doc__ = f"pebench small ViT {name}: {SMALL[name]}"
     return entry
 
 
-for _name in _SMALL:
+for _name in SMALL:
     if not timm.is_model(_name):
         register_model(_make_small(_name))
 
@@ -132,17 +124,8 @@ def known_backbone(name: str) -> None:
         close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise BackboneError(f"unknown backbone {name!r} (not a timm model).{hint}")
-    if not is_video_model_name(name) and base not in _SMALL:
+    if not is_own(name):
         _check_architecture(name)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def create_backbone(
@@ -311,73 +294,13 @@ def _check_shapes(
 
 def _video_from_file(name: str, weights: str | None, kwargs: dict[str, Any]) -> nn.Module:
     """A video backbone with a local VideoMAE checkpoint (see :mod:`pebench.backbones.videomae`)."""
-    path = Path(_video_weights_path(name, weights))
+    path = Path(video_weights_path(name, weights))
     model = timm.create_model(name, pretrained=False, **kwargs)
     try:
         load_videomae_checkpoint(model, path)
     except CheckpointError as err:
         raise BackboneError(f"could not load weights file {path} into {name!r}: {err}") from err
     return model
-
-
-def _video_weights_path(name: str, weights: str | None) -> str:
-    if weights is None:
-        raise BackboneError(
-            f"{name!r} has no hub weights: pass --weights PATH (a local VideoMAE checkpoint, "
-            "e.g. the official ViT-B Kinetics-400 pretraining file) or --weights random"
-        )
-    if not Path(weights).is_file():
-        raise BackboneError(f"weights file not found: {weights}")
-    return weights
-
-
-def weights_tag(name: str, weights: str | None) -> str:
-    """How weights are recorded on result rows (computed without building the model).
-
-    ``random``; ``file:<sha256[:16]>`` for a local file; ``embedded:<tag>@<sha256[:16]>`` for a
-    checkpoint shipped with pebench (whose file is checked against that SHA-256); ``hub:<name>``
-    for Hugging Face hub weights.
-
-    Raises:
-        BackboneError: a local file that does not exist or cannot be read, or an embedded
-            checkpoint missing or modified (names the path).
-    """
-    if weights == RANDOM:
-        return RANDOM
-    if is_video_model_name(name):
-        weights = _video_weights_path(name, weights)
-    if weights is None:
-        embedded = embedded_weights(name)
-        if embedded is None:
-            return f"hub:{name}"
-        check_embedded(*embedded)
-        return f"embedded:{embedded[2]}@{embedded[1][:16]}"
-    path = Path(weights)
-    if not path.is_file():
-        raise BackboneError(f"weights file not found: {path}")
-    try:
-        return f"file:{sha256_file(path)[:16]}"
-    except OSError as err:
-        raise BackboneError(f"weights file unreadable: {path} ({err})") from err
-
-
-def embedded_weights(name: str) -> tuple[Path, str, str] | None:
-    """``(path, sha256, tag)`` if ``name`` resolves to a checkpoint shipped with pebench."""
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None or not getattr(cfg, "file", None):
-        return None
-    for tag, (path, sha) in EMBEDDED.items():
-        if Path(cfg.file) == path:
-            return path, sha, tag
-    return None
-
-
-def check_embedded(path: Path, sha256: str, tag: str) -> None:
-    """Refuse a missing or modified embedded checkpoint (names the file)."""
-    if not path.is_file():
-        raise BackboneError(f"embedded weights for {tag} missing: {path} (run `pebench pretrain`)")
-    if sha256_file(path) != sha256:
-        raise BackboneError(f"embedded weights {path} do not match their SHA-256 {sha256}")
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
@@ -394,4 +317,19 @@ def tiny_vit(kind: str = "cls", **kwargs: Any) -> VisionTransformer:
     return timm.create_model(f"pebench_vit_test_{kind}", pretrained=False, **kwargs)
 
 
-__all__ = ["Backbone", "BackboneError", "create_backbone", "save_weights", "tiny_vit", "torch"]
+__all__ = [
+    "EMBEDDED",
+    "RANDOM",
+    "WEIGHTS_DIR",
+    "Backbone",
+    "BackboneError",
+    "check_embedded",
+    "create_backbone",
+    "embedded_weights",
+    "known_backbone",
+    "save_weights",
+    "sha256_file",
+    "tiny_vit",
+    "torch",
+    "weights_tag",
+]

@@ -45,6 +45,7 @@ from torch import nn
 from typing_extensions import override
 
 from pebench._compat import import_timm
+from pebench.backbone_names import VIDEO_MODELS, is_video_model_name
 
 timm = import_timm()
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
@@ -53,15 +54,6 @@ from timm.models._builder import build_model_with_cfg  # noqa: E402
 from timm.models._registry import generate_default_cfgs  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
-#: timm name -> constructor arguments of the registered video models
-VIDEO_MODELS: dict[str, dict[str, Any]] = {
-    "pebench_videomae_base_patch16_224": dict(
-        img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, num_frames=8
-    ),
-    "pebench_video_test": dict(
-        img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_frames=4
-    ),
-}
 # VideoMAE normalises clips with the ImageNet mean/std (its dataset pipelines), although its model
 # ``_cfg`` says 0.5; the pipeline is what the weights saw.
 _CFG = dict(
@@ -275,11 +267,6 @@ def _entry(name: str):
 for _name in VIDEO_MODELS:
     if not timm.is_model(_name):
         register_model(_entry(_name))
-
-
-def is_video_model_name(name: str) -> bool:
-    """True for the registered video backbones (``name`` may carry a ``.tag``)."""
-    return name.split(".")[0] in VIDEO_MODELS
 
 
 def is_video_model(model: nn.Module) -> bool:

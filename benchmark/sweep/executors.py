@@ -98,16 +98,32 @@ class _Base:
 
 
 # ------------------------------------------------------------------------------------ local --
+#: device files of a machine with a CUDA (or ROCm) GPU: where none exists torch sees no GPU
+GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
+def cuda_available() -> bool:
+    """``torch.cuda.is_available()``, without importing torch where no GPU device file exists.
+
+    Planning and dispatching runs that are all recorded then import no torch on a CPU machine.
+    """
+    if not any(os.path.exists(node) for node in GPU_NODES):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def visible_gpus(device: str = "auto") -> list[str]:
     """The GPU ids local runs may be pinned to.
 
     ``[]`` on CPU, and for any device but ``auto``/``cuda`` (``--device cuda:N`` picks its GPU).
     """
-    if device not in ("auto", "cuda"):
+    if device not in ("auto", "cuda") or not cuda_available():
         return []
     import torch
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = torch.cuda.device_count()
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [d.strip() for d in env.split(",") if d.strip()] if env else []
     return (ids or [str(i) for i in range(count)])[:count]
@@ -166,7 +182,6 @@ class LocalExecutor(_Base):
         #: the most runs at once on one run's device (a GPU set, or the CPU)
         self._device_runs = math.ceil(self.max_parallel / max(1, len(groups)))
         many = self.max_parallel > 1
-        start_forkserver()  # here, in the main thread: run processes never see a Ctrl-C
         self._threads = max(1, _cpus() // self.max_parallel) if many else None
         self._quiet = many
         self._pool = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="pebench-run")
@@ -183,7 +198,9 @@ class LocalExecutor(_Base):
             self._slots.put(gpu)
 
     def submit(self, items: list[Item]) -> list[Future]:
-        """One pool task per run."""
+        """One pool task per run (the first starts the forkserver: nothing to run, no torch)."""
+        if items:
+            start_forkserver()  # here, in the main thread: run processes never see a Ctrl-C
         return [self._pool.submit(self._run, *item) for item in items]
 
     def wait(self, handles: list[Future], timeout: float | None = None) -> list[int]:

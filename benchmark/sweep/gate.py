@@ -84,15 +84,15 @@ class ConformanceError(PebenchError, ValueError):
 def largest_eval_batch(budget: Any, device: str = "auto") -> int:
     """The largest evaluation batch of a run under ``budget`` on ``device`` (``RunOptions``').
 
-    :func:`pebench.train.eval_batch_size` of the device the runs will use (``auto``: CUDA when
-    there is one).
+    :meth:`pebench.budget.Budget.eval_batch_size` of the device the runs will use (``auto``:
+    CUDA when there is one; :func:`pebench.sweep.executors.cuda_available` asks torch only where
+    a GPU's device files exist, so planning on a CPU machine imports no torch).
     """
-    import torch
+    from pebench.sweep.executors import cuda_available
 
-    from pebench.train import eval_batch_size
-
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return eval_batch_size(budget, torch.device("cuda" if cuda else "cpu"))
+    return budget.eval_batch_size(
+        device.startswith("cuda") or (device == "auto" and cuda_available())
+    )
 
 
 def memo_key(

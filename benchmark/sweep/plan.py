@@ -25,7 +25,14 @@ from pebench.config import unknown_key, unknown_preset
 from pebench.datasets import TaskSpec, check_data, describe_data, get_suite, resolve_tasks
 from pebench.datasets.cache_errors import CacheMissingError
 from pebench.method_source import method_source
-from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry, split_spec
+from pebench.methods import (
+    PEFT_PREFIX,
+    build_method,
+    builtin_catalog,
+    catalog_config,
+    registry,
+    split_spec,
+)
 from pebench.registry import RegistryError, suggest
 from pebench.run import RunOptions, RunSpec
 from pebench.selection import select_trial, selection_fields, unsettled
@@ -242,14 +249,38 @@ def _check_names(
 
 
 def _resolve_weights(backbone: str, weights: str | None, image_size: int, load: bool) -> str:
-    """The weights tag (the file hashed once); the backbone is loaded once to fail fast."""
-    from pebench.backbones import RANDOM, create_backbone, known_backbone, weights_tag
+    """The weights tag (the file hashed once); the backbone is loaded once to fail fast.
 
-    known_backbone(backbone)
+    Neither torch nor timm is imported for pebench's own backbones with random or embedded
+    weights (the demo): the name is known, and an embedded checkpoint whose SHA-256 matches the
+    one pebench ships loads by construction. A timm name is checked by timm, and a weights file
+    is loaded, so that a wrong one is one line before anything runs.
+    """
+    from pebench.backbone_names import RANDOM, is_own, weights_tag
+
+    if not is_own(backbone):
+        from pebench.backbones import known_backbone
+
+        known_backbone(backbone)
     tag = weights_tag(backbone, weights)  # a missing file fails here, naming the path
-    if load and weights != RANDOM:
+    if load and weights != RANDOM and not tag.startswith("embedded:"):
+        from pebench.backbones import create_backbone
+
         create_backbone(backbone, weights, image_size=image_size, tag=tag)
     return tag
+
+
+def _method_facts(name: str, preset: str, overrides: dict[str, Any]) -> tuple[str, bool]:
+    """``(config_json, reconstruction)`` of a method preset; its preset, keys and values checked.
+
+    A built-in preset without overrides is read from the method catalog (no import: planning
+    runs that are all recorded needs no torch; :func:`pebench.methods.catalog_config`), any
+    other is built.
+    """
+    if not overrides and (known := catalog_config(name, preset)) is not None:
+        return known
+    method = build_method(name, overrides, preset=preset)
+    return method.config_json(), bool(registry.get(name).reconstruction)
 
 
 def _describe(
@@ -278,15 +309,13 @@ def _checks_value(checks: bool) -> str:
     return passed_value(RUN_CHECKS) if checks else SKIPPED
 
 
-def _static(
-    name: str, preset: str, overrides: dict[str, Any], tag: str, checks: str
-) -> dict[str, Any]:
-    """Row metadata shared by every run of one method's sweep."""
+def _static(name: str, facts: tuple[str, bool], tag: str, checks: str) -> dict[str, Any]:
+    """Row metadata shared by every run of one method's sweep (``facts``: :func:`_method_facts`)."""
     return {
-        "method_config": build_method(name, overrides, preset).config_json(),
-        "method_origin": registry.origin(name),
+        "method_config": facts[0],
+        "method_origin": registry.origin_of(name),
         "method_source": method_source(name),
-        "method_reconstruction": bool(registry.get(name).reconstruction),
+        "method_reconstruction": facts[1],
         "checks": checks,
         "weights": tag,
     }
@@ -325,10 +354,11 @@ def plan_sweeps(
     for spec in task_specs:
         budget.check_task(spec)  # an image budget for a video task (or the reverse) is refused
     presets = [s.preset or preset or "default" for _, preset in named]
+    facts: dict[tuple[str, str], tuple[str, bool]] = {}
     for (name, _), preset in zip(named, presets, strict=True):
         if name.startswith(PEFT_PREFIX) or registry.origin_of(name) == "builtin":
             # built-in code: checked here; a plugin is imported only after its checks
-            build_method(name, s.overrides, preset=preset)  # presets, keys and values
+            facts[name, preset] = _method_facts(name, preset, s.overrides)
     backbone = s.backbone or budget.backbone
     weights = budget.weights_for(s.backbone, s.weights)  # smoke budgets: random init
     tag = _resolve_weights(backbone, weights, budget.image_size, load_weights)
@@ -350,7 +380,8 @@ def plan_sweeps(
             name, Path(s.results_dir), preset, s.overrides, eval_batch, options.env, options.threads
         )
     for (name, _), preset in zip(named, presets, strict=True):
-        build_method(name, s.overrides, preset=preset)  # third-party presets, keys and values
+        if (name, preset) not in facts:  # third-party presets, keys and values
+            facts[name, preset] = _method_facts(name, preset, s.overrides)
     seeds = tuple(s.seeds) if s.seeds else budget.seeds
     return [
         Sweep(
@@ -364,7 +395,7 @@ def plan_sweeps(
             weights=weights,
             results_dir=Path(s.results_dir),
             options=options,
-            static=_static(name, preset, s.overrides, tag, _checks_value(checks)),
+            static=_static(name, facts[name, preset], tag, _checks_value(checks)),
             data=data,
             unprepared=unprepared,
         )  # fmt: skip
