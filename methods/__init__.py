@@ -83,32 +83,11 @@ def peft_method_names() -> list[str]:
 def builtin_catalog() -> list[dict[str, Any]]:
     """``describe()`` + ``"origin": "builtin"`` of every built-in method, without importing torch.
 
-    Read from the committed ``catalog.json`` (regenerate with ``python -m pebench.methods.catalog``;
+    Read from the committed ``catalog.json`` (regenerate with ``python -m pebench.method_catalog``;
     a test keeps it equal to the live classes).
     """
     text = resources.files(__name__).joinpath("catalog.json").read_text(encoding="utf-8")
     return json.loads(text)
-
-
-def catalog_config(name: str, preset: str) -> tuple[str, bool] | None:
-    """``(config_json, reconstruction)`` of a built-in method's preset, read from the catalog.
-
-    What :func:`build_method` would give without overrides, without importing the method (torch,
-    timm): planning runs that are all recorded stays cheap. ``None`` when ``name`` is not a
-    built-in, the preset is unknown, or the catalog's ``source`` is not the method's current
-    :func:`~pebench.method_source.method_source` (its file was edited since the catalog was
-    regenerated): the caller then builds the method.
-    """
-    from pebench.method_source import method_source
-
-    if name.startswith(PEFT_PREFIX) or registry.origin_of(name) != "builtin":
-        return None
-    entry = next((e for e in builtin_catalog() if e["name"] == name), None)
-    if entry is None or preset not in entry.get("preset_configs", {}):
-        return None
-    if entry.get("source") != method_source(name):
-        return None
-    return entry["preset_configs"][preset], bool(entry["reconstruction"])
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:

@@ -4,13 +4,13 @@ import json
 import subprocess
 import sys
 
+from pebench.method_catalog import CATALOG_PATH, catalog_text, live_catalog
 from pebench.methods import BUILTIN, builtin_catalog
-from pebench.methods.catalog import CATALOG_PATH, catalog_text, live_catalog
 from pebench.methods.lora import LoRA
 
 
 def test_committed_catalog_equals_the_live_classes():
-    # on failure: python -m pebench.methods.catalog, then commit methods/catalog.json
+    # on failure: python -m pebench.method_catalog, then commit methods/catalog.json
     assert CATALOG_PATH.read_text(encoding="utf-8") == catalog_text()
     assert builtin_catalog() == live_catalog()
     assert sorted(e["name"] for e in builtin_catalog()) == sorted(BUILTIN)
@@ -46,7 +46,8 @@ def test_catalog_is_json_with_describe_keys():
 def test_every_preset_config_in_the_catalog_is_what_building_it_gives():
     """Planning reads a built-in preset's config from the catalog instead of importing the
     method (#25); it must be the config building it gives, rows' ``method_config`` included."""
-    from pebench.methods import build_method, catalog_config, get_method_class
+    from pebench.method_catalog import catalog_config
+    from pebench.methods import build_method, get_method_class
 
     for entry in builtin_catalog():
         for preset in entry["presets"]:
@@ -61,7 +62,7 @@ def test_planning_reads_a_current_catalog_and_builds_past_a_stale_one(monkeypatc
     regenerated) is not used: the method is built."""
     import copy
 
-    import pebench.methods as M
+    import pebench.method_catalog as M
     from pebench.sweep.plan import plan_sweep
 
     real = M.builtin_catalog()

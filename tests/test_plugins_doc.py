@@ -38,4 +38,4 @@ def test_the_helpers_named_exist():
 def test_the_readme_sends_authors_to_the_guide_and_to_the_catalog_step():
     section = README.split("## Adding a method", 1)[1].split("\n## ", 1)[0]
     assert "docs/plugins.md" in section
-    assert "python -m pebench.methods.catalog" in section and "methods/catalog.json" in section
+    assert "python -m pebench.method_catalog" in section and "methods/catalog.json" in section

@@ -24,15 +24,9 @@ from pebench.checks_field import SKIPPED, passed_value
 from pebench.config import unknown_key, unknown_preset
 from pebench.datasets import TaskSpec, check_data, describe_data, get_suite, resolve_tasks
 from pebench.datasets.cache_errors import CacheMissingError
+from pebench.method_catalog import catalog_config
 from pebench.method_source import method_source
-from pebench.methods import (
-    PEFT_PREFIX,
-    build_method,
-    builtin_catalog,
-    catalog_config,
-    registry,
-    split_spec,
-)
+from pebench.methods import PEFT_PREFIX, build_method, builtin_catalog, registry, split_spec
 from pebench.registry import RegistryError, suggest
 from pebench.run import RunOptions, RunSpec
 from pebench.selection import select_trial, selection_fields, unsettled
@@ -274,7 +268,7 @@ def _method_facts(name: str, preset: str, overrides: dict[str, Any]) -> tuple[st
     """``(config_json, reconstruction)`` of a method preset; its preset, keys and values checked.
 
     A built-in preset without overrides is read from the method catalog (no import: planning
-    runs that are all recorded needs no torch; :func:`pebench.methods.catalog_config`), any
+    runs that are all recorded needs no torch; :func:`pebench.method_catalog.catalog_config`), any
     other is built.
     """
     if not overrides and (known := catalog_config(name, preset)) is not None:
