@@ -1,9 +1,11 @@
 """Submit a method and verify it (#24): run -> submit -> verify -> leaderboard, and tampering.
 
 The third-party plugin is the template of docs/plugins.md (``tests/method_plugin``), installed
-for the submitting processes only (``PYTHONPATH``): the verifier never has it, so its re-runs need
-``--install`` (a fresh virtual environment holding exactly the submitted files). Offline, on the
-demo, under ``demo-smoke``.
+for the submitting processes only (``PYTHONPATH``): the verifier never has the submitted build, so
+its re-runs need ``--install`` (a fresh virtual environment holding exactly the submitted files).
+The verifier's environment may hold another build of the plugin (a user who ran
+``pip install tests/method_plugin``): a different ``method_source``, refused the same way.
+Offline, on the demo, under ``demo-smoke``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,23 @@ def _pebench(cwd: Path, *argv: str, plugin: bool = False) -> subprocess.Complete
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
 
 
+def _verifier_source(method: str) -> str:
+    """``method_source`` of ``method`` where the verifier runs ("" when it is not installed)."""
+    code = (
+        "from pebench.errors import PebenchError\n"
+        "from pebench.method_source import method_source\n"
+        "try:\n"
+        f"    print(method_source({method!r}))\n"
+        "except PebenchError:\n"
+        "    print()\n"
+    )
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def genuine(tmp_path_factory) -> Path:
     """A genuine submission of the plugin's complete smoke sweep (4 runs)."""
@@ -62,10 +81,13 @@ def test_run_submit_verify_with_install_and_the_leaderboard_marks_it(genuine, tm
         "pebench_ia3/__init__.py",
     }
     assert arc.meta["method_origin"] == "pebench-ia3==0.1" and len(arc.meta["method_source"]) == 16
-    # without the plugin, and without --install, nothing of it runs: unverified, exit 1
+    # without the submitted build, and without --install, nothing of it runs: unverified, exit 1
+    here = _verifier_source("ia3")  # "": not installed; else another build (the suite with the
+    assert here != arc.meta["method_source"]  # template plugin pip-installed, #27)
     plain = _pebench(tmp_path, "verify", str(genuine), "--out", "subs")
     assert plain.returncode == 1, plain.stderr
-    assert "verdict: unverified: method 'ia3' is not installed here" in plain.stdout
+    what = f"installed here as code {here}" if here else "not installed here"
+    assert f"verdict: unverified: method 'ia3' is {what}, the submission's is code" in plain.stdout
     assert not (tmp_path / "subs" / "ia3" / "rerun").exists()
     # --install: a fresh environment with the submitted files; the sample reproduces bit for bit
     out = _pebench(tmp_path, "verify", str(genuine), "--out", "subs", "--install", "--sample", "3")
