@@ -83,3 +83,29 @@ def test_planning_reads_a_current_catalog_and_builds_past_a_stale_one(monkeypatc
     assert config() == '{"doctored": 1}'  # current: read, not built
     monkeypatch.setattr(M, "builtin_catalog", doctored("0" * 16))
     assert config() == LoRA.build().config_json()  # stale: built
+
+
+def test_a_run_named_from_a_stale_catalog_fails_instead_of_recording_another_config(
+    monkeypatch, tmp_path
+):
+    """The catalog's guard is the method file's hash; a core change can still make an entry
+    stale with the file unchanged. A run then builds a config other than the one its row would
+    record: it fails, naming the fix, instead of writing an ``ok`` row with the wrong config."""
+    import copy
+
+    import pebench.method_catalog as M
+    from pebench.sweep.plan import plan_sweep
+    from tests.sweeps import run_sweep
+
+    entries = copy.deepcopy(M.builtin_catalog())
+    lora = next(e for e in entries if e["name"] == "lora")
+    lora["preset_configs"]["default"] = lora["preset_configs"]["default"].replace(
+        '"r": 8', '"r": 2'
+    )
+    monkeypatch.setattr(M, "builtin_catalog", lambda: entries)
+    sweep = plan_sweep("lora", tasks="demo/shapes", budget="demo-smoke", checks=False,
+                       results_dir=tmp_path, seeds=(0,))  # fmt: skip
+    rows = run_sweep(sweep)
+    assert rows and all(r["status"] == "failed" for r in rows if r["trial"] != -1)
+    search = next(r for r in rows if r["phase"] == "search")
+    assert "methods/catalog.json is stale (python -m pebench.method_catalog)" in search["error"]
