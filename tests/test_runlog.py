@@ -4,6 +4,7 @@ and what a rerun of the same command says and does."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import subprocess
 import sys
 
@@ -146,3 +147,34 @@ def test_a_link_planted_at_a_log_path_is_not_followed(tmp_path):
     assert not paths.log.is_symlink() and "epoch 0: train_loss=1.5000" in paths.log.read_text()
     assert not paths.epochs.is_symlink() and not paths.tensorboard.is_symlink()
     assert any(paths.tensorboard.iterdir())  # the events went to a folder of the run's own
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None, reason="TensorFlow is not installed here"
+)
+def test_tensorboard_logging_never_imports_tensorflow(tmp_path):
+    """With TensorFlow installed (the ``tfds`` extra), ``torch.utils.tensorboard`` would import
+    it in the driver (``--log-to`` is checked there) and in every run process (about 7 s each);
+    TensorBoard's TF-free stub writes the same events."""
+    code = f"""
+import sys
+from pathlib import Path
+from pebench.runlog import EpochRecord, RunLog, check_trackers
+from pebench.store import RunStore
+check_trackers(("tensorboard",))
+paths = RunStore(Path({str(tmp_path)!r})).log_paths("0123456789abcdef")
+log = RunLog(paths, {{"run_id": "0123456789abcdef", "phase": "search"}}, ("tensorboard",))
+for epoch, loss in enumerate((1.5, 0.75)):
+    log.epoch(EpochRecord(epoch, loss, 0.1, 1.0, 0.1, 0.5))
+log.close({{"phase": "search", "status": "ok", "val_top1": 0.5}})
+print("tensorflow" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tensorboard" / "0123456789abcdef"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train_loss")] == [(0, 1.5), (1, 0.75)]
+    assert [e.value for e in acc.Scalars("val_top1")] == [0.5, 0.5]
