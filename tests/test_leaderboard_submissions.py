@@ -40,10 +40,14 @@ SECTION = "## Submissions not shown"
 
 @functools.cache
 def committed(method: str) -> tuple[str, ...]:
-    """The run ids of the committed pretrained-weights rows of ``method`` (search and final)."""
+    """The run ids of the committed pretrained-weights rows of ``method`` on the demo suite."""
     store = RunStore(RESULTS)
     rows = store.rows() if store.exists() else []
-    return tuple(r["run_id"] for r in rows if r["method"] == method and r["weights"] != "random")
+    return tuple(
+        r["run_id"]
+        for r in rows
+        if r["method"] == method and r["weights"] != "random" and r["suite"] == "demo"
+    )
 
 
 pytestmark = pytest.mark.skipif(
