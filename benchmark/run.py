@@ -238,12 +238,12 @@ def build_model(spec: RunSpec, budget: Any, num_classes: int, row: dict[str, Any
         **frames,
     )
     method = build_method(spec.method, dict(spec.overrides), preset=spec.preset)
-    planned = spec.base_row.get("method_config")
-    if planned is not None and method.config_json() != planned:  # the row must say what trains
+    planned, built = spec.base_row.get("method_config"), method.config_json()
+    if planned is not None and built != planned:  # the row must say what trains
         from pebench.config import MethodConfigError
 
         raise MethodConfigError(
-            f"method {spec.method!r} builds config {method.config_json()} but its runs were "
+            f"method {spec.method!r} builds config {built} but its runs were "
             f"named with {planned}: methods/catalog.json is stale (python -m "
             "pebench.method_catalog)"
         )

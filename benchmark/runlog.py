@@ -70,12 +70,11 @@ def check_trackers(names: tuple[str, ...]) -> None:
     for name in names:
         if name not in TRACKERS:
             raise PebenchError(f"--log-to {name!r} unknown; allowed: {', '.join(TRACKERS)}")
-        try:
-            summary_writer() if name == "tensorboard" else __import__("wandb")
+        try:  # each tracker is the package of its name
+            summary_writer() if name == "tensorboard" else __import__(name)
         except ImportError as err:
-            package = "tensorboard" if name == "tensorboard" else "wandb"
             raise PebenchError(
-                f"--log-to {name} needs the {package!r} package ({err}); "
+                f"--log-to {name} needs the {name!r} package ({err}); "
                 f"install it with: pip install 'pebench[logging]'"
             ) from err
 

@@ -50,8 +50,9 @@ def committed(method: str) -> tuple[str, ...]:
     )
 
 
+# skipped only without committed rows: a change in what is committed fails loudly, never skips
 pytestmark = pytest.mark.skipif(
-    len(committed("lora")) != 40 or not committed("ssf"), reason="no committed lora/ssf rows"
+    not committed("lora") or not committed("ssf"), reason="no committed lora/ssf rows"
 )
 
 
