@@ -211,7 +211,7 @@ register_suite(
         name="demo",
         tasks=tuple(s.name for s in _SPECS),
         aggregate="mean",
-        default_budget="demo-v3",
+        default_budget="demo-v4",
         description="embedded procedural tasks, no download (VTAB-like in spirit)",
     ),
     _SPECS,

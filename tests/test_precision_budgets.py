@@ -29,10 +29,25 @@ def test_v3_is_v2_with_replicates_smoothing_and_derived_seeds(suite, seeds):
 
 def test_the_reference_budgets_declare_their_target_and_list_shows_it():
     assert get_budget("demo-ref-v2").precision_target == 4.5
-    assert get_budget("demo-v3").precision_target is None  # the quick demo has none
+    assert get_budget("demo-v4").precision_target is None  # the quick demo has none
     listed = {b["name"]: b for b in budgets()}
-    assert listed["vtab1k-v3"]["target"] == "1 pts" and "target" not in listed["demo-v3"]
+    assert listed["vtab1k-v3"]["target"] == "1 pts" and "target" not in listed["demo-v4"]
     assert all(b.precision_target is None or b.selection == "smoothed" for b in BUDGETS.values())
+
+
+def test_the_quick_demo_is_demo_v3_with_its_ladder_in_decades():
+    """#22: the README's first command within 2 minutes and 220 CPU-s on 2 cores (demo-v3: 242)."""
+    v3, v4 = get_budget("demo-v3"), get_budget("demo-v4")
+    assert get_suite("demo").default_budget == "demo-v4"
+    assert v4.lr_grid == (3e-4, 3e-3, 3e-2, 3e-1) == v3.lr_grid[::2]  # same span, decade steps
+    prose = {"id", "lr_grid", "description", "purpose"}
+    assert {k: v for k, v in v3.as_dict().items() if k not in prose} == {
+        k: v for k, v in v4.as_dict().items() if k not in prose
+    }
+    # runs per task: 4 trials + 3 seeds (demo-v3: 7 + 3)
+    assert len(v4.trials()) + len(v4.seeds) == 7 and len(v3.trials()) + len(v3.seeds) == 10
+    assert v4.precision_target is None and "smoke-level" in v4.purpose
+    assert "superseded by demo-v4" in v3.purpose
 
 
 def test_a_budget_file_may_declare_a_target_and_keeps_its_id_without_one(tmp_path):

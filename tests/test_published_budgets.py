@@ -24,6 +24,7 @@ PUBLISHED = {
     "demo-smoke": "183d99989607",
     "demo-v2": "60e81113c4ea",
     "demo-v3": "0edc38dc0daa",
+    "demo-v4": "965c213f9578",
     "demo-ref-v1": "0e076669f620",
     "demo-ref-v2": "5ab814b9beb8",
     "vtab1k-v1": "f86249c0c3f9",
