@@ -114,7 +114,7 @@ def run_bench(
     rounds: int = 5,
     device: str = "cpu",
     num_classes: int = 10,
-    budget: str = "demo-v3",
+    budget: str = "demo-v4",
 ) -> list[BenchRow]:
     """Measure every method in ``methods`` (``linear`` is always included as the reference).
 

@@ -219,7 +219,7 @@ def run_harness_bench(
     steps: int = 5,
     rounds: int = 5,
     device: str = "cpu",
-    budget: str = "demo-v3",
+    budget: str = "demo-v4",
     num_classes: int = 10,
     say: Callable[[str], None] | None = None,
 ) -> list[HarnessRow]:

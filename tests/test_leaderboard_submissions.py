@@ -175,7 +175,8 @@ def test_a_verified_submission_is_its_own_marked_row(tmp_path, setup):
         r["results_dir"]
         for r in csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text()))
     ]
-    assert (dirs.count(str(sub / "results")), dirs.count(str(mine))) == (40, 40)
+    want = (len(committed("lora")), len(committed("ssf")))  # every row, search runs included
+    assert want[0] >= 28 and (dirs.count(str(sub / "results")), dirs.count(str(mine))) == want
     assert not (sub / "results" / "results.csv").exists()
 
 
