@@ -22,9 +22,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from pebench.backbones.videomae import example_input
-from pebench.budget import Budget, get_budget
+from pebench.budget import Budget
 from pebench.device import setup
-from pebench.harness import Ratio, method_model, summarise
+from pebench.harness import Ratio, bench_budget, method_model, summarise
 from pebench.metrics import checkpoint_bytes, flops_per_image
 from pebench.report import mdtable
 from pebench.train import autocast, make_optimizer, sync
@@ -114,7 +114,7 @@ def run_bench(
     rounds: int = 5,
     device: str = "cpu",
     num_classes: int = 10,
-    budget: str = "demo-v4",
+    budget: str | None = None,
 ) -> list[BenchRow]:
     """Measure every method in ``methods`` (``linear`` is always included as the reference).
 
@@ -122,7 +122,7 @@ def run_bench(
     precision (bf16 autocast on CUDA) and gradient clipping, and the process settings of runs.
     """
     dev = setup(device)
-    b = get_budget(budget)
+    b = bench_budget(budget)
     names = ["linear"] + [m for m in methods if m != "linear"]
     models, merged, rows = _prepared(names, backbone, image_size, num_classes, dev)
     g = torch.Generator().manual_seed(0)

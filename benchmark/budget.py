@@ -125,9 +125,9 @@ _DEMO3 = replace(
 # processes on 2 cores; demo-v3 took 126-127 s and 242-243 CPU-s on a quiet machine here (and
 # 316 CPU-s on another). The search is 7 of a task's 10 runs and about two thirds of its training
 # images, and at smoke level (one run per lr, 80 validation images) it is a lottery at half-decade
-# resolution anyway; the finals (5 epochs, 3 seeds) are unchanged. Measured side by side on the
-# same quiet machine: 96-97 s and 184-185 CPU-s (two runs each). The reference table is
-# demo-ref-v2's job.
+# resolution anyway; the finals (5 epochs, 3 seeds) are unchanged. Measured alternated with
+# demo-v3 on a quiet machine (two runs each): 94-96 s and 177-183 CPU-s against 122-132 s and
+# 236-255 CPU-s. The reference table is demo-ref-v2's job.
 _DEMO4 = replace(
     _DEMO3,
     id="demo-v4",

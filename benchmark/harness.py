@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from pebench.backbones import create_backbone
 from pebench.budget import Budget, get_budget
 from pebench.data import ImageArray, Split, place
+from pebench.datasets.catalog import get_suite
 from pebench.device import setup
 from pebench.method import Method, ParamCount, prepare
 from pebench.methods import build_method
@@ -211,6 +212,15 @@ def ready_batches(
     return xs, ys
 
 
+def bench_budget(budget: str | None) -> Budget:
+    """The budget whose optimizer, precision and clipping a benchmark step uses.
+
+    Args:
+        budget: a budget id; ``None`` for the demo suite's default budget.
+    """
+    return get_budget(budget or get_suite("demo").default_budget)
+
+
 def run_harness_bench(
     methods: list[str],
     backbone: str = "pebench_vit_micro",
@@ -219,7 +229,7 @@ def run_harness_bench(
     steps: int = 5,
     rounds: int = 5,
     device: str = "cpu",
-    budget: str = "demo-v4",
+    budget: str | None = None,
     num_classes: int = 10,
     say: Callable[[str], None] | None = None,
 ) -> list[HarnessRow]:
@@ -232,7 +242,11 @@ def run_harness_bench(
     dev = setup(device)
     t_start = time.perf_counter()
     base = replace(
-        get_budget(budget), epochs=1, warmup_epochs=0, batch_size=batch_size, image_size=image_size
+        bench_budget(budget),
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=batch_size,
+        image_size=image_size,
     )
     out = []
     for i, name in enumerate(methods):

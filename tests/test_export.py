@@ -167,7 +167,7 @@ def test_latex_keeps_row_fields_on_one_line_and_gives_the_leaderboard_notes(tmp_
 def test_latex_export_of_the_committed_results(capsys, tmp_path):
     tex = _export(capsys, "--format", "latex")
     tabulars = _tabulars(tex)
-    assert len(tabulars) == 2  # the demo table (demo-v3) and the reference table (demo-ref-v2)
+    assert len(tabulars) == 2  # the demo table (demo-v4) and the reference table (demo-ref-v2)
     for spec, body in tabulars:
         header = next(line for line in body if line.startswith("method &"))
         assert len(header.split(" & ")) == len(spec)
