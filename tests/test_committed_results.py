@@ -40,14 +40,37 @@ def test_committed_rows_are_valid_and_cover_the_demo_suite():
 def test_committed_rows_are_runs_of_the_current_code():
     """Every committed row names its method's current source (else it is not a current run)."""
     from pebench.method_source import method_source
+    from pebench.methods import registry
 
     rows = RunStore(ROOT / "results").rows()
     current = {m: method_source(m) for m in {r["method"] for r in rows}}
     stale = sorted({r["method"] for r in rows if r["method_source"] != current[r["method"]]})
+    origins = {r["method_origin"] for r in rows if r["method"] in stale} - {"builtin"}
+    installed = {registry.origin(m) for m in stale} - {"builtin"}
     assert not stale, (
         f"the code of {stale} changed since its committed rows were run (method_source): rerun "
         "their sweeps into results/ and regenerate the leaderboard"
+        + (f" (rows made with {sorted(origins)}, installed {sorted(installed)})" if origins else "")
     )
+
+
+def test_constraints_pin_the_versions_the_committed_rows_record():
+    """A floating upstream release must not turn the committed rows stale: CI installs the pins.
+
+    CI once failed when peft 0.22 was released: ``peft:lora``'s committed rows name
+    ``peft==0.21.2`` in their method_origin (and so in their method_source), and nothing pinned it.
+    """
+    pins = dict(
+        line.split("#")[0].strip().split("==")
+        for line in (ROOT / "constraints-cpu.txt").read_text().splitlines()
+        if "==" in line.split("#")[0]
+    )
+    origins = {r["method_origin"] for r in RunStore(ROOT / "results").rows()} - {"builtin"}
+    for origin in sorted(origins):
+        name, version = origin.split("==")
+        assert pins.get(name) == version, (
+            f"committed rows were made with {origin}: constraints-cpu.txt must pin it"
+        )
 
 
 def test_committed_leaderboard_is_fresh():

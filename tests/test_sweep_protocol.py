@@ -123,26 +123,27 @@ def test_killed_sweep_leaves_no_partial_row_and_resumes(tmp_path):
         "--weights",
         "random",
         "--seeds",
-        "0",
+        "0,1,2,3",  # 12 runs: the kill lands after 2, the other 10 are a loaded machine's margin
         "--results",
         str(tmp_path),
         "--quiet",
     ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
+    proc = subprocess.Popen(  # niced: its runs must not starve this loop of the CPU
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=lambda: os.nice(10),
+    )  # fmt: skip
     deadline = time.time() + 240
     while time.time() < deadline and len(list((tmp_path / "runs").glob("*.csv"))) < 2:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: parent, forkserver, child
     proc.wait()
     first = {p.name: p.read_bytes() for p in (tmp_path / "runs").glob("*.csv")}
-    assert 2 <= len(first) < 6
+    assert 2 <= len(first) < 12
     RunStore(tmp_path).rows()  # every file that exists is complete and valid
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     rows = RunStore(tmp_path).rows()
-    assert len(rows) == 6 and len({r["run_id"] for r in rows}) == 6
+    assert len(rows) == 12 and len({r["run_id"] for r in rows}) == 12
     assert all(r["status"] == "ok" for r in rows)
     for name, data in first.items():  # nothing already written was lost or rewritten
         assert (tmp_path / "runs" / name).read_bytes() == data
