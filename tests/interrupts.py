@@ -29,6 +29,24 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 120.0) -> bool:
     return False
 
 
+def like_a_terminal(nice: int = 0) -> Callable[[], None]:
+    """A ``preexec_fn`` for a command a test presses Ctrl-C on: SIGINT at its default, as a shell.
+
+    A shell without job control starts a background command with SIGINT ignored (``cmd &``: a
+    test suite started as ``nohup .ci/run &`` or from a script), the ignored disposition survives
+    ``exec``, and Python then installs no ``KeyboardInterrupt`` handler: the command would never
+    see the Ctrl-C and would run to its end. ``nice`` lowers the command's priority, so that its
+    runs cannot starve the test's polling loop of the CPU.
+    """
+
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if nice:
+            os.nice(nice)
+
+    return preexec
+
+
 def ctrl_c(
     cmd: Sequence[str], until: Callable[[], bool], wait_s: float = 120.0, exit_s: float = 120.0
 ) -> tuple[int, str, int]:
@@ -50,6 +68,7 @@ def ctrl_c(
         text=True,
         env=cli_env(),
         start_new_session=True,
+        preexec_fn=like_a_terminal(),
     )
     try:
         if not wait_for(until, wait_s):

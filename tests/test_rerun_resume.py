@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from interrupts import like_a_terminal
 
 from pebench.store import RunStore
 from pebench.sweep import rerun as RR
@@ -49,9 +50,9 @@ def swept(tmp_path) -> Path:
 @pytest.mark.slow
 def test_a_ctrl_c_rerun_resumed_by_the_same_command_keeps_its_fresh_rows(swept):
     old = _rows(swept)
-    proc = subprocess.Popen(  # niced: its runs must not starve this loop of the CPU
+    proc = subprocess.Popen(
         _cli(swept, "--rerun"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, preexec_fn=lambda: os.nice(10),
+        start_new_session=True, preexec_fn=like_a_terminal(nice=10),
     )  # fmt: skip
     newest = max(old.values())
     deadline = time.time() + 300
